@@ -1,0 +1,1 @@
+"""budget-enforcer: spend per scope, budgets, reservations and alerts."""

@@ -1,0 +1,1 @@
+"""cost-predictor: token counts, prices and cost estimates for candidate models."""

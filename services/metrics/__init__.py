@@ -1,0 +1,1 @@
+"""metrics: the routing ledger (decision, baseline, estimate, actual cost) and savings."""

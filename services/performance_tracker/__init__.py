@@ -1,0 +1,1 @@
+"""performance-tracker: what each model really delivers."""

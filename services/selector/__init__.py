@@ -1,0 +1,1 @@
+"""selector: chooses the model for each task."""

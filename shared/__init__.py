@@ -1,0 +1,1 @@
+"""Code every Routewise service and client shares: contracts, subjects, bootstrap, SDK, CLI."""

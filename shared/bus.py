@@ -1,0 +1,299 @@
+"""NATS JetStream plumbing shared by every service.
+
+- ``ensure_streams``: the three streams (events, alerts, dead letters), created or updated.
+- ``DeadLetterMiddleware``: bounded redelivery with backoff, then the original message on a
+  dead-letter subject with the reason; malformed messages go there at once.
+- ``consume``: a durable pull consumer that validates the event, binds log context, and
+  hands the event to a plain handler function.
+- ``reply``: a request/reply handler that validates the request and always answers, with
+  the result or a structured error (never a crash or a timeout).
+- ``publish_event``: JetStream publish with ``Nats-Msg-Id`` = event_id.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import nats.errors
+import nats.js.errors
+import structlog
+from faststream import AckPolicy, BaseMiddleware
+from faststream.exceptions import HandlerException
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import ErrorInfo, ErrorReply, PermanentError, RemoteError, RoutewiseError
+from shared.events import Event
+from shared.settings import Settings
+from shared.subjects import durable
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
+Req = TypeVar("Req", bound=BaseModel)
+Res = TypeVar("Res", bound=BaseModel)
+
+DUPLICATE_WINDOW_S = 24 * 3600
+"""JetStream drops a republished event_id seen within this window."""
+
+HEADER_REASON = "Routewise-DeadLetter-Reason"
+HEADER_ERROR = "Routewise-DeadLetter-Error"
+HEADER_SUBJECT = "Routewise-Original-Subject"
+HEADER_DELIVERIES = "Routewise-Deliveries"
+HEADER_SERVICE = "Routewise-Service"
+HEADER_STREAM_SEQ = "Routewise-Stream-Seq"
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Create the streams, or bring an existing one's subjects up to date. Idempotent."""
+    for stream in settings.subjects.streams:
+        config = StreamConfig(
+            name=stream.name,
+            subjects=list(stream.subjects),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            max_age=0,
+        )
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10058:  # stream name already in use with a different config
+                raise
+            await js.update_stream(config)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Errors that no redelivery can fix: bad JSON, a contract violation, a declared permanent error."""
+    return isinstance(exc, ValidationError | json.JSONDecodeError | UnicodeDecodeError | PermanentError)
+
+
+def _js_metadata(msg: Msg) -> Any | None:
+    try:
+        return msg.metadata
+    except nats.errors.NotJSMessageError:
+        return None
+
+
+class DeadLetterMiddleware(BaseMiddleware):
+    """Decides what happens to a JetStream message whose handler raised.
+
+    Permanent errors, and the last allowed delivery, publish the original message with
+    the reason to ``<ns>.deadletter.<service>`` and terminate it; other failures are
+    nak'ed with the configured backoff. Core NATS messages (request/reply) pass through.
+    """
+
+    settings: Settings
+    service: str
+
+    @classmethod
+    def configured(cls, settings: Settings, service: str) -> type[DeadLetterMiddleware]:
+        """A subclass bound to one service's settings (broker middlewares are classes)."""
+        return type("ConfiguredDeadLetterMiddleware", (cls,), {"settings": settings, "service": service})
+
+    async def after_processed(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        if exc_val is None or isinstance(exc_val, HandlerException) or not isinstance(exc_val, Exception):
+            return False
+        raw: Msg = self.msg
+        meta = _js_metadata(raw)
+        if meta is None:
+            return False
+        deliveries = int(meta.num_delivered)
+        permanent = is_permanent(exc_val)
+        if permanent or deliveries >= self.settings.max_deliver:
+            reason = "invalid_message" if permanent else "max_deliver_exceeded"
+            await self._dead_letter(raw, meta, reason, exc_val, deliveries)
+            await raw.term()
+        else:
+            delay = self.settings.backoff_for(deliveries)
+            log.warning(
+                "message failed, will retry",
+                subject=raw.subject,
+                deliveries=deliveries,
+                retry_in_s=delay,
+                error=repr(exc_val),
+            )
+            await raw.nak(delay=delay)
+        return True
+
+    async def _dead_letter(self, raw: Msg, meta: Any, reason: str, exc: BaseException, deliveries: int) -> None:
+        settings, service = self.settings, self.service
+        headers = {k: v for k, v in (raw.headers or {}).items() if k != "Nats-Msg-Id"}
+        stream_seq = str(meta.sequence.stream)
+        headers.update(
+            {
+                HEADER_REASON: reason,
+                HEADER_ERROR: "".join(traceback.format_exception_only(exc)).strip()[:4000],
+                HEADER_SUBJECT: raw.subject,
+                HEADER_DELIVERIES: str(deliveries),
+                HEADER_SERVICE: service,
+                HEADER_STREAM_SEQ: stream_seq,
+                # one dead letter per (service, stream message), even if this runs twice
+                "Nats-Msg-Id": f"dlq-{service}-{meta.stream}-{stream_seq}",
+            }
+        )
+        client: NatsClient = raw._client
+        await client.jetstream().publish(settings.subjects.dead_letter(service), raw.data, headers=headers)
+        log.error(
+            "message dead-lettered",
+            reason=reason,
+            subject=raw.subject,
+            deliveries=deliveries,
+            error=repr(exc),
+        )
+
+
+def consume(
+    router: NatsRouter,
+    settings: Settings,
+    service: str,
+    subject: str,
+    event_type: type[E],
+    handler: Callable[[E], Awaitable[None]],
+    *,
+    batch_size: int = 16,
+) -> None:
+    """Register a durable pull consumer of ``subject`` that calls ``handler(event)``.
+
+    Ack after success; on failure the DeadLetterMiddleware decides between retry and
+    dead letter. Two replicas share the durable and split the messages.
+    """
+    stream = settings.subjects.stream_for(subject)
+
+    @router.subscriber(
+        subject,
+        stream=JStream(stream.name, declare=False),
+        durable=durable(service, subject),
+        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        config=ConsumerConfig(
+            # our middleware dead-letters at max_deliver; the server's bound is a safety net
+            max_deliver=settings.max_deliver + 2,
+            ack_wait=60,
+        ),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        title=f"{service}:{subject}",
+    )
+    async def _consumer(msg: NatsMessage) -> None:
+        event = event_type.model_validate_json(msg.body)
+        task_id = getattr(event, "task_id", None)
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(event.event_id),
+            event_type=event_type.__name__,
+            task_id=str(task_id) if task_id else None,
+        ):
+            await handler(event)
+
+
+def reply(
+    router: NatsRouter,
+    subject: str,
+    service: str,
+    request_type: type[Req],
+    handler: Callable[[Req], Awaitable[BaseModel]],
+) -> None:
+    """Register a request/reply handler that always answers.
+
+    Replies are the handler's model, or ``{"error": {code, message, details}}`` for an
+    invalid request (``invalid_request``), a RoutewiseError (its code), or anything else
+    (``internal``). Replicas share a queue group, so each request is answered once.
+    """
+
+    @router.subscriber(subject, queue=service, title=f"{service}:{subject}")
+    async def _responder(msg: NatsMessage) -> dict[str, Any]:
+        try:
+            request = request_type.model_validate_json(msg.body)
+        except (ValidationError, ValueError) as exc:
+            return _error("invalid_request", _validation_message(exc), _validation_details(exc))
+        try:
+            result = await handler(request)
+        except RoutewiseError as exc:
+            return _error(exc.code, exc.message, exc.details)
+        except Exception as exc:
+            log.exception("request failed", subject=subject)
+            return _error("internal", f"{type(exc).__name__}: {exc}")
+        return result.model_dump(mode="json")
+
+
+def _error(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return ErrorReply(error=ErrorInfo(code=code, message=message, details=details or {})).model_dump(mode="json")
+
+
+def _validation_message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "request"
+            parts.append(f"{where}: {err['msg']}")
+        return "; ".join(parts)
+    return str(exc)
+
+
+def _validation_details(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, ValidationError):
+        return {"errors": json.loads(exc.json(include_url=False, include_input=False))}
+    return {}
+
+
+def parse_reply(data: bytes, reply_type: type[Res]) -> Res:
+    """Turn a reply into ``reply_type``, or raise RemoteError with the service's code."""
+    payload = json.loads(data)
+    if isinstance(payload, dict) and set(payload) == {"error"}:
+        err = ErrorReply.model_validate(payload).error
+        raise RemoteError(err.message, code=err.code, details=err.details)
+    return reply_type.model_validate(payload)
+
+
+def msg_id_headers(event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": str(event.event_id), "content-type": "application/json"}
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+async def publish_event(
+    broker: NatsBroker, settings: Settings, subject: str, event: Event, headers: dict[str, str] | None = None
+) -> None:
+    """Publish to JetStream through the broker (so trace context travels) and wait for the
+    stream's ack; a repeat of the same event_id within the duplicate window is dropped."""
+    await broker.publish(
+        event.model_dump_json().encode(),
+        subject,
+        headers=msg_id_headers(event, headers),
+        stream=settings.subjects.stream_for(subject).name,
+        timeout=settings.request_timeout,
+    )
+
+
+async def request(
+    broker: NatsBroker, subject: str, payload: BaseModel, reply_type: type[Res], *, timeout: float
+) -> Res:
+    """Request/reply with a typed answer; a service's error reply raises RemoteError."""
+    with request_errors(subject, timeout):
+        response = await broker.request(payload.model_dump_json().encode(), subject, timeout=timeout)
+    return parse_reply(response.body, reply_type)
+
+
+@contextmanager
+def request_errors(subject: str, timeout: float) -> Iterator[None]:
+    """Turn "nobody listens" and "nobody answered" into RemoteError codes a caller can act on."""
+    try:
+        yield
+    except nats.errors.NoRespondersError as exc:
+        raise RemoteError(f"no service is answering on {subject}; is Routewise running?", code="unavailable") from exc
+    except TimeoutError as exc:
+        raise RemoteError(f"no answer on {subject} within {timeout}s", code="timeout") from exc

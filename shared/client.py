@@ -1,0 +1,120 @@
+"""The client SDK: what an application uses to talk to Routewise over NATS.
+
+    async with RoutewiseClient("nats://127.0.0.1:4222") as rw:
+        outcome = await rw.submit_task(TaskArrived(scope=Scope(org_id="acme"), prompt="..."), wait=10)
+        ...run the call with outcome.model...
+        await rw.record_cost(CostRecorded(...))
+
+Each task is one trace: ``submit_task`` starts the root span and sends its context with
+TaskArrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import TracebackType
+from typing import TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from opentelemetry import propagate, trace
+from pydantic import BaseModel
+
+from shared.bus import msg_id_headers, parse_reply, request_errors
+from shared.errors import RemoteError
+from shared.events import CostRecorded, Event, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from shared.settings import Settings
+
+Res = TypeVar("Res", bound=BaseModel)
+tracer = trace.get_tracer("routewise.client")
+
+
+class RoutewiseClient:
+    def __init__(self, settings: Settings | None = None, *, nats_url: str | None = None):
+        self.settings = settings or Settings()
+        self.nats_url = nats_url or self.settings.nats_url
+        self.subjects = self.settings.subjects
+        self._nc: NatsClient | None = None
+
+    async def __aenter__(self) -> RoutewiseClient:
+        try:
+            self._nc = await nats.connect(
+                self.nats_url,
+                user=self.settings.nats_user,
+                password=self.settings.nats_password,
+                name="routewise-client",
+                connect_timeout=3,
+                max_reconnect_attempts=1,
+                allow_reconnect=False,
+            )
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            raise RemoteError(f"cannot reach NATS at {self.nats_url}: {exc}", code="unavailable") from exc
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._nc is not None:
+            await self._nc.drain()
+            self._nc = None
+
+    @property
+    def nc(self) -> NatsClient:
+        if self._nc is None:
+            raise RuntimeError("use RoutewiseClient as an async context manager")
+        return self._nc
+
+    async def publish(self, subject: str, event: Event) -> None:
+        """Publish an event to JetStream, waiting for the stream's ack (with trace context)."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        await self.nc.jetstream().publish(
+            subject, event.model_dump_json().encode(), headers=msg_id_headers(event, carrier), timeout=self.settings.request_timeout
+        )
+
+    async def submit_task(self, task: TaskArrived, *, wait: float | None = None) -> ModelSelected | TaskRejected | None:
+        """Publish TaskArrived; with ``wait``, return the decision (None if none came in time)."""
+        with tracer.start_as_current_span("routewise.task", kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("routewise.task_id", str(task.task_id))
+            if wait is None:
+                await self.publish(self.subjects.task_arrived, task)
+                return None
+            loop = asyncio.get_running_loop()
+            decided: asyncio.Future[ModelSelected | TaskRejected] = loop.create_future()
+            wanted = str(task.task_id)
+
+            async def on_decision(msg: Msg) -> None:
+                if decided.done():
+                    return
+                try:
+                    if json.loads(msg.data).get("task_id") != wanted:
+                        return
+                    kind = ModelSelected if msg.subject == self.subjects.model_selected else TaskRejected
+                    decided.set_result(kind.model_validate_json(msg.data))
+                except (ValueError, AttributeError) as exc:
+                    decided.set_exception(exc)
+
+            subs = [await self.nc.subscribe(s, cb=on_decision) for s in (self.subjects.model_selected, self.subjects.task_rejected)]
+            try:
+                await self.publish(self.subjects.task_arrived, task)
+                try:
+                    return await asyncio.wait_for(decided, timeout=wait)
+                except TimeoutError:
+                    return None
+            finally:
+                for sub in subs:
+                    await sub.unsubscribe()
+
+    async def record_cost(self, cost: CostRecorded) -> None:
+        await self.publish(self.subjects.cost_recorded, cost)
+
+    async def record_feedback(self, feedback: FeedbackRecorded) -> None:
+        await self.publish(self.subjects.feedback_recorded, feedback)
+
+    async def request(self, subject: str, payload: BaseModel, reply_type: type[Res], *, timeout: float | None = None) -> Res:
+        """Ask a service; its error reply raises RemoteError with the service's code."""
+        timeout = timeout or self.settings.request_timeout
+        with request_errors(subject, timeout):
+            msg = await self.nc.request(subject, payload.model_dump_json().encode(), timeout=timeout)
+        return parse_reply(msg.data, reply_type)

@@ -1,0 +1,134 @@
+"""Postgres: a pool bound to the service's own schema, migrations, and the inbox.
+
+A service connects as its own role and sets ``search_path`` to its schema, so its SQL
+names tables without a schema prefix and cannot wander into another service's tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"routewise-{schema}"},
+        init=_init_connection,
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    source: str  # "shared" or the service name
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(source: str, folder: Path) -> list[Migration]:
+    """Numbered ``NNNN_name.sql`` files, in order; a gap or duplicate number is an error."""
+    found: list[Migration] = []
+    for path in sorted(folder.glob("*.sql")):
+        number, _, name = path.stem.partition("_")
+        if not number.isdigit():
+            raise ValueError(f"migration {path} must be named NNNN_description.sql")
+        found.append(Migration(source, int(number), name, path.read_text()))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise ValueError(f"migrations in {folder} must be numbered 1..n without gaps: {versions}")
+    return found
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, service_folder: Path) -> list[str]:
+    """Apply shared then service migrations not yet applied, once, under an advisory lock.
+
+    Returns the names applied. A changed migration that was already applied is an error:
+    history is append-only.
+    """
+    plan = load_migrations("shared", SHARED_MIGRATIONS) + load_migrations(schema, service_folder)
+    applied_now: list[str] = []
+    lock_key = int.from_bytes(hashlib.sha256(f"routewise-migrate-{schema}".encode()).digest()[:8], "big", signed=True)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   source text NOT NULL,
+                   version int NOT NULL,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (source, version))"""
+        )
+        done = {
+            (r["source"], r["version"]): r["checksum"]
+            for r in await conn.fetch("SELECT source, version, checksum FROM schema_migrations")
+        }
+        for migration in plan:
+            key = (migration.source, migration.version)
+            if key in done:
+                if done[key] != migration.checksum:
+                    raise RuntimeError(
+                        f"migration {migration.source}/{migration.version:04d}_{migration.name} "
+                        "changed after it was applied; add a new migration instead"
+                    )
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (source, version, name, checksum) VALUES ($1, $2, $3, $4)",
+                migration.source,
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+            applied_now.append(f"{migration.source}/{migration.version:04d}_{migration.name}")
+    if applied_now:
+        log.info("migrations applied", schema=schema, applied=applied_now)
+    return applied_now
+
+
+async def claim(conn: asyncpg.Connection, event_id: UUID, subject: str) -> bool:
+    """Record ``event_id`` in this service's inbox; False when it was applied before.
+
+    Call inside the transaction that applies the event's effect: the effect and the
+    inbox row commit together or not at all. A concurrent replica claiming the same id
+    waits on the unique index and then sees the conflict.
+    """
+    row = await conn.fetchval(
+        "INSERT INTO inbox (event_id, subject) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING RETURNING 1",
+        event_id,
+        subject,
+    )
+    return row is not None
+
+
+@asynccontextmanager
+async def unit_of_work(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """One connection, one transaction: commit on success, roll back on any error."""
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn

@@ -1,0 +1,40 @@
+"""Errors with a stable code, shared by request/reply handlers and clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.events import Contract
+
+
+class RoutewiseError(Exception):
+    """An error a caller can act on: a stable ``code`` and a human message."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details or {}
+
+
+class PermanentError(RoutewiseError):
+    """Processing this message can never succeed: dead-letter it at once, don't retry."""
+
+    code = "permanent"
+
+
+class RemoteError(RoutewiseError):
+    """A service answered a request with an error."""
+
+
+class ErrorInfo(Contract):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorReply(Contract):
+    error: ErrorInfo

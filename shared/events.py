@@ -1,0 +1,246 @@
+"""Event contracts: what travels on the bus.
+
+Every event is a frozen pydantic model with ``event_id`` (also sent as ``Nats-Msg-Id`` so
+JetStream drops duplicates), ``occurred_at`` (UTC) and ``schema_version``. Money is
+``Decimal`` USD, serialised as a JSON string. Unknown fields are rejected.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=12, allow_inf_nan=False)]
+"""A non-negative amount of US dollars."""
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")]
+"""An org/team/user/workspace id: safe to use as a NATS subject token."""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must carry a time zone")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Contract(BaseModel):
+    """Base of every message model: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Contract):
+    CURRENT_VERSION: ClassVar[int] = 1
+
+    event_id: UUID = Field(default_factory=uuid4)
+    occurred_at: UtcDatetime = Field(default_factory=utcnow)
+    schema_version: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _known_version(self) -> Event:
+        if self.schema_version > self.CURRENT_VERSION:
+            raise ValueError(
+                f"{type(self).__name__} schema_version {self.schema_version} is newer than "
+                f"this consumer understands ({self.CURRENT_VERSION})"
+            )
+        return self
+
+
+class Scope(Contract):
+    """Who pays. Spend on a user also counts on its team and org."""
+
+    org_id: Identifier
+    team_id: Identifier | None = None
+    user_id: Identifier | None = None
+    workspace_id: Identifier | None = None
+
+    def chain(self) -> list[tuple[str, str]]:
+        """(scope_type, scope_id) from the narrowest to the org."""
+        out: list[tuple[str, str]] = []
+        if self.user_id:
+            out.append(("user", self.user_id))
+        if self.workspace_id:
+            out.append(("workspace", self.workspace_id))
+        if self.team_id:
+            out.append(("team", self.team_id))
+        out.append(("org", self.org_id))
+        return out
+
+
+class Tier(StrEnum):
+    micro = "micro"
+    standard = "standard"
+    versatile = "versatile"
+    heavy = "heavy"
+    complex = "complex"
+
+    @property
+    def rank(self) -> int:
+        return list(Tier).index(self)
+
+
+class ChatMessage(Contract):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class Constraints(Contract):
+    max_cost_usd: Usd | None = None
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    allowed_providers: list[str] | None = None
+    latency_slo_ms: int | None = Field(default=None, gt=0)
+
+
+TaskType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class TaskArrived(Event):
+    """An application asks Routewise to choose a model for a task."""
+
+    task_id: UUID = Field(default_factory=uuid4)
+    scope: Scope
+    task_type: TaskType = "normal"
+    prompt: str | None = Field(default=None, max_length=2_000_000)
+    messages: list[ChatMessage] | None = Field(default=None, max_length=10_000)
+    policy: str | None = None
+    constraints: Constraints = Field(default_factory=Constraints)
+    auto_route: bool = False
+
+    @model_validator(mode="after")
+    def _has_input(self) -> TaskArrived:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt or messages")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt is empty")
+        if self.messages is not None and not any(m.content.strip() for m in self.messages):
+            raise ValueError("messages carry no text")
+        return self
+
+    def text(self) -> str:
+        """The task's text, messages joined in order."""
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(m.content for m in self.messages or [])
+
+
+class CandidateScore(Contract):
+    model: str
+    provider: str
+    tier: Tier
+    predicted_quality: float = Field(ge=0, le=1)
+    estimated_cost_usd: Usd
+
+
+class ModelSelected(Event):
+    """The selector's decision for a task."""
+
+    task_id: UUID
+    scope: Scope
+    task_type: TaskType
+    model: str
+    provider: str
+    tier: Tier
+    fallback_chain: list[str] = Field(default_factory=list)
+    estimated_input_tokens: int = Field(ge=0)
+    estimated_output_tokens: int = Field(ge=0)
+    estimated_cost_usd: Usd
+    baseline_model: str
+    baseline_cost_usd: Usd
+    strategy: str
+    confidence: float = Field(ge=0, le=1)
+    complexity: float = Field(ge=0, le=1)
+    pattern: str
+    reasoning: str
+    experimental: bool = False
+    candidates: list[CandidateScore] = Field(default_factory=list)
+    reservation_id: UUID | None = None
+    decision_latency_ms: float = Field(ge=0)
+
+
+class RejectionReason(StrEnum):
+    budget_exhausted = "budget_exhausted"
+    approval_required = "approval_required"
+    over_request_cap = "over_request_cap"
+    no_model_within_constraints = "no_model_within_constraints"
+
+
+class TaskRejected(Event):
+    task_id: UUID
+    scope: Scope
+    task_type: TaskType
+    reason: RejectionReason
+    detail: str
+
+
+class CostRecorded(Event):
+    """What a call really cost, reported by the application after running it."""
+
+    task_id: UUID
+    scope: Scope
+    task_type: TaskType = "normal"
+    model: str
+    provider: str
+    input_tokens: int = Field(ge=0, le=100_000_000)
+    output_tokens: int = Field(ge=0, le=100_000_000)
+    cached_input_tokens: int = Field(default=0, ge=0, le=100_000_000)
+    cost_usd: Usd
+    latency_ms: float | None = Field(default=None, ge=0)
+    success: bool = True
+    error_type: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CostRecorded:
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens cannot exceed input_tokens")
+        if self.success and self.error_type:
+            raise ValueError("a successful call has no error_type")
+        if not self.success and not self.error_type:
+            raise ValueError("a failed call needs an error_type")
+        return self
+
+
+class FeedbackRecorded(Event):
+    """How good an answer was (0..1), possibly long after its cost."""
+
+    task_id: UUID
+    scope: Scope
+    model: str
+    quality: float = Field(ge=0, le=1)
+    task_type: TaskType = "normal"
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class BudgetAlert(Event):
+    budget_id: UUID
+    scope_type: Literal["org", "team", "user", "workspace"]
+    scope_id: Identifier
+    period_start: UtcDatetime
+    period_end: UtcDatetime | None
+    threshold_percent: int = Field(ge=1, le=100)
+    spent_usd: Usd
+    limit_usd: Usd
+    percent: Decimal
+    actions: list[str]
+    cause_event_id: UUID | None = None
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    TaskArrived,
+    ModelSelected,
+    TaskRejected,
+    CostRecorded,
+    FeedbackRecorded,
+    BudgetAlert,
+)

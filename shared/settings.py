@@ -1,0 +1,57 @@
+"""Runtime settings, read from ``ROUTEWISE_*`` environment variables."""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.subjects import Subjects
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+class Settings(BaseSettings):
+    """One settings object for services and clients alike."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTEWISE_", extra="ignore", frozen=True)
+
+    namespace: str = Field(
+        default="routewise",
+        description="First token of every subject and stream; tests use their own to stay isolated.",
+    )
+    nats_url: str = DEFAULT_NATS_URL
+    nats_user: str | None = None
+    nats_password: str | None = None
+    database_url: str | None = Field(
+        default=None, description="DSN of this service's own Postgres role (services only)."
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    max_deliver: int = Field(default=5, ge=1, description="Deliveries before a message is dead-lettered.")
+    retry_backoff: list[float] = Field(
+        default=[1.0, 5.0, 15.0, 30.0],
+        description="Seconds before redelivery n (the last value repeats).",
+    )
+    request_timeout: float = Field(default=5.0, gt=0)
+    outbox_interval: float = Field(default=1.0, gt=0, description="Seconds between outbox sweeps.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", value):
+            raise ValueError("namespace must be a lowercase NATS token: [a-z][a-z0-9_-]{0,31}")
+        return value
+
+    @cached_property
+    def subjects(self) -> Subjects:
+        return Subjects(self.namespace)
+
+    def backoff_for(self, delivery: int) -> float:
+        """Delay before the next delivery, after delivery number ``delivery`` (1-based) failed."""
+        index = min(max(delivery, 1), len(self.retry_backoff)) - 1
+        return self.retry_backoff[index] if self.retry_backoff else 0.0
+

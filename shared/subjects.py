@@ -1,0 +1,94 @@
+"""Every subject, stream and durable name, defined once.
+
+All names hang off a namespace (``routewise`` by default) so that several isolated
+deployments, or test runs, can share one NATS server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics")
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Subjects:
+    namespace: str = "routewise"
+    # events (past tense)
+    task_arrived: str = field(init=False)
+    model_selected: str = field(init=False)
+    task_rejected: str = field(init=False)
+    cost_recorded: str = field(init=False)
+    feedback_recorded: str = field(init=False)
+    budget_alerts: str = field(init=False)
+    # request/reply (imperative)
+    cost_estimate: str = field(init=False)
+    cost_price: str = field(init=False)
+    budget_status: str = field(init=False)
+    performance_query: str = field(init=False)
+    metrics_summary: str = field(init=False)
+    routing_decision: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        ns = self.namespace
+        values = {
+            "task_arrived": f"{ns}.tasks.arrived",
+            "model_selected": f"{ns}.models.selected",
+            "task_rejected": f"{ns}.tasks.rejected",
+            "cost_recorded": f"{ns}.costs.recorded",
+            "feedback_recorded": f"{ns}.feedback.recorded",
+            "budget_alerts": f"{ns}.budgets.alerts",
+            "cost_estimate": f"{ns}.cost.estimate",
+            "cost_price": f"{ns}.cost.price",
+            "budget_status": f"{ns}.budget.status",
+            "performance_query": f"{ns}.performance.query",
+            "metrics_summary": f"{ns}.metrics.summary",
+            "routing_decision": f"{ns}.routing.decision",
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def budget_alert(self, scope_type: str, scope_id: str) -> str:
+        return f"{self.budget_alerts}.{scope_type}.{scope_id}"
+
+    def dead_letter(self, service: str) -> str:
+        return f"{self.namespace}.deadletter.{service}"
+
+    @property
+    def events_stream(self) -> Stream:
+        ns = self.namespace
+        return Stream(
+            f"{ns.upper()}_EVENTS",
+            (f"{ns}.tasks.>", f"{ns}.models.>", f"{ns}.costs.>", f"{ns}.feedback.>"),
+        )
+
+    @property
+    def alerts_stream(self) -> Stream:
+        return Stream(f"{self.namespace.upper()}_ALERTS", (f"{self.budget_alerts}.>",))
+
+    @property
+    def dead_letter_stream(self) -> Stream:
+        return Stream(f"{self.namespace.upper()}_DEADLETTER", (f"{self.namespace}.deadletter.>",))
+
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        return (self.events_stream, self.alerts_stream, self.dead_letter_stream)
+
+    def stream_for(self, subject: str) -> Stream:
+        for stream in self.streams:
+            for pattern in stream.subjects:
+                if subject.startswith(pattern.removesuffix(">")):
+                    return stream
+        raise LookupError(f"no stream captures subject {subject!r}")
+
+
+def durable(service: str, subject: str) -> str:
+    """Durable consumer name: the service, then what it consumes (``budget_enforcer-costs-recorded``)."""
+    tail = subject.split(".", 1)[1].replace(".", "-")
+    return f"{service}-{tail}"
