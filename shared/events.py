@@ -103,6 +103,9 @@ class Constraints(Contract):
     latency_slo_ms: int | None = Field(default=None, gt=0)
 
 
+MAX_PROMPT_CHARS = 900_000
+"""A task travels as one NATS message; NATS's default max_payload is 1 MiB."""
+
 TaskType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
@@ -112,7 +115,7 @@ class TaskArrived(Event):
     task_id: UUID = Field(default_factory=uuid4)
     scope: Scope
     task_type: TaskType = "normal"
-    prompt: str | None = Field(default=None, max_length=2_000_000)
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, max_length=10_000)
     policy: str | None = None
     constraints: Constraints = Field(default_factory=Constraints)

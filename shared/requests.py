@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
-from shared.events import ChatMessage, Contract, Identifier, Scope, TaskType, Tier, Usd
+from shared.events import MAX_PROMPT_CHARS, ChatMessage, Contract, Identifier, Scope, TaskType, Tier, Usd
 
 MAX_TOKENS = 10_000_000
 ModelId = str
@@ -19,7 +19,7 @@ ModelId = str
 class EstimateCost(Contract):
     """Estimate what running a prompt on each of ``models`` would cost."""
 
-    prompt: str | None = Field(default=None, max_length=2_000_000)
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, max_length=10_000)
     models: list[ModelId] = Field(min_length=1, max_length=200)
     task_type: TaskType = "normal"
@@ -44,10 +44,15 @@ class ModelEstimate(Contract):
     cost_usd: Usd
     exact_token_count: bool
     encoding: str
+    context_window: int
+    fits_context: bool
+    """False when the prompt alone exceeds the model's context window."""
 
 
 class CostEstimate(Contract):
     estimates: list[ModelEstimate]
+    """One per requested model, in the order asked. A model the prompt does not fit is listed
+    with ``fits_context`` false; if it fits none, the reply is a ``context_window_exceeded`` error."""
 
 
 class PriceUsage(Contract):

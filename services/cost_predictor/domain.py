@@ -118,12 +118,6 @@ class Estimator:
             if encoding not in counts:
                 counts[encoding] = count_tokens(request.prompt, request.messages, encoding)
             input_tokens = counts[encoding]
-            if input_tokens > model.context_window:
-                raise RoutewiseError(
-                    f"the prompt has {input_tokens} tokens; {model.id} accepts at most {model.context_window}",
-                    code="context_window_exceeded",
-                    details={"model": model.id, "input_tokens": input_tokens, "context_window": model.context_window},
-                )
             cached = min(request.cached_input_tokens, input_tokens)
             cost = price(
                 self.catalog,
@@ -138,7 +132,17 @@ class Estimator:
                     cost_usd=cost,
                     exact_token_count=exact,
                     encoding=encoding,
+                    context_window=model.context_window,
+                    fits_context=input_tokens <= model.context_window,
                 )
+            )
+        if not any(e.fits_context for e in estimates):
+            largest = max(estimates, key=lambda e: e.context_window)
+            raise RoutewiseError(
+                f"the prompt has {largest.input_tokens} tokens; the largest context window asked for "
+                f"({largest.model}) holds {largest.context_window}",
+                code="context_window_exceeded",
+                details={e.model: {"input_tokens": e.input_tokens, "context_window": e.context_window} for e in estimates},
             )
         return CostEstimate(estimates=estimates)
 

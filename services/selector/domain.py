@@ -82,19 +82,29 @@ class Choice:
 
 
 def choose(catalog: Catalog, tier: Tier, estimates: dict[str, ModelEstimate], feats: Features) -> Choice:
-    """The cheapest model of the task's tier; the rest of the tier (cheapest first), then the
-    next tier up, as the fallback chain."""
-    in_tier = sorted(catalog.in_tier(tier), key=lambda m: (estimates[m.id].cost_usd, -m.quality_prior))
-    if not in_tier:
-        raise LookupError(f"the catalog has no {tier.value} model")
+    """The cheapest model of the task's tier that can hold the prompt.
+
+    When no model of that tier can hold it, the nearest tier above (then below) that has
+    one. The fallback chain is the rest of that tier, cheapest first, then the next tier up.
+    """
+    fitting = [m for m in catalog.models if m.id in estimates and estimates[m.id].fits_context]
+    if not fitting:
+        raise LookupError("no catalog model can hold the prompt")
+    tiers = sorted({m.tier for m in fitting}, key=lambda t: (t.rank < tier.rank, abs(t.rank - tier.rank)))
+    used = tiers[0]
+
+    def by_cost(models: list[CatalogModel]) -> list[CatalogModel]:
+        return sorted(models, key=lambda m: (estimates[m.id].cost_usd, -m.quality_prior))
+
+    in_tier = by_cost([m for m in fitting if m.tier is used])
     chosen = in_tier[0]
-    higher = [t for t in Tier if t.rank == tier.rank + 1]
-    upgrades = sorted(catalog.in_tier(higher[0]), key=lambda m: estimates[m.id].cost_usd) if higher else []
+    upgrades = by_cost([m for m in fitting if m.tier.rank == used.rank + 1])
     fallback = [m.id for m in in_tier[1:]] + [m.id for m in upgrades]
     cost = estimates[chosen.id].cost_usd
+    moved = "" if used is tier else f" (no {tier.value} model holds {feats.input_tokens} tokens; using {used.value})"
     reasoning = (
         f"complexity {feats.complexity:.2f} ({feats.pattern}, {feats.input_tokens} input tokens) "
-        f"→ tier {tier.value}; {chosen.id} is the cheapest {tier.value} model at ${_fmt(cost)}"
+        f"→ tier {tier.value}{moved}; {chosen.id} is the cheapest {used.value} model at ${_fmt(cost)}"
     )
     return Choice(chosen, estimates[chosen.id], fallback, reasoning)
 

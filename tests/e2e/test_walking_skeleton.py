@@ -1,0 +1,194 @@
+"""The five services as separate processes carry a real task end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import nats
+import pytest
+from genai_prices import Usage, calc_price
+
+from shared.client import RoutewiseClient
+from shared.events import CostRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from shared.requests import BudgetStatus, GetBudgetStatus
+from tests.conftest import RunningStack
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        capture_output=True,
+        text=True,
+        env=stack.cli_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+async def fetch_row(dsn: str, sql: str, *args: object) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchrow(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stack: RunningStack) -> None:
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    decided = cli(running_stack, "task", "What is the capital of France?", "--org", org, "--team", "t1", "--json")
+    assert decided.returncode == 0, decided.stderr
+    decision = json.loads(decided.stdout)
+    assert decision["status"] == "selected"
+    assert decision["tier"] == "micro"  # a one-line factual question
+    assert Decimal(decision["estimated_cost_usd"]) < Decimal(decision["baseline_cost_usd"])
+    assert len(decision["trace_id"]) == 32
+    task_id = decision["task_id"]
+
+    recorded = cli(running_stack, "record", task_id, "--input-tokens", "1200", "--output-tokens", "300",
+                   "--latency-ms", "640", "--json")
+    assert recorded.returncode == 0, recorded.stderr
+    cost = json.loads(recorded.stdout)
+    expected = calc_price(Usage(input_tokens=1200, output_tokens=300), model_ref=decision["model"],
+                          provider_id=decision["provider"]).total_price
+    assert Decimal(cost["cost_usd"]) == expected  # priced by cost-predictor from genai-prices
+    assert cost["model"] == decision["model"]
+
+    admin = running_stack.database.admin_dsn
+    tid = uuid.UUID(task_id)
+    selector_row = await fetch_row(admin, "SELECT * FROM selector.decisions WHERE task_id = $1", tid)
+    assert selector_row is not None and selector_row["model"] == decision["model"]
+
+    async def spend_row() -> asyncpg.Record | None:
+        return await fetch_row(admin, "SELECT * FROM budget_enforcer.org_spend WHERE org_id = $1", org)
+
+    spend = await eventually(spend_row)
+    assert spend["spent_usd"] == expected and spend["costs_recorded"] == 1
+
+    async def usage_row() -> asyncpg.Record | None:
+        return await fetch_row(admin, "SELECT * FROM cost_predictor.observed_usage WHERE task_id = $1", tid)
+
+    usage = await eventually(usage_row)
+    assert (usage["input_tokens"], usage["output_tokens"]) == (1200, 300)
+
+    async def ledger_row() -> asyncpg.Record | None:
+        row = await fetch_row(admin, "SELECT * FROM metrics.task_ledger WHERE task_id = $1", tid)
+        return row if row and row["actual_cost_usd"] is not None and row["status"] else None
+
+    ledger = await eventually(ledger_row)
+    assert ledger["status"] == "selected"
+    assert ledger["actual_cost_usd"] == expected
+    assert str(ledger["estimated_cost_usd"].normalize()) == str(Decimal(decision["estimated_cost_usd"]).normalize())
+
+    async def stats_row() -> asyncpg.Record | None:
+        return await fetch_row(admin, "SELECT * FROM performance_tracker.model_stats WHERE model = $1", decision["model"])
+
+    stats = await eventually(stats_row)
+    assert stats["requests"] >= 1 and stats["successes"] >= 1
+
+
+async def test_prompt_complexity_moves_the_tier_up(running_stack: RunningStack) -> None:
+    hard = (
+        "Design a distributed, concurrent rate limiter. Analyze the trade-offs of token bucket versus sliding "
+        "window, prove correctness step by step, then write and optimize the Python code:\n```python\n"
+        "class Limiter:\n    ...\n```\n" + "Consider failure modes of each node. " * 40
+    )
+    async with RoutewiseClient(running_stack.settings) as rw:
+        easy = await rw.submit_task(TaskArrived(scope=Scope(org_id="tiers"), prompt="Say hi"), wait=20)
+        heavy = await rw.submit_task(TaskArrived(scope=Scope(org_id="tiers"), prompt=hard, task_type="code"), wait=20)
+    assert isinstance(easy, ModelSelected) and isinstance(heavy, ModelSelected)
+    assert easy.tier.rank < heavy.tier.rank
+    assert heavy.pattern == "code"
+    assert heavy.estimated_cost_usd > easy.estimated_cost_usd
+
+
+async def test_a_long_prompt_only_goes_to_a_model_whose_context_window_holds_it(running_stack: RunningStack) -> None:
+    long_prompt = "lorem ipsum dolor " * 45_000  # 135k tokens: more than gpt-4o or deepseek-chat hold
+    async with RoutewiseClient(running_stack.settings) as rw:
+        outcome = await rw.submit_task(TaskArrived(scope=Scope(org_id="big"), prompt=long_prompt), wait=60)
+    assert isinstance(outcome, ModelSelected), outcome
+    assert outcome.estimated_input_tokens > 128_000
+    assert outcome.model not in {"gpt-4o", "gpt-4o-mini", "deepseek-chat"}
+    assert not {"gpt-4o", "gpt-4o-mini", "deepseek-chat"} & set(outcome.fallback_chain)
+
+
+async def test_cli_errors_are_clear(running_stack: RunningStack) -> None:
+    unknown = cli(running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--json")
+    assert unknown.returncode == 1
+    assert json.loads(unknown.stdout)["error"]["code"] == "not_found"
+    empty = cli(running_stack, "task", "   ", "--json")
+    assert empty.returncode == 1
+    assert "prompt is empty" in json.loads(empty.stdout)["error"]["message"]
+    bad_cost = cli(running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1",
+                   "--cost", "-1")
+    assert bad_cost.returncode == 1 and "--cost" in bad_cost.stderr
+
+
+async def test_costs_published_while_a_service_is_down_are_applied_after_restart(running_stack: RunningStack) -> None:
+    org = f"restart-{uuid.uuid4().hex[:8]}"
+    stack = running_stack.stack
+    stack.stop_service("budget_enforcer")
+    costs = [
+        CostRecorded(task_id=uuid.uuid4(), scope=Scope(org_id=org), model="gpt-4o", provider="openai",
+                     input_tokens=10, output_tokens=10, cost_usd=Decimal("0.25"))
+        for _ in range(4)
+    ]
+    async with RoutewiseClient(running_stack.settings) as rw:
+        for cost in costs:
+            await rw.record_cost(cost)
+            await rw.record_cost(cost)  # a client retry: same event_id
+        await asyncio.to_thread(lambda: (stack.start_service("budget_enforcer"), stack.wait_ready(60)))
+
+        async def status() -> BudgetStatus | None:
+            s = await rw.request(running_stack.settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)
+            return s if s.costs_recorded >= 4 else None
+
+        final = await eventually(status, timeout=20)
+    assert final.spent_usd == Decimal("1.00")
+    assert final.costs_recorded == 4
+
+
+async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(running_stack: RunningStack) -> None:
+    settings = running_stack.settings
+    org = f"dlq-{uuid.uuid4().hex[:8]}"
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        bad = b'{"task_id": "nope", "cost_usd": "free"}'
+        await js.publish(settings.subjects.cost_recorded, bad, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+        dlq = await js.subscribe(settings.subjects.dead_letter("budget_enforcer"), ordered_consumer=True)
+        letter = await dlq.next_msg(timeout=15)
+        assert letter.data == bad
+        assert letter.headers and letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
+    finally:
+        await nc.close()
+    async with RoutewiseClient(settings) as rw:
+        await rw.record_cost(CostRecorded(task_id=uuid.uuid4(), scope=Scope(org_id=org), model="gpt-4o",
+                                          provider="openai", input_tokens=1, output_tokens=1, cost_usd=Decimal("0.5")))
+
+        async def status() -> BudgetStatus | None:
+            s = await rw.request(settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)
+            return s if s.costs_recorded else None
+
+        assert (await eventually(status)).spent_usd == Decimal("0.5")
+
+
+async def test_services_serve_health_readiness_and_metrics(running_stack: RunningStack) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        for name, sp in running_stack.stack.processes.items():
+            base = f"http://127.0.0.1:{sp.port}"
+            assert (await http.get(f"{base}/healthz")).json()["service"] == name
+            ready = (await http.get(f"{base}/readyz")).json()
+            assert ready["ready"] is True and ready["checks"] == {"nats": "ok", "postgres": "ok"}
+            metrics = (await http.get(f"{base}/metrics")).text
+            assert "faststream_received_messages_total" in metrics or "faststream" in metrics

@@ -1,0 +1,166 @@
+"""Delivery guarantees of the shared consumer, against a real NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from faststream.nats import NatsBroker, NatsRouter
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from shared.bus import HEADER_DELIVERIES, HEADER_REASON, HEADER_SUBJECT, consume, ensure_streams, msg_id_headers
+from shared.events import CostRecorded, Scope
+from shared.service import build_broker
+from shared.settings import Settings
+from tests.helpers import eventually
+
+
+def a_cost(**overrides: object) -> CostRecorded:
+    fields: dict[str, object] = {
+        "task_id": uuid.uuid4(),
+        "scope": Scope(org_id="acme"),
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cost_usd": "0.00075",
+    }
+    fields.update(overrides)
+    return CostRecorded.model_validate(fields)
+
+
+@asynccontextmanager
+async def consumer(settings: Settings, handler: Callable[[CostRecorded], Awaitable[None]]) -> AsyncIterator[NatsBroker]:
+    broker = build_broker(settings, "testsvc", TracerProvider(), CollectorRegistry())
+    router = NatsRouter()
+    consume(router, settings, "testsvc", settings.subjects.cost_recorded, CostRecorded, handler)
+    broker.include_router(router)
+    client = await broker.connect()
+    await ensure_streams(client.jetstream(), settings)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def publish_raw(settings: Settings, data: bytes, msg_id: str) -> None:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        await nc.jetstream().publish(settings.subjects.cost_recorded, data, headers={"Nats-Msg-Id": msg_id})
+    finally:
+        await nc.close()
+
+
+async def dead_letters(settings: Settings) -> list[nats.aio.msg.Msg]:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            settings.subjects.dead_letter("testsvc"),
+            stream=settings.subjects.dead_letter_stream.name,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+            ordered_consumer=True,
+        )
+        found = []
+        while True:
+            try:
+                found.append(await sub.next_msg(timeout=0.5))
+            except nats.errors.TimeoutError:
+                return found
+    finally:
+        await nc.close()
+
+
+async def test_a_transient_failure_is_retried_until_it_succeeds(settings: Settings) -> None:
+    attempts: list[uuid.UUID] = []
+    done = asyncio.Event()
+
+    async def flaky(event: CostRecorded) -> None:
+        attempts.append(event.event_id)
+        if len(attempts) < 3:
+            raise ConnectionError("database briefly unavailable")
+        done.set()
+
+    async with consumer(settings, flaky) as broker:
+        event = a_cost()
+        await broker.publish(event.model_dump_json().encode(), settings.subjects.cost_recorded,
+                             headers=msg_id_headers(event), stream=settings.subjects.events_stream.name)
+        await asyncio.wait_for(done.wait(), timeout=10)
+    assert attempts == [event.event_id] * 3  # max_deliver is 3: the third delivery succeeded
+    assert await dead_letters(settings) == []
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered_after_max_deliver(settings: Settings) -> None:
+    attempts = 0
+
+    async def broken(event: CostRecorded) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("bug in handler")
+
+    async with consumer(settings, broken):
+        event = a_cost()
+        await publish_raw(settings, event.model_dump_json().encode(), str(event.event_id))
+        letters = await eventually(lambda: dead_letters(settings), timeout=15)
+    assert attempts == settings.max_deliver
+    (letter,) = letters
+    assert letter.headers is not None
+    assert letter.headers[HEADER_REASON] == "max_deliver_exceeded"
+    assert letter.headers[HEADER_DELIVERIES] == str(settings.max_deliver)
+    assert "bug in handler" in letter.headers["Routewise-DeadLetter-Error"]
+    assert CostRecorded.model_validate_json(letter.data) == event
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected_error"),
+    [
+        (b"{not json", "json_invalid"),
+        (b'{"task_id": "not-a-uuid"}', "uuid"),
+        (b'{"unexpected": 1}', "Extra inputs are not permitted"),
+    ],
+)
+async def test_a_malformed_message_goes_straight_to_dead_letter_and_the_consumer_goes_on(
+    settings: Settings, payload: bytes, expected_error: str
+) -> None:
+    applied: list[CostRecorded] = []
+
+    async def record(event: CostRecorded) -> None:
+        applied.append(event)
+
+    async with consumer(settings, record):
+        await publish_raw(settings, payload, "bad-" + uuid.uuid4().hex)
+        good = a_cost()
+        await publish_raw(settings, good.model_dump_json().encode(), str(good.event_id))
+        letters = await eventually(lambda: dead_letters(settings), timeout=10)
+        await eventually(lambda: asyncio.sleep(0, result=applied), timeout=10)
+    assert applied == [good]
+    (letter,) = letters
+    assert letter.data == payload
+    assert letter.headers is not None
+    assert letter.headers[HEADER_REASON] == "invalid_message"
+    assert letter.headers[HEADER_DELIVERIES] == "1"  # not retried
+    assert letter.headers[HEADER_SUBJECT] == settings.subjects.cost_recorded
+    assert expected_error in letter.headers["Routewise-DeadLetter-Error"]
+
+
+async def test_the_stream_drops_a_republished_event_id(settings: Settings) -> None:
+    seen: list[uuid.UUID] = []
+
+    async def record(event: CostRecorded) -> None:
+        seen.append(event.event_id)
+
+    async with consumer(settings, record):
+        event = a_cost()
+        for _ in range(3):
+            await publish_raw(settings, event.model_dump_json().encode(), str(event.event_id))
+        marker = a_cost()
+        await publish_raw(settings, marker.model_dump_json().encode(), str(marker.event_id))
+        await eventually(lambda: asyncio.sleep(0, result=marker.event_id in seen), timeout=10)
+    assert seen == [event.event_id, marker.event_id]
