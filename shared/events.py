@@ -13,10 +13,24 @@ from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 from uuid import UUID, uuid4
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
-Usd = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=12, allow_inf_nan=False)]
-"""A non-negative amount of US dollars."""
+def _fixed_point(amount: Decimal) -> str:
+    return format(amount, "f")
+
+
+Usd = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=20, decimal_places=12, allow_inf_nan=False),
+    PlainSerializer(_fixed_point, return_type=str, when_used="json"),
+]
+"""A non-negative amount of US dollars; a fixed-point string in JSON ("0.000123", never "1.23E-4")."""
+
+Percent = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=4, allow_inf_nan=False),
+    PlainSerializer(_fixed_point, return_type=str, when_used="json"),
+]
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")]
 """An org/team/user/workspace id: safe to use as a NATS subject token."""
@@ -234,7 +248,7 @@ class BudgetAlert(Event):
     threshold_percent: int = Field(ge=1, le=100)
     spent_usd: Usd
     limit_usd: Usd
-    percent: Decimal
+    percent: Percent
     actions: list[str]
     cause_event_id: UUID | None = None
 

@@ -1,0 +1,121 @@
+"""Event and request contracts: what is accepted, what is refused, how money travels."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
+from shared.schemas import drift, render
+
+
+def cost(**overrides: object) -> CostRecorded:
+    fields: dict[str, object] = {
+        "task_id": uuid.uuid4(), "scope": {"org_id": "acme"}, "model": "gpt-4o", "provider": "openai",
+        "input_tokens": 10, "output_tokens": 5, "cost_usd": "0.001",
+    }
+    fields.update(overrides)
+    return CostRecorded.model_validate(fields)
+
+
+def test_money_travels_as_an_exact_decimal_string() -> None:
+    event = cost(cost_usd=Decimal("0.000000123456"))
+    data = json.loads(event.model_dump_json())
+    assert data["cost_usd"] == "0.000000123456"
+    assert CostRecorded.model_validate_json(event.model_dump_json()).cost_usd == Decimal("0.000000123456")
+
+
+@given(st.decimals(min_value=0, max_value=Decimal("1e6"), places=12, allow_nan=False, allow_infinity=False))
+def test_any_amount_survives_a_round_trip_exactly(amount: Decimal) -> None:
+    event = cost(cost_usd=amount)
+    assert CostRecorded.model_validate_json(event.model_dump_json()).cost_usd == amount
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cost_usd": "-0.01"}, "greater than or equal to 0"),
+        ({"cost_usd": "NaN"}, "finite"),
+        ({"input_tokens": -1}, "greater than or equal to 0"),
+        ({"cached_input_tokens": 20}, "cached_input_tokens cannot exceed input_tokens"),
+        ({"success": False}, "a failed call needs an error_type"),
+        ({"surprise": 1}, "Extra inputs are not permitted"),
+        ({"occurred_at": "2026-01-01T00:00:00"}, "time zone"),
+        ({"schema_version": 2}, "newer than this consumer understands"),
+        ({"scope": {"org_id": "has space"}}, "String should match pattern"),
+    ],
+)
+def test_a_bad_cost_is_refused_with_a_clear_reason(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        cost(**overrides)
+
+
+def test_timestamps_are_normalised_to_utc() -> None:
+    event = cost(occurred_at="2026-03-29T03:30:00+02:00")
+    assert event.occurred_at == datetime.fromisoformat("2026-03-29T01:30:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "exactly one of prompt or messages"),
+        ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "exactly one of prompt or messages"),
+        ({"prompt": "  \n"}, "prompt is empty"),
+        ({"messages": [{"role": "user", "content": " "}]}, "messages carry no text"),
+        ({"prompt": "x", "task_type": "Not A Type"}, "String should match pattern"),
+    ],
+)
+def test_a_task_needs_text(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        TaskArrived.model_validate({"scope": {"org_id": "acme"}, **fields})
+
+
+def test_messages_are_joined_in_order() -> None:
+    task = TaskArrived(scope=Scope(org_id="a"), messages=[{"role": "system", "content": "be brief"},
+                                                         {"role": "user", "content": "hi"}])
+    assert task.text() == "be brief\nhi"
+
+
+def test_events_are_immutable_and_carry_identity() -> None:
+    a, b = cost(), cost()
+    assert a.event_id != b.event_id
+    assert a.occurred_at.tzinfo is not None
+    with pytest.raises(ValidationError):
+        a.model_copy(update={}).__setattr__("cost_usd", Decimal(0))
+
+
+def test_scope_chain_goes_from_narrowest_to_org() -> None:
+    scope = Scope(org_id="acme", team_id="core", user_id="ana")
+    assert scope.chain() == [("user", "ana"), ("team", "core"), ("org", "acme")]
+
+
+def test_feedback_quality_is_bounded() -> None:
+    with pytest.raises(ValidationError):
+        FeedbackRecorded(task_id=uuid.uuid4(), scope=Scope(org_id="a"), model="m", quality=1.5)
+
+
+def test_checked_in_json_schemas_match_the_code() -> None:
+    assert drift() == [], "run `python -m shared.schemas` and commit docs/schemas/"
+
+
+def test_schema_drift_is_detected(tmp_path: Path) -> None:
+    for name, text in render().items():
+        (tmp_path / name).write_text(text)
+    assert drift(tmp_path) == []
+    (tmp_path / "CostRecorded.json").write_text("{}")
+    (tmp_path / "Old.json").write_text("{}")
+    (tmp_path / "TaskArrived.json").unlink()
+    assert sorted(drift(tmp_path)) == ["changed: CostRecorded.json", "extra: Old.json", "missing: TaskArrived.json"]
+
+
+def test_model_selected_schema_shows_money_as_string() -> None:
+    schema = ModelSelected.model_json_schema(mode="serialization")
+    assert schema["properties"]["estimated_cost_usd"]["type"] == "string"

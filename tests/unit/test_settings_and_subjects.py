@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import Settings
+from shared.subjects import SERVICES, Subjects, durable
+
+
+def test_subjects_follow_the_architecture_names() -> None:
+    s = Subjects()
+    assert s.task_arrived == "routewise.tasks.arrived"
+    assert s.model_selected == "routewise.models.selected"
+    assert s.cost_recorded == "routewise.costs.recorded"
+    assert s.budget_alert("team", "core") == "routewise.budgets.alerts.team.core"
+    assert s.cost_estimate == "routewise.cost.estimate"
+    assert s.stream_for(s.cost_recorded).name == "ROUTEWISE_EVENTS"
+    assert s.stream_for(s.budget_alert("org", "a")).name == "ROUTEWISE_ALERTS"
+    assert s.stream_for(s.dead_letter("selector")).name == "ROUTEWISE_DEADLETTER"
+    with pytest.raises(LookupError):
+        s.stream_for(s.cost_estimate)  # request/reply is not stored
+
+
+def test_no_two_streams_capture_the_same_subject() -> None:
+    patterns = [p for stream in Subjects().streams for p in stream.subjects]
+    assert len(patterns) == len(set(patterns))
+
+
+def test_durables_are_per_service_and_subject() -> None:
+    names = {durable(svc, Subjects().cost_recorded) for svc in SERVICES}
+    assert len(names) == len(SERVICES)
+    assert durable("metrics", "routewise.costs.recorded") == "metrics-costs-recorded"
+
+
+def test_backoff_repeats_its_last_value() -> None:
+    s = Settings(retry_backoff=[1, 5, 15])
+    assert [s.backoff_for(n) for n in (1, 2, 3, 4, 9)] == [1, 5, 15, 15, 15]
+
+
+@pytest.mark.parametrize("namespace", ["Routewise", "a.b", "", "x" * 40])
+def test_a_namespace_must_be_a_subject_token(namespace: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(namespace=namespace)
