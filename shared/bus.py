@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats.errors
 import nats.js.errors
@@ -109,7 +109,7 @@ class DeadLetterMiddleware(BaseMiddleware):
     ) -> bool | None:
         if exc_val is None or isinstance(exc_val, HandlerException) or not isinstance(exc_val, Exception):
             return False
-        raw: Msg = self.msg
+        raw = cast(Msg, self.msg)
         meta = _js_metadata(raw)
         if meta is None:
             return False

@@ -35,7 +35,9 @@ T = TypeVar("T")
 
 NatsUrlOpt = Annotated[
     str | None,
-    typer.Option("--nats-url", help="NATS URL [default: $ROUTEWISE_NATS_URL, else `routewise dev`'s, else nats://127.0.0.1:4222]"),
+    typer.Option(
+        "--nats-url", help="NATS URL [default: $ROUTEWISE_NATS_URL, else `routewise dev`'s, else nats://127.0.0.1:4222]"
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -186,7 +188,9 @@ def task(
         emit({"task_id": str(event.task_id), "status": "submitted", "trace_id": trace_id}, as_json, "Task submitted")
         return
     if outcome is None:
-        raise fail(f"no decision for task {event.task_id} within {timeout}s (is the selector running?)", as_json, "timeout")
+        raise fail(
+            f"no decision for task {event.task_id} within {timeout}s (is the selector running?)", as_json, "timeout"
+        )
     emit(decision_view(outcome, trace_id), as_json, "Decision")
     if isinstance(outcome, TaskRejected):
         raise typer.Exit(2)
@@ -198,7 +202,9 @@ def record(
     input_tokens: Annotated[int, typer.Option("--input-tokens", min=0, help="Input tokens the call used.")],
     output_tokens: Annotated[int, typer.Option("--output-tokens", min=0, help="Output tokens the call produced.")],
     cached_tokens: Annotated[int, typer.Option("--cached-tokens", min=0, help="Input tokens read from cache.")] = 0,
-    cost: Annotated[str | None, typer.Option("--cost", help="Actual cost in USD [default: priced by cost-predictor].")] = None,
+    cost: Annotated[
+        str | None, typer.Option("--cost", help="Actual cost in USD [default: priced by cost-predictor].")
+    ] = None,
     latency_ms: Annotated[float | None, typer.Option("--latency-ms", min=0)] = None,
     failed: Annotated[str | None, typer.Option("--failed", help="The call failed with this error type.")] = None,
     nats_url: NatsUrlOpt = None,
@@ -280,9 +286,13 @@ def record(
 @app.command()
 def dev(
     demo: Annotated[bool, typer.Option("--demo", help="Send a few tasks and costs, and show what happened.")] = False,
-    once: Annotated[bool, typer.Option("--once", help="Stop after start-up (and the demo) instead of waiting for Ctrl-C.")] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Stop after start-up (and the demo) instead of waiting for Ctrl-C.")
+    ] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start from empty NATS and Postgres data.")] = False,
-    data_dir: Annotated[Path | None, typer.Option(help="Where embedded servers keep data [default: $ROUTEWISE_HOME/dev].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where embedded servers keep data [default: $ROUTEWISE_HOME/dev].")
+    ] = None,
 ) -> None:
     """Run Routewise locally: embedded NATS and Postgres, the five services, until Ctrl-C."""
     import shutil
@@ -316,8 +326,14 @@ def dev(
             stack = Stack(nats_url, dsns, "routewise", data / "logs")
             stack.start()
             stack.wait_ready(timeout=90)
-        _write_state({"pid": os.getpid(), "nats_url": nats_url, "namespace": "routewise",
-                      "services": {n: p.port for n, p in stack.processes.items()}})
+        _write_state(
+            {
+                "pid": os.getpid(),
+                "nats_url": nats_url,
+                "namespace": "routewise",
+                "services": {n: p.port for n, p in stack.processes.items()},
+            }
+        )
         _print_stack(nats_url, stack, data)
         if demo:
             asyncio.run(_demo(Settings(nats_url=nats_url, namespace="routewise")))
@@ -368,8 +384,11 @@ async def _demo(settings: Settings) -> None:
     prompts = [
         ("simple_query", "What is the capital of France?"),
         ("normal", "Summarize the main trade-offs between SQL and NoSQL databases for a startup."),
-        ("code", "Design a distributed rate limiter. Analyze the trade-offs, then write the Python code:\n"
-                 "```python\nclass RateLimiter:\n    ...\n```\nand prove it is correct under concurrency, step by step."),
+        (
+            "code",
+            "Design a distributed rate limiter. Analyze the trade-offs, then write the Python code:\n"
+            "```python\nclass RateLimiter:\n    ...\n```\nand prove it is correct under concurrency, step by step.",
+        ),
     ]
     table = Table(title="Demo: three tasks routed, run and costed", title_justify="left")
     for col in ("task", "type", "model", "tier", "estimated $", "baseline $", "actual $"):
@@ -380,27 +399,49 @@ async def _demo(settings: Settings) -> None:
             event = TaskArrived(scope=Scope(org_id=org, team_id="platform"), task_type=task_type, prompt=prompt)
             outcome = await rw.submit_task(event, wait=30)
             if not isinstance(outcome, ModelSelected):
-                table.add_row(str(event.task_id)[:8], task_type, "rejected" if outcome else "no decision", "", "", "", "")
+                table.add_row(
+                    str(event.task_id)[:8], task_type, "rejected" if outcome else "no decision", "", "", "", ""
+                )
                 continue
             # pretend the application ran the call and used about what was estimated
             output = outcome.estimated_output_tokens
             priced = await rw.request(
                 settings.subjects.cost_price,
-                PriceUsage(model=outcome.model, provider=outcome.provider,
-                           input_tokens=outcome.estimated_input_tokens, output_tokens=output),
+                PriceUsage(
+                    model=outcome.model,
+                    provider=outcome.provider,
+                    input_tokens=outcome.estimated_input_tokens,
+                    output_tokens=output,
+                ),
                 Price,
             )
             await rw.record_cost(
-                CostRecorded(task_id=outcome.task_id, scope=outcome.scope, task_type=task_type, model=outcome.model,
-                             provider=outcome.provider, input_tokens=outcome.estimated_input_tokens,
-                             output_tokens=output, cost_usd=priced.cost_usd, latency_ms=850.0)
+                CostRecorded(
+                    task_id=outcome.task_id,
+                    scope=outcome.scope,
+                    task_type=task_type,
+                    model=outcome.model,
+                    provider=outcome.provider,
+                    input_tokens=outcome.estimated_input_tokens,
+                    output_tokens=output,
+                    cost_usd=priced.cost_usd,
+                    latency_ms=850.0,
+                )
             )
             await rw.record_feedback(
-                FeedbackRecorded(task_id=outcome.task_id, scope=outcome.scope, model=outcome.model, quality=0.9,
-                                 task_type=task_type)
+                FeedbackRecorded(
+                    task_id=outcome.task_id, scope=outcome.scope, model=outcome.model, quality=0.9, task_type=task_type
+                )
             )
-            table.add_row(str(outcome.task_id)[:8], task_type, outcome.model, outcome.tier.value,
-                          f"{outcome.estimated_cost_usd:.6f}", f"{outcome.baseline_cost_usd:.6f}", f"{priced.cost_usd:.6f}")
+            table.add_row(
+                str(outcome.task_id)[:8],
+                task_type,
+                outcome.model,
+                outcome.tier.value,
+                f"{outcome.estimated_cost_usd:.6f}",
+                f"{outcome.baseline_cost_usd:.6f}",
+                f"{priced.cost_usd:.6f}",
+            )
         console.print(table)
         budget = summary = None
         for _ in range(50):  # the costs are events: give the consumers a moment
@@ -410,10 +451,13 @@ async def _demo(settings: Settings) -> None:
                 break
             await asyncio.sleep(0.1)
         assert budget is not None and summary is not None
-        console.print(f"budget-enforcer: org [bold]{org}[/] has spent ${budget.spent_usd:.6f} over {budget.costs_recorded} calls")
         console.print(
-            f"metrics: {summary.selected} selected, {summary.rejected} rejected; estimated ${summary.estimated_cost_usd:.6f}"
-            f" vs baseline ${summary.baseline_cost_usd:.6f}; actual ${summary.actual_cost_usd:.6f}"
+            f"budget-enforcer: org [bold]{org}[/] has spent ${budget.spent_usd:.6f} over {budget.costs_recorded} calls"
+        )
+        console.print(
+            f"metrics: {summary.selected} selected, {summary.rejected} rejected;"
+            f" estimated ${summary.estimated_cost_usd:.6f} vs baseline ${summary.baseline_cost_usd:.6f};"
+            f" actual ${summary.actual_cost_usd:.6f}"
         )
 
 

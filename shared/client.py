@@ -54,7 +54,9 @@ class RoutewiseClient:
             raise RemoteError(f"cannot reach NATS at {self.nats_url}: {exc}", code="unavailable") from exc
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._nc is not None:
             await self._nc.drain()
             self._nc = None
@@ -70,7 +72,10 @@ class RoutewiseClient:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         await self.nc.jetstream().publish(
-            subject, event.model_dump_json().encode(), headers=msg_id_headers(event, carrier), timeout=self.settings.request_timeout
+            subject,
+            event.model_dump_json().encode(),
+            headers=msg_id_headers(event, carrier),
+            timeout=self.settings.request_timeout,
         )
 
     async def submit_task(self, task: TaskArrived, *, wait: float | None = None) -> ModelSelected | TaskRejected | None:
@@ -95,7 +100,10 @@ class RoutewiseClient:
                 except (ValueError, AttributeError) as exc:
                     decided.set_exception(exc)
 
-            subs = [await self.nc.subscribe(s, cb=on_decision) for s in (self.subjects.model_selected, self.subjects.task_rejected)]
+            subs = [
+                await self.nc.subscribe(s, cb=on_decision)
+                for s in (self.subjects.model_selected, self.subjects.task_rejected)
+            ]
             try:
                 await self.publish(self.subjects.task_arrived, task)
                 try:
@@ -112,7 +120,9 @@ class RoutewiseClient:
     async def record_feedback(self, feedback: FeedbackRecorded) -> None:
         await self.publish(self.subjects.feedback_recorded, feedback)
 
-    async def request(self, subject: str, payload: BaseModel, reply_type: type[Res], *, timeout: float | None = None) -> Res:
+    async def request(
+        self, subject: str, payload: BaseModel, reply_type: type[Res], *, timeout: float | None = None
+    ) -> Res:
         """Ask a service; its error reply raises RemoteError with the service's code."""
         timeout = timeout or self.settings.request_timeout
         with request_errors(subject, timeout):

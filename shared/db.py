@@ -16,8 +16,12 @@ from uuid import UUID
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection, or a pool's proxy for one: what handlers receive from ``unit_of_work``."""
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -112,7 +116,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_folder: Path) -> list
     return applied_now
 
 
-async def claim(conn: asyncpg.Connection, event_id: UUID, subject: str) -> bool:
+async def claim(conn: Connection, event_id: UUID, subject: str) -> bool:
     """Record ``event_id`` in this service's inbox; False when it was applied before.
 
     Call inside the transaction that applies the event's effect: the effect and the
@@ -128,7 +132,7 @@ async def claim(conn: asyncpg.Connection, event_id: UUID, subject: str) -> bool:
 
 
 @asynccontextmanager
-async def unit_of_work(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+async def unit_of_work(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
     """One connection, one transaction: commit on success, roll back on any error."""
     async with pool.acquire() as conn, conn.transaction():
         yield conn

@@ -108,10 +108,21 @@ class EmbeddedPostgres:
         if not initdb or not pg_ctl or os.geteuid() == 0:
             raise RuntimeError("no embedded Postgres: pgserver is not installed and initdb cannot run here")
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run([initdb, "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
+            subprocess.run(
+                [initdb, "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"], check=True, capture_output=True
+            )
         subprocess.run(
-            [pg_ctl, "-D", str(self.data_dir), "-w", "-l", str(self.data_dir / "log"), "-o",
-             f"-k {self.data_dir} -c listen_addresses=''", "start"],
+            [
+                pg_ctl,
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-l",
+                str(self.data_dir / "log"),
+                "-o",
+                f"-k {self.data_dir} -c listen_addresses=''",
+                "start",
+            ],
             check=True,
             capture_output=True,
         )
@@ -124,7 +135,9 @@ class EmbeddedPostgres:
             self._server.cleanup()
             self._server = None
         if self._pg_ctl:
-            subprocess.run([self._pg_ctl, "-D", str(self.data_dir), "-m", "fast", "stop"], check=False, capture_output=True)
+            subprocess.run(
+                [self._pg_ctl, "-D", str(self.data_dir), "-m", "fast", "stop"], check=False, capture_output=True
+            )
             if not self.keep:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
             self._pg_ctl = None

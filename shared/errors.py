@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from shared.events import Contract
 
 
@@ -33,7 +35,7 @@ class RemoteError(RoutewiseError):
 class ErrorInfo(Contract):
     code: str
     message: str
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class ErrorReply(Contract):

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
+
 def _fixed_point(amount: Decimal) -> str:
     return format(amount, "f")
 

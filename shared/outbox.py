@@ -19,13 +19,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from shared.bus import msg_id_headers
+from shared.db import Connection
 from shared.events import Event
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-async def enqueue(conn: asyncpg.Connection, subject: str, event: Event) -> None:
+async def enqueue(conn: Connection, subject: str, event: Event) -> None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     await conn.execute(

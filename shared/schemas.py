@@ -1,7 +1,7 @@
 """JSON Schemas of the event and request contracts, checked in under docs/schemas/.
 
-    python -m shared.schemas          # rewrite docs/schemas/
-    python -m shared.schemas --check  # exit 1 if they drifted from the code
+python -m shared.schemas          # rewrite docs/schemas/
+python -m shared.schemas --check  # exit 1 if they drifted from the code
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def drift(folder: Path = SCHEMA_DIR) -> list[str]:
 def write(folder: Path = SCHEMA_DIR) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     wanted = render()
-    for stale in set(p.name for p in folder.glob("*.json")) - wanted.keys():
+    for stale in {p.name for p in folder.glob("*.json")} - wanted.keys():
         (folder / stale).unlink()
     for name, text in wanted.items():
         (folder / name).write_text(text)

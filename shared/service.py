@@ -72,14 +72,12 @@ class ServiceSpec:
     on_started: list[Callable[[Runtime], Any]] = field(default_factory=list)
 
 
-def build_broker(settings: Settings, name: str, tracer_provider: TracerProvider, registry: CollectorRegistry) -> NatsBroker:
+def build_broker(
+    settings: Settings, name: str, tracer_provider: TracerProvider, registry: CollectorRegistry
+) -> NatsBroker:
     return NatsBroker(
         settings.nats_url,
-        security=(
-            NatsUserPassword(settings.nats_user, settings.nats_password or "")
-            if settings.nats_user
-            else None
-        ),
+        security=(NatsUserPassword(settings.nats_user, settings.nats_password or "") if settings.nats_user else None),
         name=f"routewise-{name}",
         middlewares=[
             NatsTelemetryMiddleware(tracer_provider=tracer_provider),
@@ -168,4 +166,6 @@ def run(spec: ServiceSpec) -> None:
     """Entry point of ``python -m services.<name>``."""
     settings = Settings()
     app, _ = build_app(spec, settings)
-    asyncio.run(app.run(run_extra_options={"host": settings.http_host, "port": settings.http_port, "access_log": "false"}))
+    asyncio.run(
+        app.run(run_extra_options={"host": settings.http_host, "port": settings.http_port, "access_log": "false"})
+    )

@@ -54,4 +54,3 @@ class Settings(BaseSettings):
         """Delay before the next delivery, after delivery number ``delivery`` (1-based) failed."""
         index = min(max(delivery, 1), len(self.retry_backoff)) - 1
         return self.retry_backoff[index] if self.retry_backoff else 0.0
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -65,10 +66,8 @@ async def delete_streams(nats_url: str, namespace: str) -> None:
     try:
         js = nc.jetstream()
         for stream in Settings(namespace=namespace).subjects.streams:
-            try:
+            with contextlib.suppress(Exception):
                 await js.delete_stream(stream.name)
-            except Exception:
-                pass
     finally:
         await nc.close()
 
@@ -106,7 +105,9 @@ class RunningStack:
 
 
 @pytest.fixture(scope="module")
-def running_stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def running_stack(
+    nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
     """The five services as separate processes, on their own namespace."""
     namespace = new_namespace()
     stack = Stack(
@@ -123,4 +124,3 @@ def running_stack(nats_url: str, database: Database, tmp_path_factory: pytest.Te
     finally:
         stack.stop()
         asyncio.run(delete_streams(nats_url, namespace))
-

@@ -46,7 +46,9 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             )
 
     async def status(request: GetBudgetStatus) -> BudgetStatus:
-        row = await rt.pool.fetchrow("SELECT spent_usd, costs_recorded FROM org_spend WHERE org_id = $1", request.org_id)
+        row = await rt.pool.fetchrow(
+            "SELECT spent_usd, costs_recorded FROM org_spend WHERE org_id = $1", request.org_id
+        )
         return BudgetStatus(
             org_id=request.org_id,
             spent_usd=row["spent_usd"] if row else Decimal(0),

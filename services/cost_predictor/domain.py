@@ -121,7 +121,9 @@ class Estimator:
             cached = min(request.cached_input_tokens, input_tokens)
             cost = price(
                 self.catalog,
-                PriceUsage(model=model.id, input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached),
+                PriceUsage(
+                    model=model.id, input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached
+                ),
             ).cost_usd
             estimates.append(
                 ModelEstimate(
@@ -142,7 +144,9 @@ class Estimator:
                 f"the prompt has {largest.input_tokens} tokens; the largest context window asked for "
                 f"({largest.model}) holds {largest.context_window}",
                 code="context_window_exceeded",
-                details={e.model: {"input_tokens": e.input_tokens, "context_window": e.context_window} for e in estimates},
+                details={
+                    e.model: {"input_tokens": e.input_tokens, "context_window": e.context_window} for e in estimates
+                },
             )
         return CostEstimate(estimates=estimates)
 
@@ -157,4 +161,3 @@ def check_catalog_priced(catalog: Catalog) -> None:
             missing.append(exc.message)
     if missing:
         raise SystemExit("catalog models without a price: " + "; ".join(missing))
-

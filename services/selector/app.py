@@ -110,7 +110,9 @@ def register(router: NatsRouter, rt: Runtime) -> None:
                 span.set_attribute("routewise.model", outcome.model)
                 span.set_attribute("routewise.strategy", outcome.strategy)
                 span.set_attribute("routewise.estimated_cost_usd", str(outcome.estimated_cost_usd))
-                log.info("model selected", model=outcome.model, tier=outcome.tier.value, cost=str(outcome.estimated_cost_usd))
+                log.info(
+                    "model selected", model=outcome.model, tier=outcome.tier.value, cost=str(outcome.estimated_cost_usd)
+                )
             else:
                 span.set_attribute("routewise.rejection_reason", outcome.reason.value)
                 log.info("task rejected", reason=outcome.reason.value, detail=outcome.detail)
@@ -144,4 +146,3 @@ def _decision_columns(outcome: ModelSelected | TaskRejected) -> tuple[object, ..
 
 
 SPEC = ServiceSpec(name=NAME, migrations=Path(__file__).parent / "migrations", register=register)
-

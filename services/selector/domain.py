@@ -16,9 +16,13 @@ _REASONING = re.compile(
     re.IGNORECASE,
 )
 _CODE = re.compile(r"```|\bdef \w+\(|\bclass \w+|\bfunction\b|\bstack ?trace\b|\bTraceback\b|=>|;\s*$", re.MULTILINE)
-_MATH = re.compile(r"\b(integral|derivative|equation|theorem|probability|matrix|solve for)\b|\d+\s*[-+*/^=]\s*\d+", re.IGNORECASE)
+_MATH = re.compile(
+    r"\b(integral|derivative|equation|theorem|probability|matrix|solve for)\b|\d+\s*[-+*/^=]\s*\d+", re.IGNORECASE
+)
 _CREATIVE = re.compile(r"\b(poem|story|lyrics|slogan|novel|haiku|creative)\b", re.IGNORECASE)
-_OPS = re.compile(r"\b(deploy\w*|kubernetes|k8s|docker|logs?|incident|outage|server|latency|cpu|memory leak)\b", re.IGNORECASE)
+_OPS = re.compile(
+    r"\b(deploy\w*|kubernetes|k8s|docker|logs?|incident|outage|server|latency|cpu|memory leak)\b", re.IGNORECASE
+)
 _ANALYSIS = re.compile(r"\b(analy[sz]e|compare|evaluate|assess|review|summari[sz]e)\b", re.IGNORECASE)
 
 # Upper bounds of the complexity score for each tier.

@@ -15,7 +15,7 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from shared.client import RoutewiseClient
-from shared.events import CostRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from shared.events import CostRecorded, ModelSelected, Scope, TaskArrived
 from shared.requests import BudgetStatus, GetBudgetStatus
 from tests.conftest import RunningStack
 from tests.helpers import eventually
@@ -53,12 +53,23 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     assert len(decision["trace_id"]) == 32
     task_id = decision["task_id"]
 
-    recorded = cli(running_stack, "record", task_id, "--input-tokens", "1200", "--output-tokens", "300",
-                   "--latency-ms", "640", "--json")
+    recorded = cli(
+        running_stack,
+        "record",
+        task_id,
+        "--input-tokens",
+        "1200",
+        "--output-tokens",
+        "300",
+        "--latency-ms",
+        "640",
+        "--json",
+    )
     assert recorded.returncode == 0, recorded.stderr
     cost = json.loads(recorded.stdout)
-    expected = calc_price(Usage(input_tokens=1200, output_tokens=300), model_ref=decision["model"],
-                          provider_id=decision["provider"]).total_price
+    expected = calc_price(
+        Usage(input_tokens=1200, output_tokens=300), model_ref=decision["model"], provider_id=decision["provider"]
+    ).total_price
     assert Decimal(cost["cost_usd"]) == expected  # priced by cost-predictor from genai-prices
     assert cost["model"] == decision["model"]
 
@@ -89,7 +100,9 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     assert str(ledger["estimated_cost_usd"].normalize()) == str(Decimal(decision["estimated_cost_usd"]).normalize())
 
     async def stats_row() -> asyncpg.Record | None:
-        return await fetch_row(admin, "SELECT * FROM performance_tracker.model_stats WHERE model = $1", decision["model"])
+        return await fetch_row(
+            admin, "SELECT * FROM performance_tracker.model_stats WHERE model = $1", decision["model"]
+        )
 
     stats = await eventually(stats_row)
     assert stats["requests"] >= 1 and stats["successes"] >= 1
@@ -127,8 +140,9 @@ async def test_cli_errors_are_clear(running_stack: RunningStack) -> None:
     empty = cli(running_stack, "task", "   ", "--json")
     assert empty.returncode == 1
     assert "prompt is empty" in json.loads(empty.stdout)["error"]["message"]
-    bad_cost = cli(running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1",
-                   "--cost", "-1")
+    bad_cost = cli(
+        running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--cost", "-1"
+    )
     assert bad_cost.returncode == 1 and "--cost" in bad_cost.stderr
 
 
@@ -137,8 +151,15 @@ async def test_costs_published_while_a_service_is_down_are_applied_after_restart
     stack = running_stack.stack
     stack.stop_service("budget_enforcer")
     costs = [
-        CostRecorded(task_id=uuid.uuid4(), scope=Scope(org_id=org), model="gpt-4o", provider="openai",
-                     input_tokens=10, output_tokens=10, cost_usd=Decimal("0.25"))
+        CostRecorded(
+            task_id=uuid.uuid4(),
+            scope=Scope(org_id=org),
+            model="gpt-4o",
+            provider="openai",
+            input_tokens=10,
+            output_tokens=10,
+            cost_usd=Decimal("0.25"),
+        )
         for _ in range(4)
     ]
     async with RoutewiseClient(running_stack.settings) as rw:
@@ -148,7 +169,9 @@ async def test_costs_published_while_a_service_is_down_are_applied_after_restart
         await asyncio.to_thread(lambda: (stack.start_service("budget_enforcer"), stack.wait_ready(60)))
 
         async def status() -> BudgetStatus | None:
-            s = await rw.request(running_stack.settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)
+            s = await rw.request(
+                running_stack.settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus
+            )
             return s if s.costs_recorded >= 4 else None
 
         final = await eventually(status, timeout=20)
@@ -171,8 +194,17 @@ async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(r
     finally:
         await nc.close()
     async with RoutewiseClient(settings) as rw:
-        await rw.record_cost(CostRecorded(task_id=uuid.uuid4(), scope=Scope(org_id=org), model="gpt-4o",
-                                          provider="openai", input_tokens=1, output_tokens=1, cost_usd=Decimal("0.5")))
+        await rw.record_cost(
+            CostRecorded(
+                task_id=uuid.uuid4(),
+                scope=Scope(org_id=org),
+                model="gpt-4o",
+                provider="openai",
+                input_tokens=1,
+                output_tokens=1,
+                cost_usd=Decimal("0.5"),
+            )
+        )
 
         async def status() -> BudgetStatus | None:
             s = await rw.request(settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)

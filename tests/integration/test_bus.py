@@ -90,8 +90,12 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(settings: Settin
 
     async with consumer(settings, flaky) as broker:
         event = a_cost()
-        await broker.publish(event.model_dump_json().encode(), settings.subjects.cost_recorded,
-                             headers=msg_id_headers(event), stream=settings.subjects.events_stream.name)
+        await broker.publish(
+            event.model_dump_json().encode(),
+            settings.subjects.cost_recorded,
+            headers=msg_id_headers(event),
+            stream=settings.subjects.events_stream.name,
+        )
         await asyncio.wait_for(done.wait(), timeout=10)
     assert attempts == [event.event_id] * 3  # max_deliver is 3: the third delivery succeeded
     assert await dead_letters(settings) == []

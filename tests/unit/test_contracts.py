@@ -19,8 +19,13 @@ from shared.schemas import drift, render
 
 def cost(**overrides: object) -> CostRecorded:
     fields: dict[str, object] = {
-        "task_id": uuid.uuid4(), "scope": {"org_id": "acme"}, "model": "gpt-4o", "provider": "openai",
-        "input_tokens": 10, "output_tokens": 5, "cost_usd": "0.001",
+        "task_id": uuid.uuid4(),
+        "scope": {"org_id": "acme"},
+        "model": "gpt-4o",
+        "provider": "openai",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost_usd": "0.001",
     }
     fields.update(overrides)
     return CostRecorded.model_validate(fields)
@@ -79,8 +84,9 @@ def test_a_task_needs_text(fields: dict[str, object], message: str) -> None:
 
 
 def test_messages_are_joined_in_order() -> None:
-    task = TaskArrived(scope=Scope(org_id="a"), messages=[{"role": "system", "content": "be brief"},
-                                                         {"role": "user", "content": "hi"}])
+    task = TaskArrived(
+        scope=Scope(org_id="a"), messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    )
     assert task.text() == "be brief\nhi"
 
 

@@ -19,19 +19,27 @@ CATALOG = default_catalog()
 
 @pytest.mark.parametrize(
     ("model", "provider"),
-    [("gpt-4o", "openai"), ("claude-sonnet-4-5", "anthropic"), ("gemini-2.5-flash", "google"), ("gpt-5-nano", "openai")],
+    [
+        ("gpt-4o", "openai"),
+        ("claude-sonnet-4-5", "anthropic"),
+        ("gemini-2.5-flash", "google"),
+        ("gpt-5-nano", "openai"),
+    ],
 )
 def test_prices_match_genai_prices_exactly(model: str, provider: str) -> None:
     got = price(CATALOG, PriceUsage(model=model, input_tokens=12_345, output_tokens=678, cached_input_tokens=2_000))
-    want = calc_price(Usage(input_tokens=12_345, output_tokens=678, cache_read_tokens=2_000),
-                      model_ref=model, provider_id=provider).total_price
+    want = calc_price(
+        Usage(input_tokens=12_345, output_tokens=678, cache_read_tokens=2_000), model_ref=model, provider_id=provider
+    ).total_price
     assert got.cost_usd == want
     assert got.cost_usd > 0
 
 
 def test_cached_input_is_cheaper_than_fresh_input() -> None:
     fresh = price(CATALOG, PriceUsage(model="gpt-4o", input_tokens=10_000, output_tokens=0))
-    cached = price(CATALOG, PriceUsage(model="gpt-4o", input_tokens=10_000, output_tokens=0, cached_input_tokens=10_000))
+    cached = price(
+        CATALOG, PriceUsage(model="gpt-4o", input_tokens=10_000, output_tokens=0, cached_input_tokens=10_000)
+    )
     assert cached.cost_usd == fresh.cost_usd / 2  # gpt-4o: $1.25 vs $2.50 per million
 
 
@@ -50,7 +58,9 @@ def test_token_counts_come_from_a_real_bpe() -> None:
 
 
 def test_estimates_say_when_a_count_is_approximate_and_when_a_prompt_does_not_fit() -> None:
-    est = Estimator(CATALOG).estimate(EstimateCost(prompt="hello " * 70_000, models=["gpt-4.1", "claude-opus-4-1", "deepseek-chat"]))
+    est = Estimator(CATALOG).estimate(
+        EstimateCost(prompt="hello " * 70_000, models=["gpt-4.1", "claude-opus-4-1", "deepseek-chat"])
+    )
     by_model = {e.model: e for e in est.estimates}
     assert by_model["gpt-4.1"].exact_token_count is True
     assert by_model["claude-opus-4-1"].exact_token_count is False
