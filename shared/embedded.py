@@ -11,6 +11,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ class EmbeddedPostgres:
             import pgserver
         except ImportError:  # pragma: no cover - pgserver ships wheels for the usual platforms
             return self._start_initdb()
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop" if self.keep else "delete")
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root)
+            warnings.simplefilter("ignore")
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop" if self.keep else "delete")
         self.dsn = str(self._server.get_uri())
         return self.dsn
 

@@ -154,6 +154,7 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> tuple[Asgi
         on_shutdown=[on_shutdown],
         after_shutdown=[after_shutdown],
         asyncapi_path="/docs/asyncapi",
+        logger=logging.getLogger(f"routewise.{spec.name}"),
     )
     return app, rt
 
@@ -166,6 +167,11 @@ def run(spec: ServiceSpec) -> None:
     """Entry point of ``python -m services.<name>``."""
     settings = Settings()
     app, _ = build_app(spec, settings)
-    asyncio.run(
-        app.run(run_extra_options={"host": settings.http_host, "port": settings.http_port, "access_log": "false"})
-    )
+    # log_config=None: uvicorn's loggers go through the same JSON renderer as everything else
+    options: dict[str, Any] = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "access_log": "false",
+        "log_config": None,
+    }
+    asyncio.run(app.run(run_extra_options=options))

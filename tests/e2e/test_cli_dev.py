@@ -1,0 +1,80 @@
+"""`routewise dev` as a user meets it: start, use from other commands, stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def routewise(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, check=False)
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")}
+    env.update({"ROUTEWISE_HOME": str(home), "COLUMNS": "200"})
+    return env
+
+
+def test_dev_demo_routes_costs_and_reports(tmp_path: Path) -> None:
+    result = routewise("dev", "--demo", "--once", env=clean_env(tmp_path), timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Routewise is running" in out
+    assert "org demo has spent $" in out
+    assert "3 selected, 0 rejected" in out
+    assert "stopped." in out
+    assert not (tmp_path / "dev.json").exists()
+
+
+def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    dev = subprocess.Popen([sys.executable, "-m", "shared.cli", "dev"], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state_file = tmp_path / "dev.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not state_file.exists():
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+            assert time.monotonic() < deadline, "routewise dev did not become ready"
+            time.sleep(0.2)
+        state = json.loads(state_file.read_text())
+        # no --nats-url, no ROUTEWISE_NATS_URL: the commands read what `routewise dev` wrote
+        decided = routewise("task", "Explain DNS in one sentence", "--org", "acme", "--json", env=env)
+        assert decided.returncode == 0, decided.stderr
+        decision = json.loads(decided.stdout)
+        assert decision["status"] == "selected"
+        recorded = routewise("record", decision["task_id"], "--input-tokens", "20", "--output-tokens", "80",
+                             "--cost", "0.0004", "--json", env=env)
+        assert recorded.returncode == 0, recorded.stderr
+        assert json.loads(recorded.stdout)["cost_usd"] == "0.0004"
+        assert routewise("dev", env=env).returncode == 1  # a second `dev` refuses to start
+    finally:
+        dev.send_signal(signal.SIGINT)
+        output = dev.communicate(timeout=60)[0]
+    assert dev.returncode == 0, output
+    assert "stopped." in output
+    assert not state_file.exists()
+    for port in state["services"].values():  # every service process is gone
+        probe = subprocess.run(["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+                               capture_output=True, check=False)
+        assert probe.returncode != 0
+
+
+def test_without_a_bus_the_cli_says_so(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    result = routewise("task", "hello", "--nats-url", "nats://127.0.0.1:1", "--json", env=env, timeout=30)
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "unavailable"
+    assert "cannot reach NATS at nats://127.0.0.1:1" in error["message"]
