@@ -103,7 +103,7 @@ def run_async(coro_fn: Callable[[], Awaitable[T]], as_json: bool) -> T:
 
 def emit(data: dict[str, Any], as_json: bool, title: str) -> None:
     if as_json:
-        print(json.dumps(data, default=str))
+        print(json.dumps(data, default=str, ensure_ascii=False))
         return
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
@@ -310,13 +310,13 @@ def dev(
     nats_server = EmbeddedNats(data / "nats")
     postgres = EmbeddedPostgres(data / "postgres")
     stack: Stack | None = None
-    stop_requested = False
 
-    def request_stop(*_: Any) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, request_stop)
+    # Ctrl-C and SIGTERM both stop cleanly; SIGINT explicitly, as a shell may start us with it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         with console.status("starting NATS and Postgres…"):
             nats_url = nats_server.start()
@@ -340,7 +340,7 @@ def dev(
         if once:
             return
         console.print("[dim]Ctrl-C stops everything.[/]")
-        while not stop_requested:
+        while True:
             time.sleep(0.2)
             for name, sp in stack.processes.items():
                 if sp.proc.poll() is not None:

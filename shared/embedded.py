@@ -66,6 +66,7 @@ class EmbeddedNats:
             [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for_port("127.0.0.1", self.port, timeout, self.proc)
         return self.url

@@ -68,6 +68,7 @@ class Stack:
             env=self.env_for(service, port),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches whoever started us; it decides the order of stopping
         )
         self.processes[service] = ServiceProcess(service, port, log_path, proc)
         return self.processes[service]

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.e2e
 
 
 def routewise(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def clean_env(home: Path) -> dict[str, str]:
@@ -39,8 +45,15 @@ def test_dev_demo_routes_costs_and_reports(tmp_path: Path) -> None:
 
 def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
-    dev = subprocess.Popen([sys.executable, "-m", "shared.cli", "dev"], env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # started the way a shell starts a background job: with SIGINT ignored
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "dev"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     state_file = tmp_path / "dev.json"
     try:
         deadline = time.monotonic() + 120
@@ -54,8 +67,18 @@ def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path:
         assert decided.returncode == 0, decided.stderr
         decision = json.loads(decided.stdout)
         assert decision["status"] == "selected"
-        recorded = routewise("record", decision["task_id"], "--input-tokens", "20", "--output-tokens", "80",
-                             "--cost", "0.0004", "--json", env=env)
+        recorded = routewise(
+            "record",
+            decision["task_id"],
+            "--input-tokens",
+            "20",
+            "--output-tokens",
+            "80",
+            "--cost",
+            "0.0004",
+            "--json",
+            env=env,
+        )
         assert recorded.returncode == 0, recorded.stderr
         assert json.loads(recorded.stdout)["cost_usd"] == "0.0004"
         assert routewise("dev", env=env).returncode == 1  # a second `dev` refuses to start
@@ -66,8 +89,11 @@ def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path:
     assert "stopped." in output
     assert not state_file.exists()
     for port in state["services"].values():  # every service process is gone
-        probe = subprocess.run(["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
-                               capture_output=True, check=False)
+        probe = subprocess.run(
+            ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"],
+            capture_output=True,
+            check=False,
+        )
         assert probe.returncode != 0
 
 

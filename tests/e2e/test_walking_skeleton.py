@@ -223,4 +223,7 @@ async def test_services_serve_health_readiness_and_metrics(running_stack: Runnin
             ready = (await http.get(f"{base}/readyz")).json()
             assert ready["ready"] is True and ready["checks"] == {"nats": "ok", "postgres": "ok"}
             metrics = (await http.get(f"{base}/metrics")).text
-            assert "faststream_received_messages_total" in metrics or "faststream" in metrics
+            assert "faststream_received_messages_total" in metrics
+            asyncapi = await http.get(f"{base}/docs/asyncapi")
+            assert asyncapi.status_code == 200
+            assert running_stack.namespace in asyncapi.text  # documents this service's subjects

@@ -1,0 +1,65 @@
+# Routewise tasks. `just` lists them. Everything runs through uv, which installs what it needs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# list the recipes
+default:
+    @just --list --unsorted
+
+# --- dev ---
+
+# install the locked environment (dev tools included)
+[group('dev')]
+sync:
+    uv sync --frozen
+
+# run Routewise locally: embedded NATS and Postgres, five services (Ctrl-C stops)
+[group('dev')]
+dev *ARGS:
+    uv run --frozen routewise dev {{ARGS}}
+
+# the same, sending a few demo tasks and costs
+[group('dev')]
+demo:
+    uv run --frozen routewise dev --demo
+
+# --- test ---
+
+# the whole suite, against real NATS and Postgres (env URLs, testcontainers or embedded)
+[group('test')]
+test *ARGS:
+    uv run --frozen pytest {{ARGS}}
+
+# fast tests only (no service processes)
+[group('test')]
+test-fast:
+    uv run --frozen pytest -m "not e2e"
+
+# --- lint ---
+
+# ruff lint and format check, mypy strict
+[group('lint')]
+lint:
+    uv run --frozen ruff check .
+    uv run --frozen ruff format --check .
+    uv run --frozen mypy
+
+# apply ruff's fixes and formatting
+[group('lint')]
+fmt:
+    uv run --frozen ruff check --fix .
+    uv run --frozen ruff format .
+
+# --- docs ---
+
+# regenerate docs/schemas from the contracts
+[group('docs')]
+schemas:
+    uv run --frozen python -m shared.schemas
+
+# --- ci ---
+
+# what CI runs
+[group('ci')]
+ci:
+    bash .ci/run
