@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -24,14 +24,17 @@ from faststream.nats.prometheus import NatsPrometheusMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, make_asgi_app
 
-from shared.bus import DeadLetterMiddleware, ensure_streams
-from shared.db import create_pool, migrate
+from shared.bus import DeadLetterMiddleware, consume, ensure_streams
+from shared.db import Connection, claim, create_pool, migrate, unit_of_work
+from shared.events import Event
 from shared.logs import setup_logging
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.subjects import Subjects
 from shared.telemetry import setup_tracing
 
 log = structlog.get_logger(__name__)
+E = TypeVar("E", bound=Event)
 
 
 @dataclass
@@ -59,8 +62,25 @@ class Runtime:
         return self._outbox
 
     @property
-    def subjects(self) -> Any:
+    def subjects(self) -> Subjects:
         return self.settings.subjects
+
+    def consume_once(
+        self,
+        router: NatsRouter,
+        subject: str,
+        event_type: type[E],
+        apply: Callable[[Connection, E], Awaitable[None]],
+    ) -> None:
+        """Consume ``subject`` durably and apply each event exactly once: ``apply``'s writes and
+        the inbox row for the event's id commit in one transaction, so a redelivery is a no-op."""
+
+        async def handler(event: E) -> None:
+            async with unit_of_work(self.pool) as conn:
+                if await claim(conn, event.event_id, subject):
+                    await apply(conn, event)
+
+        consume(router, self.settings, self.name, subject, event_type, handler)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from faststream.nats import NatsRouter
 
-from shared.bus import consume, reply
-from shared.db import claim, unit_of_work
+from shared.bus import reply
+from shared.db import Connection
 from shared.events import CostRecorded, ModelSelected, TaskRejected
 from shared.requests import GetMetricsSummary, MetricsSummary
 from shared.service import Runtime, ServiceSpec
@@ -18,67 +18,58 @@ NAME = "metrics"
 def register(router: NatsRouter, rt: Runtime) -> None:
     subjects = rt.subjects
 
-    async def on_selected(event: ModelSelected) -> None:
-        async with unit_of_work(rt.pool) as conn:
-            if not await claim(conn, event.event_id, subjects.model_selected):
-                return
-            await conn.execute(
-                """INSERT INTO task_ledger AS t (task_id, org_id, task_type, status, model, provider, tier, strategy,
-                       estimated_cost_usd, baseline_model, baseline_cost_usd, decided_at)
-                   VALUES ($1, $2, $3, 'selected', $4, $5, $6, $7, $8, $9, $10, $11)
-                   ON CONFLICT (task_id) DO UPDATE SET status = 'selected', model = EXCLUDED.model,
-                       provider = EXCLUDED.provider, tier = EXCLUDED.tier, strategy = EXCLUDED.strategy,
-                       estimated_cost_usd = EXCLUDED.estimated_cost_usd, baseline_model = EXCLUDED.baseline_model,
-                       baseline_cost_usd = EXCLUDED.baseline_cost_usd, decided_at = EXCLUDED.decided_at""",
-                event.task_id,
-                event.scope.org_id,
-                event.task_type,
-                event.model,
-                event.provider,
-                event.tier.value,
-                event.strategy,
-                event.estimated_cost_usd,
-                event.baseline_model,
-                event.baseline_cost_usd,
-                event.occurred_at,
-            )
+    async def on_selected(conn: Connection, event: ModelSelected) -> None:
+        await conn.execute(
+            """INSERT INTO task_ledger AS t (task_id, org_id, task_type, status, model, provider, tier, strategy,
+                   estimated_cost_usd, baseline_model, baseline_cost_usd, decided_at)
+               VALUES ($1, $2, $3, 'selected', $4, $5, $6, $7, $8, $9, $10, $11)
+               ON CONFLICT (task_id) DO UPDATE SET status = 'selected', model = EXCLUDED.model,
+                   provider = EXCLUDED.provider, tier = EXCLUDED.tier, strategy = EXCLUDED.strategy,
+                   estimated_cost_usd = EXCLUDED.estimated_cost_usd, baseline_model = EXCLUDED.baseline_model,
+                   baseline_cost_usd = EXCLUDED.baseline_cost_usd, decided_at = EXCLUDED.decided_at""",
+            event.task_id,
+            event.scope.org_id,
+            event.task_type,
+            event.model,
+            event.provider,
+            event.tier.value,
+            event.strategy,
+            event.estimated_cost_usd,
+            event.baseline_model,
+            event.baseline_cost_usd,
+            event.occurred_at,
+        )
 
-    async def on_rejected(event: TaskRejected) -> None:
-        async with unit_of_work(rt.pool) as conn:
-            if not await claim(conn, event.event_id, subjects.task_rejected):
-                return
-            await conn.execute(
-                """INSERT INTO task_ledger (task_id, org_id, task_type, status, rejection_reason, decided_at)
-                   VALUES ($1, $2, $3, 'rejected', $4, $5)
-                   ON CONFLICT (task_id) DO UPDATE SET status = 'rejected',
-                       rejection_reason = EXCLUDED.rejection_reason, decided_at = EXCLUDED.decided_at""",
-                event.task_id,
-                event.scope.org_id,
-                event.task_type,
-                event.reason.value,
-                event.occurred_at,
-            )
+    async def on_rejected(conn: Connection, event: TaskRejected) -> None:
+        await conn.execute(
+            """INSERT INTO task_ledger (task_id, org_id, task_type, status, rejection_reason, decided_at)
+               VALUES ($1, $2, $3, 'rejected', $4, $5)
+               ON CONFLICT (task_id) DO UPDATE SET status = 'rejected',
+                   rejection_reason = EXCLUDED.rejection_reason, decided_at = EXCLUDED.decided_at""",
+            event.task_id,
+            event.scope.org_id,
+            event.task_type,
+            event.reason.value,
+            event.occurred_at,
+        )
 
-    async def on_cost(event: CostRecorded) -> None:
-        async with unit_of_work(rt.pool) as conn:
-            if not await claim(conn, event.event_id, subjects.cost_recorded):
-                return
-            await conn.execute(
-                """INSERT INTO task_ledger (task_id, org_id, task_type, actual_model, actual_cost_usd,
-                       input_tokens, output_tokens, cost_recorded_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                   ON CONFLICT (task_id) DO UPDATE SET actual_model = EXCLUDED.actual_model,
-                       actual_cost_usd = EXCLUDED.actual_cost_usd, input_tokens = EXCLUDED.input_tokens,
-                       output_tokens = EXCLUDED.output_tokens, cost_recorded_at = EXCLUDED.cost_recorded_at""",
-                event.task_id,
-                event.scope.org_id,
-                event.task_type,
-                event.model,
-                event.cost_usd,
-                event.input_tokens,
-                event.output_tokens,
-                event.occurred_at,
-            )
+    async def on_cost(conn: Connection, event: CostRecorded) -> None:
+        await conn.execute(
+            """INSERT INTO task_ledger (task_id, org_id, task_type, actual_model, actual_cost_usd,
+                   input_tokens, output_tokens, cost_recorded_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (task_id) DO UPDATE SET actual_model = EXCLUDED.actual_model,
+                   actual_cost_usd = EXCLUDED.actual_cost_usd, input_tokens = EXCLUDED.input_tokens,
+                   output_tokens = EXCLUDED.output_tokens, cost_recorded_at = EXCLUDED.cost_recorded_at""",
+            event.task_id,
+            event.scope.org_id,
+            event.task_type,
+            event.model,
+            event.cost_usd,
+            event.input_tokens,
+            event.output_tokens,
+            event.occurred_at,
+        )
 
     async def summary(request: GetMetricsSummary) -> MetricsSummary:
         row = await rt.pool.fetchrow(
@@ -103,9 +94,9 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             actual_cost_usd=row["actual"],
         )
 
-    consume(router, rt.settings, NAME, subjects.model_selected, ModelSelected, on_selected)
-    consume(router, rt.settings, NAME, subjects.task_rejected, TaskRejected, on_rejected)
-    consume(router, rt.settings, NAME, subjects.cost_recorded, CostRecorded, on_cost)
+    rt.consume_once(router, subjects.model_selected, ModelSelected, on_selected)
+    rt.consume_once(router, subjects.task_rejected, TaskRejected, on_rejected)
+    rt.consume_once(router, subjects.cost_recorded, CostRecorded, on_cost)
     reply(router, subjects.metrics_summary, NAME, GetMetricsSummary, summary)
 
 

@@ -47,12 +47,11 @@ def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path:
     env = clean_env(tmp_path)
     # started the way a shell starts a background job: with SIGINT ignored
     dev = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "dev"],
+        ["bash", "-c", f'trap "" INT; exec {sys.executable} -m shared.cli dev'],
         env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     state_file = tmp_path / "dev.json"
     try:

@@ -34,6 +34,16 @@ def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def spend_once_recorded(rw: RoutewiseClient, stack: RunningStack, org: str, costs: int) -> BudgetStatus:
+    """budget-enforcer's status for ``org`` once it has applied ``costs`` costs."""
+
+    async def status() -> BudgetStatus | None:
+        s = await rw.request(stack.settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)
+        return s if s.costs_recorded >= costs else None
+
+    return await eventually(status, timeout=20)
+
+
 async def fetch_row(dsn: str, sql: str, *args: object) -> asyncpg.Record | None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -167,14 +177,7 @@ async def test_costs_published_while_a_service_is_down_are_applied_after_restart
             await rw.record_cost(cost)
             await rw.record_cost(cost)  # a client retry: same event_id
         await asyncio.to_thread(lambda: (stack.start_service("budget_enforcer"), stack.wait_ready(60)))
-
-        async def status() -> BudgetStatus | None:
-            s = await rw.request(
-                running_stack.settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus
-            )
-            return s if s.costs_recorded >= 4 else None
-
-        final = await eventually(status, timeout=20)
+        final = await spend_once_recorded(rw, running_stack, org, 4)
     assert final.spent_usd == Decimal("1.00")
     assert final.costs_recorded == 4
 
@@ -205,12 +208,64 @@ async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(r
                 cost_usd=Decimal("0.5"),
             )
         )
+        assert (await spend_once_recorded(rw, running_stack, org, 1)).spent_usd == Decimal("0.5")
 
-        async def status() -> BudgetStatus | None:
-            s = await rw.request(settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)
-            return s if s.costs_recorded else None
 
-        assert (await eventually(status)).spent_usd == Decimal("0.5")
+async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: RunningStack) -> None:
+    """A replay after the stream's duplicate window (a new Nats-Msg-Id) reaches the consumers;
+    their inboxes still apply it once."""
+    settings = running_stack.settings
+    org = f"replay-{uuid.uuid4().hex[:8]}"
+    cost = CostRecorded(
+        task_id=uuid.uuid4(),
+        scope=Scope(org_id=org),
+        model="gpt-4.1",
+        provider="openai",
+        input_tokens=100,
+        output_tokens=100,
+        cost_usd=Decimal("0.125"),
+    )
+    nc = await nats.connect(settings.nats_url)
+    try:
+        for attempt in range(3):
+            await nc.jetstream().publish(
+                settings.subjects.cost_recorded,
+                cost.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"replay-{attempt}-{cost.event_id}"},
+            )
+    finally:
+        await nc.close()
+    async with RoutewiseClient(settings) as rw:
+        marker = CostRecorded(
+            task_id=uuid.uuid4(),
+            scope=Scope(org_id=org),
+            model="gpt-4.1",
+            provider="openai",
+            input_tokens=1,
+            output_tokens=1,
+            cost_usd=Decimal("0.001"),
+        )
+        await rw.record_cost(marker)  # once this is applied, the replays before it were too
+        status = await spend_once_recorded(rw, running_stack, org, 2)
+    assert status.spent_usd == Decimal("0.126")
+    assert status.costs_recorded == 2
+    admin = running_stack.database.admin_dsn
+
+    async def ledger_and_usage() -> tuple[int, int] | None:
+        conn = await asyncpg.connect(admin)
+        try:
+            ledger = await conn.fetchval("SELECT count(*) FROM metrics.task_ledger WHERE task_id = $1", cost.task_id)
+            usage = await conn.fetchval(
+                "SELECT count(*) FROM cost_predictor.observed_usage WHERE task_id = $1", marker.task_id
+            )
+            replayed = await conn.fetchval(
+                "SELECT count(*) FROM cost_predictor.observed_usage WHERE task_id = $1", cost.task_id
+            )
+        finally:
+            await conn.close()
+        return (ledger, replayed) if usage else None
+
+    assert await eventually(ledger_and_usage) == (1, 1)
 
 
 async def test_services_serve_health_readiness_and_metrics(running_stack: RunningStack) -> None:
