@@ -73,9 +73,10 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             await js.update_stream(config)
 
 
-def is_permanent(exc: BaseException) -> bool:
-    """Errors that no redelivery can fix: bad JSON, a contract violation, a declared permanent error."""
-    return isinstance(exc, ValidationError | json.JSONDecodeError | UnicodeDecodeError | PermanentError)
+class InvalidMessage(PermanentError):
+    """The message on the bus is not a valid event of the expected type."""
+
+    code = "invalid_message"
 
 
 def _js_metadata(msg: Msg) -> Any | None:
@@ -114,9 +115,9 @@ class DeadLetterMiddleware(BaseMiddleware):
         if meta is None:
             return False
         deliveries = int(meta.num_delivered)
-        permanent = is_permanent(exc_val)
+        permanent = isinstance(exc_val, PermanentError)
         if permanent or deliveries >= self.settings.max_deliver:
-            reason = "invalid_message" if permanent else "max_deliver_exceeded"
+            reason = exc_val.code if isinstance(exc_val, PermanentError) else "max_deliver_exceeded"
             await self._dead_letter(raw, meta, reason, exc_val, deliveries)
             await raw.term()
         else:
@@ -189,7 +190,10 @@ def consume(
         title=f"{service}:{subject}",
     )
     async def _consumer(msg: NatsMessage) -> None:
-        event = event_type.model_validate_json(msg.body)
+        try:
+            event = event_type.model_validate_json(msg.body)
+        except ValidationError as exc:
+            raise InvalidMessage(f"not a valid {event_type.__name__}: {exc}") from exc
         task_id = getattr(event, "task_id", None)
         with structlog.contextvars.bound_contextvars(
             event_id=str(event.event_id),

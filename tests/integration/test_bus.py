@@ -101,13 +101,25 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(settings: Settin
     assert await dead_letters(settings) == []
 
 
-async def test_a_message_that_keeps_failing_is_dead_lettered_after_max_deliver(settings: Settings) -> None:
+def raise_runtime_error() -> None:
+    raise RuntimeError("bug in handler")
+
+
+def raise_validation_error() -> None:
+    # a bug that builds an invalid model is not a malformed message: it is retried like any failure
+    Scope(org_id="bug in handler")
+
+
+@pytest.mark.parametrize("failure", [raise_runtime_error, raise_validation_error])
+async def test_a_message_that_keeps_failing_is_dead_lettered_after_max_deliver(
+    settings: Settings, failure: Callable[[], None]
+) -> None:
     attempts = 0
 
     async def broken(event: CostRecorded) -> None:
         nonlocal attempts
         attempts += 1
-        raise RuntimeError("bug in handler")
+        failure()
 
     async with consumer(settings, broken):
         event = a_cost()
