@@ -213,6 +213,7 @@ class CostRecorded(Event):
     input_tokens: int = Field(ge=0, le=100_000_000)
     output_tokens: int = Field(ge=0, le=100_000_000)
     cached_input_tokens: int = Field(default=0, ge=0, le=100_000_000)
+    cache_write_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cost_usd: Usd
     latency_ms: float | None = Field(default=None, ge=0)
     success: bool = True
@@ -220,8 +221,8 @@ class CostRecorded(Event):
 
     @model_validator(mode="after")
     def _consistent(self) -> CostRecorded:
-        if self.cached_input_tokens > self.input_tokens:
-            raise ValueError("cached_input_tokens cannot exceed input_tokens")
+        if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens + cache_write_tokens cannot exceed input_tokens")
         if self.success and self.error_type:
             raise ValueError("a successful call has no error_type")
         if not self.success and not self.error_type:

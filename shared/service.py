@@ -8,9 +8,10 @@ A service module provides a ``ServiceSpec`` and calls ``run(spec)`` from its ``_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,24 @@ class Runtime:
     registry: CollectorRegistry
     _pool: asyncpg.Pool | None = None
     _outbox: OutboxRelay | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _started_hooks: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
+
+    def on_startup(self, hook: Callable[[Runtime], Awaitable[None]]) -> None:
+        """Run ``hook`` once the pool, migrations and streams are ready, before any message is taken."""
+        self._started_hooks.append(hook)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task for the life of the service (cancelled at shutdown)."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -89,7 +108,6 @@ class ServiceSpec:
     migrations: Path
     register: Callable[[NatsRouter, Runtime], None]
     """Adds the service's subscribers to the router; called once, at build time."""
-    on_started: list[Callable[[Runtime], Any]] = field(default_factory=list)
 
 
 def build_broker(
@@ -129,16 +147,15 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> tuple[Asgi
         client = await broker.connect()
         await ensure_streams(client.jetstream(), settings)
         rt._outbox = OutboxRelay(rt._pool, broker, settings)
+        for hook in rt._started_hooks:  # before any subscriber takes a message
+            await hook(rt)
 
     async def after_startup() -> None:
         rt.outbox.start()
-        for hook in spec.on_started:
-            result = hook(rt)
-            if asyncio.iscoroutine(result):
-                await result
         log.info("service ready", nats_url=settings.nats_url, http_port=settings.http_port)
 
     async def on_shutdown() -> None:
+        await rt.cancel_tasks()
         if rt._outbox:
             await rt._outbox.stop()
 

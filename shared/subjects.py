@@ -34,6 +34,12 @@ class Subjects:
     performance_query: str = field(init=False)
     metrics_summary: str = field(init=False)
     routing_decision: str = field(init=False)
+    cost_compare_tiers: str = field(init=False)
+    cost_accuracy: str = field(init=False)
+    cost_prices_set: str = field(init=False)
+    cost_prices_remove: str = field(init=False)
+    cost_prices_list: str = field(init=False)
+    cost_prices_changed: str = field(init=False)
 
     def __post_init__(self) -> None:
         ns = self.namespace
@@ -50,6 +56,13 @@ class Subjects:
             "performance_query": f"{ns}.performance.query",
             "metrics_summary": f"{ns}.metrics.summary",
             "routing_decision": f"{ns}.routing.decision",
+            "cost_compare_tiers": f"{ns}.cost.compare_tiers",
+            "cost_accuracy": f"{ns}.cost.accuracy",
+            "cost_prices_set": f"{ns}.cost.prices.set",
+            "cost_prices_remove": f"{ns}.cost.prices.remove",
+            "cost_prices_list": f"{ns}.cost.prices.list",
+            # a notice to every cost-predictor replica (not stored): reload the price overrides
+            "cost_prices_changed": f"{ns}.cost.prices.changed",
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)

@@ -1,34 +1,43 @@
-"""Pure cost rules: token counting with a real BPE, prices from genai-prices, estimates."""
+"""Pure cost rules: token counts with a real BPE, estimates, recommendations, tier comparison.
+
+No I/O here: the app passes in what the database and other services know.
+"""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 
 import bpe_openai
-from genai_prices import Usage, calc_price
+from genai_prices import types
 
-from shared.catalog import Catalog, CatalogModel
+from services.cost_predictor.prediction import predict
+from services.cost_predictor.pricing import PriceBook, PricedModel
 from shared.errors import RoutewiseError
-from shared.events import ChatMessage
-from shared.requests import CostEstimate, EstimateCost, ModelEstimate, Price, PriceUsage
-
-# Output tokens expected per task type before any outcome was observed.
-OUTPUT_PRIOR: dict[str, int] = {
-    "normal": 400,
-    "simple_query": 150,
-    "code": 800,
-    "fix_bug": 800,
-    "investigate_error": 700,
-    "analyze_logs": 600,
-    "deep_research": 1500,
-}
-DEFAULT_OUTPUT_PRIOR = 400
+from shared.events import ChatMessage, Tier
+from shared.requests import (
+    BudgetBasis,
+    BudgetImpact,
+    CompareTiers,
+    CostEstimate,
+    EstimateCost,
+    ModelEstimate,
+    Price,
+    PriceEntry,
+    PriceUsage,
+    Recommendation,
+    TierComparison,
+    TierSummary,
+)
 
 # OpenAI's chat format adds a few tokens per message and primes the reply.
 TOKENS_PER_MESSAGE = 3
 TOKENS_REPLY_PRIMING = 3
+
+# Share of the remaining budget one call may take before its impact counts as medium / high.
+IMPACT_MEDIUM = Decimal("0.01")
+IMPACT_HIGH = Decimal("0.10")
 
 
 @cache
@@ -36,10 +45,11 @@ def _encoding(name: str) -> bpe_openai.Encoding:
     return bpe_openai.get_encoding(name)
 
 
-def encoding_for(model: CatalogModel) -> tuple[str, bool]:
-    """(encoding name, exact?) — OpenAI models are counted exactly, others approximately."""
+def encoding_for(model: PricedModel) -> tuple[str, bool]:
+    """(encoding name, exact?): OpenAI models are counted exactly, others with o200k, approximately."""
     if model.provider == "openai":
-        legacy = model.id.startswith(("gpt-4-", "gpt-3.5")) or model.id == "gpt-4"
+        name = model.id.rpartition("/")[2]
+        legacy = name.startswith(("gpt-4-", "gpt-3.5")) or name == "gpt-4"
         return ("cl100k_base" if legacy else "o200k_base"), True
     return "o200k_base", False
 
@@ -54,92 +64,98 @@ def count_tokens(text: str | None, messages: list[ChatMessage] | None, encoding:
     return total
 
 
-def _lookup(catalog: Catalog, model_id: str) -> CatalogModel:
-    model = catalog.get(model_id)
-    if model is None:
-        close = difflib.get_close_matches(model_id, [m.id for m in catalog.models], n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise RoutewiseError(
-            f"unknown model {model_id!r}{hint}",
-            code="unknown_model",
-            details={"model": model_id, "close_matches": close},
-        )
-    return model
-
-
-def price(catalog: Catalog, usage: PriceUsage) -> Price:
+def price(book: PriceBook, usage: PriceUsage) -> Price:
     """Exact price of a call; a model without a price is an error, never free."""
-    model = _lookup(catalog, usage.model)
+    model = book.resolve(
+        f"{usage.provider}/{usage.model}" if usage.provider and "/" not in usage.model else usage.model
+    )
     if usage.provider and usage.provider != model.provider:
         raise RoutewiseError(
-            f"model {model.id!r} is served by {model.provider!r}, not {usage.provider!r}",
-            code="unknown_model",
+            f"model {usage.model!r} is served by {model.provider!r}, not {usage.provider!r}", code="unknown_price"
         )
-    if usage.cached_input_tokens > usage.input_tokens:
-        raise RoutewiseError("cached_input_tokens cannot exceed input_tokens", code="invalid_request")
-    try:
-        calc = calc_price(
-            Usage(
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_tokens=usage.cached_input_tokens or None,
-            ),
-            model_ref=model.price_id,
-            provider_id=model.provider,
-        )
-    except LookupError as exc:
-        raise RoutewiseError(
-            f"no price is known for {model.provider}/{model.id}: {exc}",
-            code="unknown_price",
-            details={"model": model.id, "provider": model.provider},
-        ) from exc
+    input_cost, output_cost = model.cost(
+        usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens
+    )
     return Price(
         model=model.id,
         provider=model.provider,
-        input_cost_usd=calc.input_price,
-        output_cost_usd=calc.output_price,
-        cost_usd=calc.total_price,
+        source=model.source,
+        input_cost_usd=input_cost,
+        output_cost_usd=output_cost,
+        cost_usd=input_cost + output_cost,
     )
+
+
+def _total(parts: tuple[Decimal, Decimal]) -> Decimal:
+    return parts[0] + parts[1]
+
+
+def budget_impact(cost: Decimal, budget: BudgetBasis | None) -> BudgetImpact | None:
+    if budget is None:
+        return None
+    if budget.remaining_usd <= 0:
+        return "high"
+    share = cost / budget.remaining_usd
+    if share >= IMPACT_HIGH:
+        return "high"
+    if share >= IMPACT_MEDIUM:
+        return "medium"
+    return "low"
 
 
 @dataclass(frozen=True)
 class Estimator:
-    catalog: Catalog
+    book: PriceBook
 
-    def estimate(self, request: EstimateCost) -> CostEstimate:
-        output_tokens = request.expected_output_tokens
-        if output_tokens is None:
-            output_tokens = OUTPUT_PRIOR.get(request.task_type, DEFAULT_OUTPUT_PRIOR)
+    def resolve_all(self, refs: list[str]) -> list[PricedModel]:
+        return [self.book.resolve(ref) for ref in refs]
+
+    def estimate(
+        self,
+        request: EstimateCost,
+        models: list[PricedModel],
+        profiles: dict[str, list[float]],
+        budget: BudgetBasis | None = None,
+    ) -> CostEstimate:
         counts: dict[str, int] = {}
         estimates = []
-        for model_id in request.models:
-            model = _lookup(self.catalog, model_id)
+        for model in models:
             encoding, exact = encoding_for(model)
             if encoding not in counts:
                 counts[encoding] = count_tokens(request.prompt, request.messages, encoding)
             input_tokens = counts[encoding]
-            cached = min(request.cached_input_tokens, input_tokens)
-            cost = price(
-                self.catalog,
-                PriceUsage(
-                    model=model.id, input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached
-                ),
-            ).cost_usd
+            cache_read = min(request.cached_input_tokens, input_tokens)
+            cache_write = min(request.cache_write_tokens, input_tokens - cache_read)
+            output = predict(
+                request.task_type,
+                profiles.get(model.id),
+                expected=request.expected_output_tokens,
+                max_tokens=request.max_output_tokens,
+            )
+            p50 = _total(model.cost(input_tokens, output.p50, cache_read, cache_write))
+            p90 = _total(model.cost(input_tokens, output.p90, cache_read, cache_write))
             estimates.append(
                 ModelEstimate(
                     model=model.id,
                     provider=model.provider,
+                    tier=model.tier,
+                    price_source=model.source,
                     input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cost_usd=cost,
                     exact_token_count=exact,
                     encoding=encoding,
                     context_window=model.context_window,
-                    fits_context=input_tokens <= model.context_window,
+                    fits_context=model.context_window is None or input_tokens <= model.context_window,
+                    output_tokens_p50=output.p50,
+                    output_tokens_p90=output.p90,
+                    output_source=output.source,
+                    output_samples=output.samples,
+                    cost_usd_p50=p50,
+                    cost_usd_p90=p90,
+                    budget_impact=budget_impact(p90, budget),
                 )
             )
         if not any(e.fits_context for e in estimates):
-            largest = max(estimates, key=lambda e: e.context_window)
+            largest = max(estimates, key=lambda e: e.context_window or 0)
             raise RoutewiseError(
                 f"the prompt has {largest.input_tokens} tokens; the largest context window asked for "
                 f"({largest.model}) holds {largest.context_window}",
@@ -148,15 +164,104 @@ class Estimator:
                     e.model: {"input_tokens": e.input_tokens, "context_window": e.context_window} for e in estimates
                 },
             )
-        return CostEstimate(estimates=estimates)
+        return CostEstimate(
+            estimates=estimates,
+            recommendation=recommend(estimates, models, request.min_tier, request.min_quality),
+            budget_status=budget,
+        )
 
 
-def check_catalog_priced(catalog: Catalog) -> None:
+def recommend(
+    estimates: list[ModelEstimate], models: list[PricedModel], min_tier: Tier | None, min_quality: float | None
+) -> Recommendation | None:
+    """The cheapest (p50) model that holds the prompt and meets the minimum tier and quality."""
+    by_id = {m.id: m for m in models}
+    eligible = []
+    for est in estimates:
+        model = by_id[est.model]
+        if not est.fits_context:
+            continue
+        if min_tier is not None and (model.tier is None or model.tier.rank < min_tier.rank):
+            continue
+        if min_quality is not None and (model.catalog is None or model.catalog.quality_prior < min_quality):
+            continue
+        eligible.append(est)
+    if not eligible:
+        return None
+    best = min(eligible, key=lambda e: (e.cost_usd_p50, e.model))
+    needs = []
+    if min_tier:
+        needs.append(f"tier ≥ {min_tier.value}")
+    if min_quality is not None:
+        needs.append(f"quality ≥ {min_quality:g}")
+    condition = f" meeting {' and '.join(needs)}" if needs else ""
+    return Recommendation(
+        model=best.model, reason=f"cheapest of {len(eligible)} models{condition} that hold the prompt"
+    )
+
+
+def compare_tiers(book: PriceBook, request: CompareTiers) -> TierComparison:
+    summaries = []
+    for tier in Tier:
+        models = [book.resolve(m.id) for m in book.catalog.in_tier(tier)]
+        if not models:
+            continue
+        costs = [
+            _total(m.cost(request.input_tokens, request.output_tokens, request.cached_input_tokens)) for m in models
+        ]
+        cached = [m.id for m in models if m.supports_cache_read]
+        qualities = [m.catalog.quality_prior for m in models if m.catalog]
+        summaries.append(
+            TierSummary(
+                tier=tier,
+                models=[m.id for m in models],
+                quality_min=min(qualities),
+                quality_max=max(qualities),
+                cost_min_usd=min(costs),
+                cost_max_usd=max(costs),
+                cache_support="all" if len(cached) == len(models) else "some" if cached else "none",
+                cache_models=cached,
+            )
+        )
+    return TierComparison(
+        input_tokens=request.input_tokens,
+        output_tokens=request.output_tokens,
+        cached_input_tokens=request.cached_input_tokens,
+        tiers=summaries,
+    )
+
+
+def _base(value: object) -> tuple[Decimal | None, bool]:
+    if value is None:
+        return None, False
+    if isinstance(value, types.TieredPrices):
+        return Decimal(value.base), True
+    return Decimal(str(value)), False
+
+
+def price_entry(model: PricedModel) -> PriceEntry:
+    price_now = model.current_price()
+    fields = {}
+    tiered = False
+    for name in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"):
+        fields[name], is_tiered = _base(getattr(price_now, name, None))
+        tiered = tiered or is_tiered
+    return PriceEntry(
+        model=model.id,
+        provider=model.provider,
+        source=model.source,
+        tiered=tiered,
+        context_window=model.context_window,
+        **fields,
+    )
+
+
+def check_catalog_priced(book: PriceBook) -> None:
     """Every catalog model must have a price: refuse to start otherwise."""
     missing = []
-    for model in catalog.models:
+    for model in book.catalog.models:
         try:
-            price(catalog, PriceUsage(model=model.id, input_tokens=1000, output_tokens=1000))
+            book.resolve(model.id).cost(1000, 1000)
         except RoutewiseError as exc:
             missing.append(exc.message)
     if missing:

@@ -37,7 +37,13 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             quote = await request(
                 rt.broker,
                 subjects.cost_estimate,
-                EstimateCost(prompt=task.prompt, messages=task.messages, models=models, task_type=task.task_type),
+                EstimateCost(
+                    prompt=task.prompt,
+                    messages=task.messages,
+                    models=models,
+                    task_type=task.task_type,
+                    task_id=task.task_id,
+                ),
                 CostEstimate,
                 timeout=rt.settings.request_timeout,
             )
@@ -65,10 +71,10 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             tier=choice.model.tier,
             fallback_chain=choice.fallback_chain,
             estimated_input_tokens=choice.estimate.input_tokens,
-            estimated_output_tokens=choice.estimate.output_tokens,
-            estimated_cost_usd=choice.estimate.cost_usd,
+            estimated_output_tokens=choice.estimate.output_tokens_p50,
+            estimated_cost_usd=choice.estimate.cost_usd_p50,
             baseline_model=catalog.baseline,
-            baseline_cost_usd=baseline.cost_usd,
+            baseline_cost_usd=baseline.cost_usd_p50,
             strategy="complexity",
             confidence=1.0,
             complexity=feats.complexity,

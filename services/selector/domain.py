@@ -98,13 +98,13 @@ def choose(catalog: Catalog, tier: Tier, estimates: dict[str, ModelEstimate], fe
     used = tiers[0]
 
     def by_cost(models: list[CatalogModel]) -> list[CatalogModel]:
-        return sorted(models, key=lambda m: (estimates[m.id].cost_usd, -m.quality_prior))
+        return sorted(models, key=lambda m: (estimates[m.id].cost_usd_p50, -m.quality_prior))
 
     in_tier = by_cost([m for m in fitting if m.tier is used])
     chosen = in_tier[0]
     upgrades = by_cost([m for m in fitting if m.tier.rank == used.rank + 1])
     fallback = [m.id for m in in_tier[1:]] + [m.id for m in upgrades]
-    cost = estimates[chosen.id].cost_usd
+    cost = estimates[chosen.id].cost_usd_p50
     moved = "" if used is tier else f" (no {tier.value} model holds {feats.input_tokens} tokens; using {used.value})"
     reasoning = (
         f"complexity {feats.complexity:.2f} ({feats.pattern}, {feats.input_tokens} input tokens) "

@@ -94,11 +94,12 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     spend = await eventually(spend_row)
     assert spend["spent_usd"] == expected and spend["costs_recorded"] == 1
 
-    async def usage_row() -> asyncpg.Record | None:
-        return await fetch_row(admin, "SELECT * FROM cost_predictor.observed_usage WHERE task_id = $1", tid)
+    async def error_row() -> asyncpg.Record | None:
+        return await fetch_row(admin, "SELECT * FROM cost_predictor.estimate_errors WHERE task_id = $1", tid)
 
-    usage = await eventually(usage_row)
-    assert (usage["input_tokens"], usage["output_tokens"]) == (1200, 300)
+    error = await eventually(error_row)  # the selector's estimate, compared with what the call cost
+    assert (error["model"], error["actual_output"], error["actual_cost_usd"]) == (decision["model"], 300, expected)
+    assert error["predicted_cost_usd"] == Decimal(decision["estimated_cost_usd"])
 
     async def ledger_row() -> asyncpg.Record | None:
         row = await fetch_row(admin, "SELECT * FROM metrics.task_ledger WHERE task_id = $1", tid)
@@ -216,15 +217,21 @@ async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: 
     their inboxes still apply it once."""
     settings = running_stack.settings
     org = f"replay-{uuid.uuid4().hex[:8]}"
-    cost = CostRecorded(
-        task_id=uuid.uuid4(),
-        scope=Scope(org_id=org),
-        model="gpt-4.1",
-        provider="openai",
-        input_tokens=100,
-        output_tokens=100,
-        cost_usd=Decimal("0.125"),
-    )
+    task_type = f"replay_{uuid.uuid4().hex[:8]}"  # a profile no other test touches
+
+    def a_cost(amount: str) -> CostRecorded:
+        return CostRecorded(
+            task_id=uuid.uuid4(),
+            scope=Scope(org_id=org),
+            task_type=task_type,
+            model="gpt-4.1",
+            provider="openai",
+            input_tokens=100,
+            output_tokens=100,
+            cost_usd=Decimal(amount),
+        )
+
+    cost = a_cost("0.125")
     nc = await nats.connect(settings.nats_url)
     try:
         for attempt in range(3):
@@ -236,36 +243,30 @@ async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: 
     finally:
         await nc.close()
     async with RoutewiseClient(settings) as rw:
-        marker = CostRecorded(
-            task_id=uuid.uuid4(),
-            scope=Scope(org_id=org),
-            model="gpt-4.1",
-            provider="openai",
-            input_tokens=1,
-            output_tokens=1,
-            cost_usd=Decimal("0.001"),
-        )
+        marker = a_cost("0.001")
         await rw.record_cost(marker)  # once this is applied, the replays before it were too
         status = await spend_once_recorded(rw, running_stack, org, 2)
     assert status.spent_usd == Decimal("0.126")
     assert status.costs_recorded == 2
     admin = running_stack.database.admin_dsn
 
-    async def ledger_and_usage() -> tuple[int, int] | None:
+    async def applied() -> tuple[int, int] | None:
         conn = await asyncpg.connect(admin)
         try:
-            ledger = await conn.fetchval("SELECT count(*) FROM metrics.task_ledger WHERE task_id = $1", cost.task_id)
-            usage = await conn.fetchval(
-                "SELECT count(*) FROM cost_predictor.observed_usage WHERE task_id = $1", marker.task_id
+            ledger = await conn.fetchval(
+                "SELECT count(*) FROM metrics.task_ledger"
+                " WHERE task_id = ANY($1::uuid[]) AND actual_cost_usd IS NOT NULL",
+                [cost.task_id, marker.task_id],
             )
-            replayed = await conn.fetchval(
-                "SELECT count(*) FROM cost_predictor.observed_usage WHERE task_id = $1", cost.task_id
+            learned = await conn.fetchval(
+                "SELECT observations FROM cost_predictor.output_profiles WHERE task_type = $1 AND model = 'gpt-4.1'",
+                task_type,
             )
         finally:
             await conn.close()
-        return (ledger, replayed) if usage else None
+        return (ledger, learned) if ledger == 2 and learned else None
 
-    assert await eventually(ledger_and_usage) == (1, 1)
+    assert await eventually(applied) == (2, 2)
 
 
 async def test_services_serve_health_readiness_and_metrics(running_stack: RunningStack) -> None:

@@ -50,7 +50,7 @@ def test_any_amount_survives_a_round_trip_exactly(amount: Decimal) -> None:
         ({"cost_usd": "-0.01"}, "greater than or equal to 0"),
         ({"cost_usd": "NaN"}, "finite"),
         ({"input_tokens": -1}, "greater than or equal to 0"),
-        ({"cached_input_tokens": 20}, "cached_input_tokens cannot exceed input_tokens"),
+        ({"cached_input_tokens": 20}, "cache_write_tokens cannot exceed input_tokens"),
         ({"success": False}, "a failed call needs an error_type"),
         ({"surprise": 1}, "Extra inputs are not permitted"),
         ({"occurred_at": "2026-01-01T00:00:00"}, "time zone"),

@@ -1,0 +1,185 @@
+"""cost-predictor's tables: price overrides (audited), output profiles, estimates and their errors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from services.cost_predictor.prediction import observe
+from services.cost_predictor.pricing import Override
+from shared.db import Connection
+from shared.requests import EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
+
+_OVERRIDE_COLUMNS = "provider, model, input_mtok, output_mtok, cache_read_mtok, cache_write_mtok, context_window"
+
+
+def _override(row: asyncpg.Record) -> Override:
+    return Override(**{k: row[k] for k in _OVERRIDE_COLUMNS.split(", ")})
+
+
+async def load_overrides(pool: asyncpg.Pool) -> list[Override]:
+    return [_override(r) for r in await pool.fetch(f"SELECT {_OVERRIDE_COLUMNS} FROM price_overrides")]
+
+
+async def list_override_entries(pool: asyncpg.Pool) -> list[PriceEntry]:
+    rows = await pool.fetch(
+        f"SELECT {_OVERRIDE_COLUMNS}, updated_by, updated_at FROM price_overrides ORDER BY provider, model"
+    )
+    return [PriceEntry(source="override", **dict(r)) for r in rows]
+
+
+def _as_json(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    """A row for a jsonb column (the connection's codec serialises it): amounts and times as text."""
+    if row is None:
+        return None
+    return {k: str(v) if isinstance(v, Decimal | datetime) else v for k, v in dict(row).items()}
+
+
+async def set_override(conn: Connection, request: SetPrice) -> PriceEntry:
+    before = await conn.fetchrow(
+        f"SELECT {_OVERRIDE_COLUMNS} FROM price_overrides WHERE provider = $1 AND model = $2 FOR UPDATE",
+        request.provider,
+        request.model,
+    )
+    after = await conn.fetchrow(
+        f"""INSERT INTO price_overrides ({_OVERRIDE_COLUMNS}, updated_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (provider, model) DO UPDATE SET input_mtok = EXCLUDED.input_mtok,
+                output_mtok = EXCLUDED.output_mtok, cache_read_mtok = EXCLUDED.cache_read_mtok,
+                cache_write_mtok = EXCLUDED.cache_write_mtok, context_window = EXCLUDED.context_window,
+                updated_by = EXCLUDED.updated_by, updated_at = now()
+            RETURNING {_OVERRIDE_COLUMNS}, updated_by, updated_at""",
+        request.provider,
+        request.model,
+        request.input_mtok,
+        request.output_mtok,
+        request.cache_read_mtok,
+        request.cache_write_mtok,
+        request.context_window,
+        request.actor,
+    )
+    assert after is not None
+    await conn.execute(
+        "INSERT INTO price_audit (actor, action, provider, model, before, after)"
+        " VALUES ($1, 'set', $2, $3, $4::jsonb, $5::jsonb)",
+        request.actor,
+        request.provider,
+        request.model,
+        _as_json(before),
+        _as_json(after),
+    )
+    return PriceEntry(source="override", **dict(after))
+
+
+async def remove_override(conn: Connection, provider: str, model: str, actor: str) -> bool:
+    before = await conn.fetchrow(
+        f"DELETE FROM price_overrides WHERE provider = $1 AND model = $2 RETURNING {_OVERRIDE_COLUMNS}", provider, model
+    )
+    if before is None:
+        return False
+    await conn.execute(
+        "INSERT INTO price_audit (actor, action, provider, model, before) VALUES ($1, 'remove', $2, $3, $4::jsonb)",
+        actor,
+        provider,
+        model,
+        _as_json(before),
+    )
+    return True
+
+
+async def profiles(pool: asyncpg.Pool, task_type: str, models: list[str]) -> dict[str, list[float]]:
+    rows = await pool.fetch(
+        "SELECT model, counts FROM output_profiles WHERE task_type = $1 AND model = ANY($2::text[])", task_type, models
+    )
+    return {r["model"]: list(r["counts"]) for r in rows}
+
+
+async def learn_output(conn: Connection, task_type: str, model: str, output_tokens: int) -> None:
+    """Fold one observation into the (task_type, model) histogram, under a row lock."""
+    row = await conn.fetchrow(
+        "SELECT counts FROM output_profiles WHERE task_type = $1 AND model = $2 FOR UPDATE", task_type, model
+    )
+    counts = observe(list(row["counts"]) if row else [], output_tokens)
+    await conn.execute(
+        """INSERT INTO output_profiles (task_type, model, counts, observations) VALUES ($1, $2, $3, 1)
+           ON CONFLICT (task_type, model) DO UPDATE SET counts = EXCLUDED.counts,
+               observations = output_profiles.observations + 1, updated_at = now()""",
+        task_type,
+        model,
+        counts,
+    )
+
+
+async def keep_estimate(pool: asyncpg.Pool, task_id: UUID, task_type: str, estimates: list[ModelEstimate]) -> None:
+    predictions = {
+        e.model: {"p50": e.output_tokens_p50, "p90": e.output_tokens_p90, "cost_usd": str(e.cost_usd_p50)}
+        for e in estimates
+    }
+    await pool.execute(
+        """INSERT INTO estimates (task_id, task_type, predictions) VALUES ($1, $2, $3)
+           ON CONFLICT (task_id) DO UPDATE SET predictions = EXCLUDED.predictions, task_type = EXCLUDED.task_type""",
+        task_id,
+        task_type,
+        predictions,
+    )
+
+
+async def record_error(
+    conn: Connection, *, event_id: UUID, task_id: UUID, model: str, output_tokens: int, cost_usd: Any, at: Any
+) -> bool:
+    """Compare the task's estimate for ``model`` with what it really cost; False when there was none."""
+    row = await conn.fetchrow(
+        "SELECT task_type, predictions -> $2 AS p FROM estimates WHERE task_id = $1", task_id, model
+    )
+    if row is None or row["p"] is None:
+        return False
+    p = row["p"]
+    await conn.execute(
+        """INSERT INTO estimate_errors (event_id, task_id, task_type, model, predicted_output_p50, predicted_output_p90,
+               actual_output, predicted_cost_usd, actual_cost_usd, recorded_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9, $10) ON CONFLICT (event_id) DO NOTHING""",
+        event_id,
+        task_id,
+        row["task_type"],
+        model,
+        p["p50"],
+        p["p90"],
+        output_tokens,
+        p["cost_usd"],
+        cost_usd,
+        at,
+    )
+    return True
+
+
+async def accuracy(pool: asyncpg.Pool, model: str | None, task_type: str | None) -> list[EstimateAccuracyRow]:
+    rows = await pool.fetch(
+        """SELECT model, task_type, count(*) AS samples,
+                  avg(abs(predicted_cost_usd - actual_cost_usd) / nullif(actual_cost_usd, 0)) * 100 AS cost_mape,
+                  avg((predicted_cost_usd - actual_cost_usd) / nullif(actual_cost_usd, 0)) * 100 AS cost_bias,
+                  avg(abs(predicted_output_p50 - actual_output)::float8 / nullif(actual_output, 0)) * 100 AS out_mape,
+                  avg((predicted_output_p50 - actual_output)::float8 / nullif(actual_output, 0)) * 100 AS out_bias,
+                  avg((actual_output <= predicted_output_p90)::int) * 100 AS p90_coverage
+           FROM estimate_errors
+           WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR task_type = $2)
+           GROUP BY model, task_type ORDER BY model, task_type""",
+        model,
+        task_type,
+    )
+    return [
+        EstimateAccuracyRow(
+            model=r["model"],
+            task_type=r["task_type"],
+            samples=r["samples"],
+            cost_mape_percent=round(float(r["cost_mape"] or 0), 2),
+            cost_bias_percent=round(float(r["cost_bias"] or 0), 2),
+            output_mape_percent=round(float(r["out_mape"] or 0), 2),
+            output_bias_percent=round(float(r["out_bias"] or 0), 2),
+            p90_coverage_percent=round(float(r["p90_coverage"] or 0), 2),
+        )
+        for r in rows
+    ]
