@@ -91,7 +91,11 @@ class DeadLetterMiddleware(BaseMiddleware):
 
     Permanent errors, and the last allowed delivery, publish the original message with
     the reason to ``<ns>.deadletter.<service>`` and terminate it; other failures are
-    nak'ed with the configured backoff. Core NATS messages (request/reply) pass through.
+    nak'ed with the configured backoff. A message delivered again after its last allowed
+    delivery (the consumer crashed or timed out on it) is dead-lettered without running the
+    handler, so a poison message cannot crash-loop a service. If the dead letter cannot be
+    written, the message is kept (nak'ed with backoff): nothing is dropped silently. Core
+    NATS messages (request/reply) pass through.
     """
 
     settings: Settings
@@ -101,6 +105,15 @@ class DeadLetterMiddleware(BaseMiddleware):
     def configured(cls, settings: Settings, service: str) -> type[DeadLetterMiddleware]:
         """A subclass bound to one service's settings (broker middlewares are classes)."""
         return type("ConfiguredDeadLetterMiddleware", (cls,), {"settings": settings, "service": service})
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+        raw = cast(Msg, self.msg)
+        meta = _js_metadata(raw)
+        if meta is not None and int(meta.num_delivered) > self.settings.max_deliver:
+            error = RuntimeError("earlier deliveries ended without a result (the consumer crashed or timed out)")
+            await self._settle(raw, meta, "max_deliver_exceeded", error)
+            return None
+        return await call_next(msg)
 
     async def after_processed(
         self,
@@ -114,26 +127,35 @@ class DeadLetterMiddleware(BaseMiddleware):
         meta = _js_metadata(raw)
         if meta is None:
             return False
-        deliveries = int(meta.num_delivered)
-        permanent = isinstance(exc_val, PermanentError)
-        if permanent or deliveries >= self.settings.max_deliver:
-            reason = exc_val.code if isinstance(exc_val, PermanentError) else "max_deliver_exceeded"
-            await self._dead_letter(raw, meta, reason, exc_val, deliveries)
-            await raw.term()
+        if isinstance(exc_val, PermanentError):
+            await self._settle(raw, meta, exc_val.code, exc_val)
+        elif int(meta.num_delivered) >= self.settings.max_deliver:
+            await self._settle(raw, meta, "max_deliver_exceeded", exc_val)
         else:
-            delay = self.settings.backoff_for(deliveries)
-            log.warning(
-                "message failed, will retry",
-                subject=raw.subject,
-                deliveries=deliveries,
-                retry_in_s=delay,
-                error=repr(exc_val),
-            )
-            await raw.nak(delay=delay)
+            await self._retry(raw, meta, exc_val)
         return True
 
-    async def _dead_letter(self, raw: Msg, meta: Any, reason: str, exc: BaseException, deliveries: int) -> None:
+    async def _retry(self, raw: Msg, meta: Any, exc: BaseException) -> None:
+        deliveries = int(meta.num_delivered)
+        delay = self.settings.backoff_for(deliveries)
+        log.warning(
+            "message failed, will retry", subject=raw.subject, deliveries=deliveries, retry_in_s=delay, error=repr(exc)
+        )
+        await raw.nak(delay=delay)
+
+    async def _settle(self, raw: Msg, meta: Any, reason: str, exc: BaseException) -> None:
+        """Dead-letter and terminate; if the dead letter cannot be written, keep the message."""
+        try:
+            await self._dead_letter(raw, meta, reason, exc)
+        except Exception as publish_error:
+            log.error("could not write the dead letter; keeping the message", error=repr(publish_error))
+            await self._retry(raw, meta, exc)
+            return
+        await raw.term()
+
+    async def _dead_letter(self, raw: Msg, meta: Any, reason: str, exc: BaseException) -> None:
         settings, service = self.settings, self.service
+        deliveries = int(meta.num_delivered)
         headers = {k: v for k, v in (raw.headers or {}).items() if k != "Nats-Msg-Id"}
         stream_seq = str(meta.sequence.stream)
         headers.update(
@@ -150,13 +172,7 @@ class DeadLetterMiddleware(BaseMiddleware):
         )
         client: NatsClient = raw._client
         await client.jetstream().publish(settings.subjects.dead_letter(service), raw.data, headers=headers)
-        log.error(
-            "message dead-lettered",
-            reason=reason,
-            subject=raw.subject,
-            deliveries=deliveries,
-            error=repr(exc),
-        )
+        log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=repr(exc))
 
 
 def consume(
@@ -182,9 +198,8 @@ def consume(
         durable=durable(service, subject),
         pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
         config=ConsumerConfig(
-            # our middleware dead-letters at max_deliver; the server's bound is a safety net
-            max_deliver=settings.max_deliver + 2,
-            ack_wait=60,
+            max_deliver=-1,  # the DeadLetterMiddleware bounds deliveries, and never drops a message silently
+            ack_wait=settings.ack_wait,
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{service}:{subject}",

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
@@ -29,6 +30,12 @@ from shared.events import CostRecorded, Event, FeedbackRecorded, ModelSelected, 
 from shared.settings import Settings
 
 Res = TypeVar("Res", bound=BaseModel)
+
+
+async def _quiet(_: Exception) -> None:
+    return None
+
+
 tracer = trace.get_tracer("routewise.client")
 
 
@@ -47,8 +54,9 @@ class RoutewiseClient:
                 password=self.settings.nats_password,
                 name="routewise-client",
                 connect_timeout=3,
-                max_reconnect_attempts=1,
+                max_reconnect_attempts=1,  # (0 would mean: retry for ever)
                 allow_reconnect=False,
+                error_cb=_quiet,  # failures surface as RemoteError, not as logged tracebacks
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
             raise RemoteError(f"cannot reach NATS at {self.nats_url}: {exc}", code="unavailable") from exc
@@ -71,12 +79,21 @@ class RoutewiseClient:
         """Publish an event to JetStream, waiting for the stream's ack (with trace context)."""
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        await self.nc.jetstream().publish(
-            subject,
-            event.model_dump_json().encode(),
-            headers=msg_id_headers(event, carrier),
-            timeout=self.settings.request_timeout,
-        )
+        try:
+            await self.nc.jetstream().publish(
+                subject,
+                event.model_dump_json().encode(),
+                headers=msg_id_headers(event, carrier),
+                timeout=self.settings.request_timeout,
+            )
+        except nats.js.errors.NoStreamResponseError as exc:
+            raise RemoteError(
+                f"no Routewise stream stores {subject} on {self.nats_url}; is Routewise running"
+                f" (namespace {self.settings.namespace!r})?",
+                code="unavailable",
+            ) from exc
+        except TimeoutError as exc:
+            raise RemoteError(f"JetStream did not confirm {subject} in time", code="timeout") from exc
 
     async def submit_task(self, task: TaskArrived, *, wait: float | None = None) -> ModelSelected | TaskRejected | None:
         """Publish TaskArrived; with ``wait``, return the decision (None if none came in time)."""

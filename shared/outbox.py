@@ -4,7 +4,8 @@
 transaction, together with the current trace context. ``OutboxRelay.flush`` publishes
 pending rows (right after a commit, and on a timer for anything a crash left behind)
 with ``Nats-Msg-Id`` = event_id, so a row published twice is still one event on the bus.
-Replicas share the table safely: rows are claimed with ``FOR UPDATE SKIP LOCKED``.
+Replicas share the table safely: rows are claimed with ``FOR UPDATE SKIP LOCKED``, one at a
+time, and a row that fails to publish is retried later without blocking the others.
 """
 
 from __future__ import annotations
@@ -40,45 +41,55 @@ async def enqueue(conn: Connection, subject: str, event: Event) -> None:
 
 
 class OutboxRelay:
-    def __init__(self, pool: asyncpg.Pool, broker: NatsBroker, settings: Settings, *, batch: int = 100):
+    def __init__(self, pool: asyncpg.Pool, broker: NatsBroker, settings: Settings):
         self._pool = pool
         self._broker = broker
         self._settings = settings
-        self._batch = batch
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     async def flush(self) -> int:
-        """Publish every pending row; returns how many were published."""
-        published = 0
+        """Publish every pending row, oldest first; returns how many were published.
+
+        Each row is claimed, published and marked in its own short transaction, so a row that
+        cannot be published (its attempts and error are recorded) does not hold back the rest.
+        """
+        published, cursor = 0, 0
         while True:
             async with self._pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT id, subject, payload, headers FROM outbox WHERE published_at IS NULL"
-                    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                    self._batch,
+                row = await conn.fetchrow(
+                    "SELECT id, subject, payload, headers FROM outbox WHERE published_at IS NULL AND id > $1"
+                    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    cursor,
                 )
-                for row in rows:
-                    headers: dict[str, str] = row["headers"]
-                    token = otel_context.attach(propagate.extract(headers))
-                    try:
-                        await self._broker.publish(
-                            bytes(row["payload"]),
-                            row["subject"],
-                            headers=headers,
-                            stream=self._settings.subjects.stream_for(row["subject"]).name,
-                            timeout=self._settings.request_timeout,
-                        )
-                    finally:
-                        otel_context.detach(token)
-                if rows:
+                if row is None:
+                    return published
+                cursor = row["id"]
+                try:
+                    await self._publish(row["subject"], bytes(row["payload"]), row["headers"])
+                except Exception as exc:
+                    log.warning("outbox row not published; will retry", outbox_id=cursor, error=repr(exc))
                     await conn.execute(
-                        "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                        [r["id"] for r in rows],
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1", cursor, repr(exc)
                     )
-            published += len(rows)
-            if len(rows) < self._batch:
-                return published
+                    continue
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = $1", cursor
+                )
+                published += 1
+
+    async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+        token = otel_context.attach(propagate.extract(headers))  # continue the trace that wrote the row
+        try:
+            await self._broker.publish(
+                payload,
+                subject,
+                headers=headers,
+                stream=self._settings.subjects.stream_for(subject).name,
+                timeout=self._settings.request_timeout,
+            )
+        finally:
+            otel_context.detach(token)
 
     def poke(self) -> None:
         """Ask the background loop to flush now (after a commit that enqueued events)."""

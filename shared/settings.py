@@ -36,6 +36,7 @@ class Settings(BaseSettings):
         default=[1.0, 5.0, 15.0, 30.0],
         description="Seconds before redelivery n (the last value repeats).",
     )
+    ack_wait: float = Field(default=60.0, gt=0, description="Seconds a handler has before its message is redelivered.")
     request_timeout: float = Field(default=5.0, gt=0)
     outbox_interval: float = Field(default=1.0, gt=0, description="Seconds between outbox sweeps.")
 

@@ -43,7 +43,7 @@ class Stack:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def env_for(self, service: str, port: int) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")}
+        env = dict(os.environ)  # the user's ROUTEWISE_* settings (catalog, log level, retries) apply
         env.update(
             {
                 "ROUTEWISE_NATS_URL": self.nats_url,
@@ -57,21 +57,23 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def start_service(self, service: str, port: int | None = None) -> ServiceProcess:
+    def start_service(self, service: str, port: int | None = None, *, instance: str = "") -> ServiceProcess:
+        """Start one process of ``service``; another ``instance`` name runs a further replica."""
         port = port or free_port()
+        key = f"{service}#{instance}" if instance else service
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{service}.log"
-        log = log_path.open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
-            cwd=PROJECT_ROOT,
-            env=self.env_for(service, port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches whoever started us; it decides the order of stopping
-        )
-        self.processes[service] = ServiceProcess(service, port, log_path, proc)
-        return self.processes[service]
+        log_path = self.log_dir / f"{key}.log"
+        with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{service}"],
+                cwd=PROJECT_ROOT,
+                env=self.env_for(service, port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches whoever started us; it decides the order of stopping
+            )
+        self.processes[key] = ServiceProcess(key, port, log_path, proc)
+        return self.processes[key]
 
     def start(self) -> None:
         for service in self.services:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 from functools import cached_property
 from typing import Any, Literal
 
@@ -89,9 +89,18 @@ class PricedModel:
         if self._genai is not None:
             provider, info = self._genai
             calc: Any = info.calc_price(usage, provider)
-            return Decimal(calc.input_price), Decimal(calc.output_price)
+            return _usd(calc.input_price), _usd(calc.output_price)
         result = price.calc_price(usage)
-        return Decimal(result["input_price"]), Decimal(result["output_price"])
+        return _usd(result["input_price"]), _usd(result["output_price"])
+
+
+USD_QUANTUM = Decimal("1e-12")
+"""Amounts are kept to 12 decimal places (NUMERIC(20, 12)); genai-prices can carry float noise
+such as 0.18000000000000002 per MTok, so round — up, so that a cost is never rounded to nothing."""
+
+
+def _usd(amount: Any) -> Decimal:
+    return Decimal(amount).quantize(USD_QUANTUM, rounding=ROUND_UP)
 
 
 def _now() -> Any:

@@ -54,13 +54,20 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         )
 
     async def on_cost(conn: Connection, event: CostRecorded) -> None:
+        # every call a task made adds to its actual cost; the latest call names the model
         await conn.execute(
-            """INSERT INTO task_ledger (task_id, org_id, task_type, actual_model, actual_cost_usd,
-                   input_tokens, output_tokens, cost_recorded_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-               ON CONFLICT (task_id) DO UPDATE SET actual_model = EXCLUDED.actual_model,
-                   actual_cost_usd = EXCLUDED.actual_cost_usd, input_tokens = EXCLUDED.input_tokens,
-                   output_tokens = EXCLUDED.output_tokens, cost_recorded_at = EXCLUDED.cost_recorded_at""",
+            """INSERT INTO task_ledger AS t (task_id, org_id, task_type, actual_model, actual_cost_usd,
+                   input_tokens, output_tokens, cost_recorded_at, cost_events)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+               ON CONFLICT (task_id) DO UPDATE SET
+                   actual_cost_usd = coalesce(t.actual_cost_usd, 0) + EXCLUDED.actual_cost_usd,
+                   input_tokens = coalesce(t.input_tokens, 0) + EXCLUDED.input_tokens,
+                   output_tokens = coalesce(t.output_tokens, 0) + EXCLUDED.output_tokens,
+                   cost_events = t.cost_events + 1,
+                   actual_model = CASE
+                       WHEN t.cost_recorded_at IS NULL OR EXCLUDED.cost_recorded_at >= t.cost_recorded_at
+                       THEN EXCLUDED.actual_model ELSE t.actual_model END,
+                   cost_recorded_at = greatest(t.cost_recorded_at, EXCLUDED.cost_recorded_at)""",
             event.task_id,
             event.scope.org_id,
             event.task_type,
@@ -76,7 +83,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             """SELECT count(*) AS tasks,
                       count(*) FILTER (WHERE status = 'selected') AS selected,
                       count(*) FILTER (WHERE status = 'rejected') AS rejected,
-                      count(actual_cost_usd) AS costs_recorded,
+                      coalesce(sum(cost_events), 0) AS costs_recorded,
                       coalesce(sum(estimated_cost_usd), 0) AS estimated,
                       coalesce(sum(baseline_cost_usd), 0) AS baseline,
                       coalesce(sum(actual_cost_usd), 0) AS actual

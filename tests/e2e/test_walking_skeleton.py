@@ -16,7 +16,7 @@ from genai_prices import Usage, calc_price
 
 from shared.client import RoutewiseClient
 from shared.events import CostRecorded, ModelSelected, Scope, TaskArrived
-from shared.requests import BudgetStatus, GetBudgetStatus
+from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
 from tests.helpers import eventually
 
@@ -155,6 +155,63 @@ async def test_cli_errors_are_clear(running_stack: RunningStack) -> None:
         running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--cost", "-1"
     )
     assert bad_cost.returncode == 1 and "--cost" in bad_cost.stderr
+
+
+async def test_values_the_contract_refuses_are_clear_cli_errors(running_stack: RunningStack) -> None:
+    decided = json.loads(cli(running_stack, "task", "Name three primes", "--json").stdout)
+    task_id = decided["task_id"]
+    for args, needle in [
+        (["--cost", "0.0000000000001"], "decimal places"),  # beyond the 12 places money is kept to
+        (["--failed", ""], "a failed call needs an error_type"),
+        (["--input-tokens", "200000000"], "less than or equal to"),
+    ]:
+        base = ["record", task_id, "--input-tokens", "1", "--output-tokens", "1"]
+        if args[0] == "--input-tokens":
+            base = ["record", task_id, "--output-tokens", "1"]
+        result = cli(running_stack, *base, *args, "--json")
+        assert result.returncode == 1, result.stdout
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == "invalid_request"
+        assert needle in error["message"]
+        assert "Traceback" not in result.stderr
+
+
+async def test_every_call_of_a_task_counts_in_budget_and_metrics_alike(running_stack: RunningStack) -> None:
+    org = f"calls-{uuid.uuid4().hex[:8]}"
+    decided = json.loads(cli(running_stack, "task", "Translate hello to French", "--org", org, "--json").stdout)
+    task_id = decided["task_id"]
+    first = cli(
+        running_stack,
+        "record",
+        task_id,
+        "--input-tokens",
+        "10",
+        "--output-tokens",
+        "0",
+        "--cost",
+        "0.5",
+        "--failed",
+        "rate_limited",
+        "--json",
+    )
+    retry = cli(
+        running_stack, "record", task_id, "--input-tokens", "10", "--output-tokens", "20", "--cost", "0.25", "--json"
+    )
+    assert first.returncode == 0, first.stderr
+    assert retry.returncode == 0, retry.stderr
+    async with RoutewiseClient(running_stack.settings) as rw:
+        budget = await spend_once_recorded(rw, running_stack, org, 2)
+
+        async def metrics() -> MetricsSummary | None:
+            m = await rw.request(
+                running_stack.settings.subjects.metrics_summary, GetMetricsSummary(org_id=org), MetricsSummary
+            )
+            return m if m.costs_recorded >= 2 else None
+
+        summary = await eventually(metrics)
+    assert budget.spent_usd == summary.actual_cost_usd == Decimal("0.75")
+    assert budget.costs_recorded == summary.costs_recorded == 2
+    assert summary.tasks == 1
 
 
 async def test_costs_published_while_a_service_is_down_are_applied_after_restart(running_stack: RunningStack) -> None:

@@ -18,6 +18,7 @@ from shared.bus import HEADER_DELIVERIES, HEADER_REASON, HEADER_SUBJECT, consume
 from shared.events import CostRecorded, Scope
 from shared.service import build_broker
 from shared.settings import Settings
+from shared.subjects import durable
 from tests.helpers import eventually
 
 
@@ -180,3 +181,36 @@ async def test_the_stream_drops_a_republished_event_id(settings: Settings) -> No
         await publish_raw(settings, marker.model_dump_json().encode(), str(marker.event_id))
         await eventually(lambda: asyncio.sleep(0, result=marker.event_id in seen), timeout=10)
     assert seen == [event.event_id, marker.event_id]
+
+
+async def test_a_message_that_crashed_its_consumer_is_dead_lettered_without_running_the_handler(
+    settings: Settings,
+) -> None:
+    calls = 0
+
+    async def record(event: CostRecorded) -> None:
+        nonlocal calls
+        calls += 1
+
+    async with consumer(settings, record):
+        pass  # creates the durable consumer
+    event = a_cost()
+    await publish_raw(settings, event.model_dump_json().encode(), str(event.event_id))
+    # as if a consumer took the message max_deliver times and died each time, with no verdict
+    nc = await nats.connect(settings.nats_url)
+    try:
+        pull = await nc.jetstream().pull_subscribe_bind(
+            durable=durable("testsvc", settings.subjects.cost_recorded), stream=settings.subjects.events_stream.name
+        )
+        for _ in range(settings.max_deliver):
+            (taken,) = await pull.fetch(1, timeout=5)
+            await taken.nak()
+    finally:
+        await nc.close()
+    async with consumer(settings, record):
+        (letter,) = await eventually(lambda: dead_letters(settings), timeout=15)
+    assert calls == 0  # the poison message never reached the handler again
+    assert letter.headers is not None
+    assert letter.headers[HEADER_REASON] == "max_deliver_exceeded"
+    assert letter.headers[HEADER_DELIVERIES] == str(settings.max_deliver + 1)
+    assert "crashed or timed out" in letter.headers["Routewise-DeadLetter-Error"]

@@ -12,7 +12,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from shared.bus import ensure_streams
-from shared.db import claim, create_pool, migrate, unit_of_work
+from shared.db import SHARED_MIGRATIONS, claim, create_pool, load_migrations, migrate, unit_of_work
 from shared.events import Scope, TaskRejected
 from shared.outbox import OutboxRelay, enqueue
 from shared.provision import dsn_with, provision
@@ -63,7 +63,8 @@ async def test_concurrent_starts_apply_each_migration_once(
     finally:
         for pool in pools:
             await pool.close()
-    assert sorted(len(r) for r in results) == [0, 0, 0, 3]  # shared inbox/outbox + two of the service's
+    shared = len(load_migrations("shared", SHARED_MIGRATIONS))
+    assert sorted(len(r) for r in results) == [0, 0, 0, shared + 2]  # the shared ones and the service's two
     assert await admin.fetchval(f'SELECT count(*) FROM "{schema}".counter') == 1
 
 

@@ -1,0 +1,18 @@
+"""The ``routewise`` command line: rich output for people, ``--json`` for scripts."""
+
+from __future__ import annotations
+
+from shared.cli import core, costs, dev  # noqa: F401  (each module adds its commands to the app)
+from shared.cli.common import app, err_console
+from shared.errors import RemoteError
+
+
+def main() -> None:
+    try:
+        app()
+    except RemoteError as exc:  # pragma: no cover - commands catch their own
+        err_console.print(f"[bold red]error[/]: {exc.message}")
+        raise SystemExit(1) from None
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,152 @@
+"""What every ``routewise`` command shares: the app, finding the bus, output and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shared.errors import RoutewiseError
+from shared.settings import DEFAULT_NATS_URL, Settings
+from shared.subjects import Subjects
+
+app = typer.Typer(
+    name="routewise",
+    help="Cost-aware routing of LLM tasks over NATS JetStream.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+NatsUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url", help="NATS URL [default: $ROUTEWISE_NATS_URL, else `routewise dev`'s, else nats://127.0.0.1:4222]"
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+# ------------------------------------------------------------------ where things are
+
+
+def home() -> Path:
+    return Path(os.environ.get("ROUTEWISE_HOME") or Path.home() / ".routewise")
+
+
+def dev_state_path() -> Path:
+    return home() / "dev.json"
+
+
+def read_dev_state() -> dict[str, Any] | None:
+    path = dev_state_path()
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = state.get("pid")
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # left behind by a `routewise dev` that is gone
+        except PermissionError:
+            pass
+    return state
+
+
+def resolve_settings(nats_url: str | None) -> Settings:
+    """--nats-url, else ROUTEWISE_NATS_URL, else what `routewise dev` wrote, else the default."""
+    overrides: dict[str, Any] = {}
+    if nats_url:
+        overrides["nats_url"] = nats_url
+    elif not os.environ.get("ROUTEWISE_NATS_URL"):
+        state = read_dev_state()
+        overrides["nats_url"] = state["nats_url"] if state else DEFAULT_NATS_URL
+        if state and not os.environ.get("ROUTEWISE_NAMESPACE"):
+            overrides["namespace"] = state.get("namespace", "routewise")
+    return Settings(**overrides)
+
+
+# ------------------------------------------------------------------ output helpers
+
+
+def fail(message: str, as_json: bool, code: str = "error") -> typer.Exit:
+    if as_json:
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    else:
+        err_console.print(f"[bold red]error[/]: {message}")
+    return typer.Exit(1)
+
+
+def run_async(coro_fn: Callable[[], Awaitable[T]], as_json: bool) -> T:
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except RoutewiseError as exc:
+        raise fail(exc.message, as_json, exc.code) from None
+    except ValidationError as exc:  # a value a contract refuses (e.g. a cost with 13 decimal places)
+        raise fail(first_error(exc), as_json, "invalid_request") from None
+
+
+def emit(data: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        print(json.dumps(data, default=str, ensure_ascii=False))
+        return
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    for key, value in data.items():
+        table.add_row(key, "—" if value is None else str(value))
+    console.print(table)
+
+
+def first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def build(cls: type[M], as_json: bool, /, **fields: Any) -> M:
+    """A request or event from command-line values; a bad value is a clear error, not a traceback."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        raise fail(first_error(exc), as_json, "invalid_request") from None
+
+
+def ask(
+    nats_url: str | None, subject: Callable[[Subjects], str], payload: BaseModel, reply: type[M], as_json: bool
+) -> M:
+    """One request/reply to a service, with the bus found as every command finds it."""
+    from shared.client import RoutewiseClient
+
+    settings = resolve_settings(nats_url)
+
+    async def go() -> M:
+        async with RoutewiseClient(settings) as rw:
+            return await rw.request(subject(settings.subjects), payload, reply)
+
+    return run_async(go, as_json)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    out = Table(title=title, title_justify="left")
+    for column in columns:
+        out.add_column(column)
+    for row in rows:
+        out.add_row(*["—" if v is None else str(v) for v in row])
+    return out
