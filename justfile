@@ -50,6 +50,13 @@ fmt:
     uv run --frozen ruff check --fix .
     uv run --frozen ruff format .
 
+# --- bench ---
+
+# cost.estimate throughput and latency with 1, 10 and 100 alternatives (bench/results/cost_estimate.json)
+[group('bench')]
+bench-estimate *ARGS:
+    uv run --frozen python -m bench.cost_estimate {{ARGS}}
+
 # --- docs ---
 
 # regenerate docs/schemas from the contracts

@@ -13,7 +13,7 @@ import bpe_openai
 from genai_prices import types
 
 from services.cost_predictor.prediction import predict
-from services.cost_predictor.pricing import PriceBook, PricedModel
+from services.cost_predictor.pricing import PriceBook, PricedModel, output_cost
 from shared.errors import RoutewiseError
 from shared.events import ChatMessage, Tier
 from shared.requests import (
@@ -132,8 +132,9 @@ class Estimator:
                 expected=request.expected_output_tokens,
                 max_tokens=request.max_output_tokens,
             )
-            p50 = _total(model.cost(input_tokens, output.p50, cache_read, cache_write))
-            p90 = _total(model.cost(input_tokens, output.p90, cache_read, cache_write))
+            rates = model.rates(input_tokens, cache_read, cache_write)  # one price calculation for p50 and p90
+            p50 = _total(output_cost(*rates, output.p50))
+            p90 = _total(output_cost(*rates, output.p90))
             estimates.append(
                 ModelEstimate(
                     model=model.id,

@@ -69,10 +69,13 @@ class PricedModel:
         assert self._genai is not None
         return self._genai[1].get_prices(_now())
 
-    def cost(
-        self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
-    ) -> tuple[Decimal, Decimal]:
-        """(input cost, output cost) in USD. Cached tokens are part of ``input_tokens``."""
+    def rates(self, input_tokens: int, cache_read: int = 0, cache_write: int = 0) -> tuple[Decimal, Decimal]:
+        """(input cost in USD, output price in USD per million tokens) for a call of this input.
+
+        genai-prices picks long-context tiers by input tokens alone, so for a given input the
+        output cost is linear in output tokens: one price calculation serves every output size.
+        Cached tokens are part of ``input_tokens``.
+        """
         if cache_read + cache_write > input_tokens:
             raise RoutewiseError("cached tokens cannot exceed input tokens", code="invalid_request")
         price = self.current_price()
@@ -82,16 +85,30 @@ class PricedModel:
             cache_write = 0
         usage = Usage(
             input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            output_tokens=MILLION,
             cache_read_tokens=cache_read or None,
             cache_write_tokens=cache_write or None,
         )
         if self._genai is not None:
             provider, info = self._genai
             calc: Any = info.calc_price(usage, provider)
-            return _usd(calc.input_price), _usd(calc.output_price)
+            return Decimal(calc.input_price), Decimal(calc.output_price)
         result = price.calc_price(usage)
-        return _usd(result["input_price"]), _usd(result["output_price"])
+        return Decimal(result["input_price"]), Decimal(result["output_price"])
+
+    def cost(
+        self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
+    ) -> tuple[Decimal, Decimal]:
+        """(input cost, output cost) in USD, to 12 decimal places."""
+        return output_cost(*self.rates(input_tokens, cache_read, cache_write), output_tokens)
+
+
+MILLION = 1_000_000
+
+
+def output_cost(input_cost: Decimal, output_per_million: Decimal, output_tokens: int) -> tuple[Decimal, Decimal]:
+    """(input cost, output cost) in USD, to 12 decimal places, from ``PricedModel.rates``."""
+    return _usd(input_cost), _usd(output_per_million * output_tokens / MILLION)
 
 
 USD_QUANTUM = Decimal("1e-12")

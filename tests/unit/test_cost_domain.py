@@ -227,3 +227,13 @@ def test_recent_behaviour_outweighs_old() -> None:
 
 def test_quantile_of_an_empty_histogram_is_unknown() -> None:
     assert quantile([0.0] * N_BUCKETS, 0.5) is None
+
+
+def test_float_noise_in_genai_prices_is_rounded_up_to_twelve_places() -> None:
+    # genai-prices lists this model at 0.18000000000000002 USD per million tokens
+    noisy = BOOK.resolve("huggingface_together/Qwen/Qwen3-VL-8B-Instruct")
+    input_cost, output_cost = noisy.cost(1234, 567)
+    for amount in (input_cost, output_cost):
+        assert amount.as_tuple().exponent >= -12
+    assert input_cost >= Decimal("0.00022212")  # rounded up, never down to less than was spent
+    assert price(BOOK, PriceUsage(model=noisy.id, input_tokens=1234, output_tokens=567)).cost_usd > 0

@@ -1,0 +1,94 @@
+"""Shared set-up for benchmarks: real NATS and Postgres (env URLs, else embedded), services as
+processes, latency statistics, and results written under bench/results/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from shared.provision import drop_database, provision
+from shared.stack import Stack
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Environment:
+    nats_url: str
+    admin_dsn: str
+    dsns: dict[str, str]
+    namespace: str
+    workdir: Path
+
+
+@contextmanager
+def environment(services: dict[str, int]) -> Iterator[tuple[Environment, Stack]]:
+    """Servers (ROUTEWISE_NATS_URL / ROUTEWISE_DATABASE_URL, else embedded) and ``services``
+    ({name: replicas}) running as separate processes on a fresh namespace and database."""
+    workdir = Path(tempfile.mkdtemp(prefix="rw-bench-"))
+    nats_server = postgres = None
+    nats_url = os.environ.get("ROUTEWISE_NATS_URL")
+    admin = os.environ.get("ROUTEWISE_DATABASE_URL")
+    if not nats_url:
+        nats_server = EmbeddedNats(workdir / "nats")
+        nats_url = nats_server.start()
+    if not admin:
+        postgres = EmbeddedPostgres(workdir / "pg", keep=False)
+        admin = postgres.start()
+    database = f"rw_bench_{uuid.uuid4().hex[:8]}"
+    dsns = asyncio.run(provision(admin, database))
+    namespace = f"bench{uuid.uuid4().hex[:8]}"
+    stack = Stack(nats_url, dsns, namespace, workdir / "logs", services=())
+    try:
+        for name, replicas in services.items():
+            for i in range(replicas):
+                stack.start_service(name, instance="" if i == 0 else str(i + 1))
+        stack.wait_ready(90)
+        yield Environment(nats_url, admin, dsns, namespace, workdir), stack
+    finally:
+        stack.stop()
+        asyncio.run(drop_database(admin, database))
+        if nats_server:
+            nats_server.stop()
+        if postgres:
+            postgres.stop()
+
+
+def latency_summary(samples_s: list[float]) -> dict[str, float]:
+    ordered = sorted(samples_s)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+    return {
+        "p50_ms": round(pct(0.50), 2),
+        "p90_ms": round(pct(0.90), 2),
+        "p99_ms": round(pct(0.99), 2),
+        "max_ms": round(ordered[-1] * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {
+        "benchmark": name,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        **results,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
