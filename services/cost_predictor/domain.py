@@ -108,7 +108,19 @@ class Estimator:
     book: PriceBook
 
     def resolve_all(self, refs: list[str]) -> list[PricedModel]:
-        return [self.book.resolve(ref) for ref in refs]
+        """Each reference's model; two references to one model (an alias and its id) are refused."""
+        models: list[PricedModel] = []
+        seen: dict[str, str] = {}
+        for ref in refs:
+            model = self.book.resolve(ref)
+            if model.id in seen:
+                raise RoutewiseError(
+                    f"{ref!r} and {seen[model.id]!r} are the same model ({model.id}); ask once",
+                    code="invalid_request",
+                )
+            seen[model.id] = ref
+            models.append(model)
+        return models
 
     def estimate(
         self,

@@ -145,8 +145,8 @@ def ask(
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     out = Table(title=title, title_justify="left")
-    for column in columns:
-        out.add_column(column)
+    for i, column in enumerate(columns):
+        out.add_column(column, no_wrap=i == 0)  # the first column names the row: keep it whole
     for row in rows:
         out.add_row(*["—" if v is None else str(v) for v in row])
     return out

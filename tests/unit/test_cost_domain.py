@@ -237,3 +237,9 @@ def test_float_noise_in_genai_prices_is_rounded_up_to_twelve_places() -> None:
         assert amount.as_tuple().exponent >= -12
     assert input_cost >= Decimal("0.00022212")  # rounded up, never down to less than was spent
     assert price(BOOK, PriceUsage(model=noisy.id, input_tokens=1234, output_tokens=567)).cost_usd > 0
+
+
+def test_an_alias_and_its_model_in_one_request_are_refused() -> None:
+    with pytest.raises(RoutewiseError, match="same model") as err:
+        estimate(EstimateCost(prompt="hi", models=["gpt-4o", "gpt-4o-2024-08-06"]))
+    assert err.value.code == "invalid_request"
