@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 from shared.provision import drop_database, dsn_with, provision
 from shared.settings import Settings
 from shared.stack import Stack
+from shared.subjects import SERVICES
 from tests.servers import nats_server, postgres_server
 
 
@@ -103,24 +107,45 @@ class RunningStack:
         env.update({"ROUTEWISE_NATS_URL": self.nats_url, "ROUTEWISE_NAMESPACE": self.namespace})
         return env
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``routewise ARGS`` against this stack, as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args],
+            capture_output=True,
+            text=True,
+            env=self.cli_env(),
+            timeout=60,
+            check=False,
+        )
+
+
+@contextmanager
+def running(nats_url: str, database: Database, log_dir: Path, services: dict[str, int]) -> Iterator[RunningStack]:
+    """``services`` ({name: replicas}) as separate processes on a fresh namespace, quick retries."""
+    namespace = new_namespace()
+    stack = Stack(
+        nats_url,
+        database.dsns,
+        namespace,
+        log_dir,
+        services=(),
+        extra_env={"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]"},
+    )
+    try:
+        for name, replicas in services.items():
+            for i in range(replicas):
+                stack.start_service(name, instance=str(i + 1) if i else "")
+        stack.wait_ready(timeout=90)
+        yield RunningStack(stack, nats_url, namespace, database)
+    finally:
+        stack.stop()
+        asyncio.run(delete_streams(nats_url, namespace))
+
 
 @pytest.fixture(scope="module")
 def running_stack(
     nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
     """The five services as separate processes, on their own namespace."""
-    namespace = new_namespace()
-    stack = Stack(
-        nats_url,
-        database.dsns,
-        namespace,
-        Path(tmp_path_factory.mktemp("stack-logs")),
-        extra_env={"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]"},
-    )
-    stack.start()
-    try:
-        stack.wait_ready(timeout=90)
-        yield RunningStack(stack, nats_url, namespace, database)
-    finally:
-        stack.stop()
-        asyncio.run(delete_streams(nats_url, namespace))
+    with running(nats_url, database, tmp_path_factory.mktemp("stack-logs"), dict.fromkeys(SERVICES, 1)) as stack:
+        yield stack

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
 import nats
@@ -32,8 +29,7 @@ from shared.requests import (
     PriceUsage,
 )
 from shared.settings import Settings
-from shared.stack import Stack
-from tests.conftest import Database, RunningStack, delete_streams, new_namespace
+from tests.conftest import Database, RunningStack, running
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -42,29 +38,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def cost_stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """Two cost-predictor replicas sharing one schema and one namespace."""
-    import asyncio
-
-    namespace = new_namespace()
-    stack = Stack(nats_url, database.dsns, namespace, Path(tmp_path_factory.mktemp("cost-logs")), services=())
-    stack.start_service("cost_predictor")
-    stack.start_service("cost_predictor", instance="2")
-    try:
-        stack.wait_ready(timeout=90)
-        yield RunningStack(stack, nats_url, namespace, database)
-    finally:
-        stack.stop()
-        asyncio.run(delete_streams(nats_url, namespace))
-
-
-def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        capture_output=True,
-        text=True,
-        env=stack.cli_env(),
-        timeout=60,
-        check=False,
-    )
+    with running(nats_url, database, tmp_path_factory.mktemp("cost-logs"), {"cost_predictor": 2}) as stack:
+        yield stack
 
 
 async def ask_estimate(settings: Settings, **fields: object) -> CostEstimate:
@@ -164,8 +139,7 @@ async def test_a_prompt_beyond_the_context_window_says_so_with_the_window(cost_s
 async def test_overrides_are_audited_shared_by_replicas_and_survive_restarts(cost_stack: RunningStack) -> None:
     settings = cost_stack.settings
     model = f"private-{uuid.uuid4().hex[:6]}"
-    saved = cli(
-        cost_stack,
+    saved = cost_stack.cli(
         "prices",
         "set",
         model,
@@ -202,12 +176,12 @@ async def test_overrides_are_audited_shared_by_replicas_and_survive_restarts(cos
     cost_stack.stack.start_service("cost_predictor")
     cost_stack.stack.start_service("cost_predictor", instance="2")
     cost_stack.stack.wait_ready(60)
-    listed = cli(cost_stack, "prices", "list", "--json")
+    listed = cost_stack.cli("prices", "list", "--json")
     assert model in [p["model"] for p in json.loads(listed.stdout)["prices"]]
 
-    removed = cli(cost_stack, "prices", "remove", model, "--provider", "acme-gpu", "--by", "ana@ops")
+    removed = cost_stack.cli("prices", "remove", model, "--provider", "acme-gpu", "--by", "ana@ops")
     assert removed.returncode == 0, removed.stderr
-    again = cli(cost_stack, "prices", "remove", model, "--provider", "acme-gpu", "--json")
+    again = cost_stack.cli("prices", "remove", model, "--provider", "acme-gpu", "--json")
     assert json.loads(again.stdout)["error"]["code"] == "not_found"
     with pytest.raises(RemoteError) as err:
         await ask_estimate(settings, prompt="hello", models=[model])
@@ -227,8 +201,7 @@ async def test_overrides_are_audited_shared_by_replicas_and_survive_restarts(cos
 
 
 async def test_an_override_of_a_known_model_wins_over_genai_prices(cost_stack: RunningStack) -> None:
-    saved = cli(
-        cost_stack,
+    saved = cost_stack.cli(
         "prices",
         "set",
         "gpt-4o",
@@ -254,13 +227,13 @@ async def test_an_override_of_a_known_model_wins_over_genai_prices(cost_stack: R
             return p if p.source == "override" else None
 
         assert (await eventually(discounted)).cost_usd == Decimal(5)
-        shown = cli(cost_stack, "prices", "list", "gpt-4o", "claude-sonnet-4-5", "--json")
+        shown = cost_stack.cli("prices", "list", "gpt-4o", "claude-sonnet-4-5", "--json")
         entries = {p["model"]: p for p in json.loads(shown.stdout)["prices"]}
         assert entries["gpt-4o"]["source"] == "override"
         assert entries["claude-sonnet-4-5"]["source"] == "genai-prices"
         assert entries["claude-sonnet-4-5"]["tiered"] is True
     finally:
-        cli(cost_stack, "prices", "remove", "gpt-4o", "--provider", "openai")
+        cost_stack.cli("prices", "remove", "gpt-4o", "--provider", "openai")
 
 
 async def test_output_prediction_learns_from_recorded_costs(cost_stack: RunningStack) -> None:
@@ -336,12 +309,12 @@ async def test_each_estimate_is_compared_with_its_actual_cost(cost_stack: Runnin
 
 
 async def test_tier_comparison_over_the_bus_and_cli(cost_stack: RunningStack) -> None:
-    shown = cli(cost_stack, "tiers", "--input-tokens", "2000", "--output-tokens", "800", "--json")
+    shown = cost_stack.cli("tiers", "--input-tokens", "2000", "--output-tokens", "800", "--json")
     assert shown.returncode == 0, shown.stderr
     tiers = json.loads(shown.stdout)["tiers"]
     assert [t["tier"] for t in tiers] == ["micro", "standard", "versatile", "heavy", "complex"]
     assert all(Decimal(t["cost_min_usd"]) <= Decimal(t["cost_max_usd"]) for t in tiers)
-    table = cli(cost_stack, "tiers")
+    table = cost_stack.cli("tiers")
     assert "complex" in table.stdout and "quality" in table.stdout
     async with RoutewiseClient(cost_stack.settings) as rw:
         with pytest.raises(RemoteError) as err:
@@ -354,8 +327,7 @@ async def test_tier_comparison_over_the_bus_and_cli(cost_stack: RunningStack) ->
 
 
 async def test_cli_estimate_prints_a_table_and_json(cost_stack: RunningStack) -> None:
-    out = cli(
-        cost_stack,
+    out = cost_stack.cli(
         "estimate",
         "Plan a database migration",
         "-m",
@@ -367,9 +339,9 @@ async def test_cli_estimate_prints_a_table_and_json(cost_stack: RunningStack) ->
     )
     assert out.returncode == 0, out.stderr
     assert "gpt-4o" in out.stdout and "recommended: gpt-4o" in out.stdout
-    data = json.loads(cli(cost_stack, "estimate", "hi", "--json").stdout)
+    data = json.loads(cost_stack.cli("estimate", "hi", "--json").stdout)
     assert len(data["estimates"]) == 14
-    bad = cli(cost_stack, "estimate", "hi", "-m", "gpt-4-o", "--json")
+    bad = cost_stack.cli("estimate", "hi", "-m", "gpt-4-o", "--json")
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["error"]["code"] == "unknown_price"
     listed = ListPrices(models=["gpt-4o"])

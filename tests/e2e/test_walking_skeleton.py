@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from decimal import Decimal
 
@@ -21,17 +19,6 @@ from tests.conftest import RunningStack
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
-        capture_output=True,
-        text=True,
-        env=stack.cli_env(),
-        timeout=60,
-        check=False,
-    )
 
 
 async def spend_once_recorded(rw: RoutewiseClient, stack: RunningStack, org: str, costs: int) -> BudgetStatus:
@@ -54,7 +41,7 @@ async def fetch_row(dsn: str, sql: str, *args: object) -> asyncpg.Record | None:
 
 async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stack: RunningStack) -> None:
     org = f"org-{uuid.uuid4().hex[:8]}"
-    decided = cli(running_stack, "task", "What is the capital of France?", "--org", org, "--team", "t1", "--json")
+    decided = running_stack.cli("task", "What is the capital of France?", "--org", org, "--team", "t1", "--json")
     assert decided.returncode == 0, decided.stderr
     decision = json.loads(decided.stdout)
     assert decision["status"] == "selected"
@@ -63,8 +50,7 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     assert len(decision["trace_id"]) == 32
     task_id = decision["task_id"]
 
-    recorded = cli(
-        running_stack,
+    recorded = running_stack.cli(
         "record",
         task_id,
         "--input-tokens",
@@ -145,20 +131,20 @@ async def test_a_long_prompt_only_goes_to_a_model_whose_context_window_holds_it(
 
 
 async def test_cli_errors_are_clear(running_stack: RunningStack) -> None:
-    unknown = cli(running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--json")
+    unknown = running_stack.cli("record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--json")
     assert unknown.returncode == 1
     assert json.loads(unknown.stdout)["error"]["code"] == "not_found"
-    empty = cli(running_stack, "task", "   ", "--json")
+    empty = running_stack.cli("task", "   ", "--json")
     assert empty.returncode == 1
     assert "prompt is empty" in json.loads(empty.stdout)["error"]["message"]
-    bad_cost = cli(
-        running_stack, "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--cost", "-1"
+    bad_cost = running_stack.cli(
+        "record", str(uuid.uuid4()), "--input-tokens", "1", "--output-tokens", "1", "--cost", "-1"
     )
     assert bad_cost.returncode == 1 and "--cost" in bad_cost.stderr
 
 
 async def test_values_the_contract_refuses_are_clear_cli_errors(running_stack: RunningStack) -> None:
-    decided = json.loads(cli(running_stack, "task", "Name three primes", "--json").stdout)
+    decided = json.loads(running_stack.cli("task", "Name three primes", "--json").stdout)
     task_id = decided["task_id"]
     for args, needle in [
         (["--cost", "0.0000000000001"], "decimal places"),  # beyond the 12 places money is kept to
@@ -168,7 +154,7 @@ async def test_values_the_contract_refuses_are_clear_cli_errors(running_stack: R
         base = ["record", task_id, "--input-tokens", "1", "--output-tokens", "1"]
         if args[0] == "--input-tokens":
             base = ["record", task_id, "--output-tokens", "1"]
-        result = cli(running_stack, *base, *args, "--json")
+        result = running_stack.cli(*base, *args, "--json")
         assert result.returncode == 1, result.stdout
         error = json.loads(result.stdout)["error"]
         assert error["code"] == "invalid_request"
@@ -178,10 +164,9 @@ async def test_values_the_contract_refuses_are_clear_cli_errors(running_stack: R
 
 async def test_every_call_of_a_task_counts_in_budget_and_metrics_alike(running_stack: RunningStack) -> None:
     org = f"calls-{uuid.uuid4().hex[:8]}"
-    decided = json.loads(cli(running_stack, "task", "Translate hello to French", "--org", org, "--json").stdout)
+    decided = json.loads(running_stack.cli("task", "Translate hello to French", "--org", org, "--json").stdout)
     task_id = decided["task_id"]
-    first = cli(
-        running_stack,
+    first = running_stack.cli(
         "record",
         task_id,
         "--input-tokens",
@@ -194,8 +179,8 @@ async def test_every_call_of_a_task_counts_in_budget_and_metrics_alike(running_s
         "rate_limited",
         "--json",
     )
-    retry = cli(
-        running_stack, "record", task_id, "--input-tokens", "10", "--output-tokens", "20", "--cost", "0.25", "--json"
+    retry = running_stack.cli(
+        "record", task_id, "--input-tokens", "10", "--output-tokens", "20", "--cost", "0.25", "--json"
     )
     assert first.returncode == 0, first.stderr
     assert retry.returncode == 0, retry.stderr
