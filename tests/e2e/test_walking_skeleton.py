@@ -306,7 +306,8 @@ async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: 
             )
         finally:
             await conn.close()
-        return (ledger, learned) if ledger == 2 and learned else None
+        # the consumer applies in stream order: once the marker counts, the replays before it did too
+        return (ledger, learned) if ledger == 2 and (learned or 0) >= 2 else None
 
     assert await eventually(applied) == (2, 2)
 
