@@ -18,6 +18,7 @@ from shared.client import RoutewiseClient
 from shared.errors import RemoteError
 from shared.events import CostRecorded, Scope
 from shared.requests import (
+    BudgetStatus,
     CompareTiers,
     CostEstimate,
     EstimateAccuracy,
@@ -346,3 +347,38 @@ async def test_cli_estimate_prints_a_table_and_json(cost_stack: RunningStack) ->
     assert json.loads(bad.stdout)["error"]["code"] == "unknown_price"
     listed = ListPrices(models=["gpt-4o"])
     assert listed.models == ["gpt-4o"]
+
+
+async def test_budget_impact_is_reported_when_the_org_has_a_budget(cost_stack: RunningStack) -> None:
+    """cost-predictor asks budget.status for the org; a stand-in answers as budget-enforcer will
+    once budgets have limits (issue 4): $10 left of $40."""
+    settings = cost_stack.settings
+    nc = await nats.connect(settings.nats_url)
+
+    async def budget_enforcer(msg: nats.aio.msg.Msg) -> None:
+        org = json.loads(msg.data)["org_id"]
+        status = BudgetStatus(
+            org_id=org, spent_usd=Decimal(30), costs_recorded=12, limit_usd=Decimal(40), remaining_usd=Decimal(10)
+        )
+        await msg.respond(status.model_dump_json().encode())
+
+    sub = await nc.subscribe(settings.subjects.budget_status, cb=budget_enforcer)
+    try:
+        result = await ask_estimate(
+            settings,
+            prompt="Summarise the incident",
+            models=["gpt-5-nano", "claude-opus-4-1"],
+            expected_output_tokens=20_000,
+            scope=Scope(org_id="acme"),
+        )
+        without_scope = await ask_estimate(settings, prompt="Summarise the incident", models=["gpt-5-nano"])
+    finally:
+        await sub.unsubscribe()
+        await nc.close()
+    assert result.budget_status is not None
+    assert result.budget_status.remaining_usd == Decimal(10)
+    assert result.budget_status.percent_remaining == 25.0
+    impact = {e.model: e.budget_impact for e in result.estimates}
+    assert impact == {"gpt-5-nano": "low", "claude-opus-4-1": "high"}  # $0.008 vs $1.50 of $10 left
+    assert without_scope.budget_status is None
+    assert without_scope.estimates[0].budget_impact is None
