@@ -242,9 +242,13 @@ class FeedbackRecorded(Event):
 
 
 class BudgetAlert(Event):
+    """Spend on a budget reached a threshold for the first time in a period."""
+
     budget_id: UUID
+    budget_name: str
     scope_type: Literal["org", "team", "user", "workspace"]
     scope_id: Identifier
+    org_id: Identifier | None = Field(default=None, description="the org of the cost that crossed the threshold")
     period_start: UtcDatetime
     period_end: UtcDatetime | None
     threshold_percent: int = Field(ge=1, le=100)
@@ -252,6 +256,9 @@ class BudgetAlert(Event):
     limit_usd: Usd
     percent: Percent
     actions: list[str]
+    """This threshold's actions."""
+    actions_in_force: list[str]
+    """Every action in force on the budget now (this threshold's and lower ones')."""
     cause_event_id: UUID | None = None
 
 

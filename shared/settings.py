@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     ack_wait: float = Field(default=60.0, gt=0, description="Seconds a handler has before its message is redelivered.")
     request_timeout: float = Field(default=5.0, gt=0)
+    reservation_ttl: float = Field(
+        default=900.0, gt=0, description="Seconds a budget reservation holds before it expires unsettled."
+    )
     outbox_interval: float = Field(default=1.0, gt=0, description="Seconds between outbox sweeps.")
 
     @field_validator("namespace")

@@ -34,6 +34,15 @@ class Subjects:
     performance_query: str = field(init=False)
     metrics_summary: str = field(init=False)
     routing_decision: str = field(init=False)
+    budget_reserve: str = field(init=False)
+    budget_release: str = field(init=False)
+    budget_create: str = field(init=False)
+    budget_update: str = field(init=False)
+    budget_delete: str = field(init=False)
+    budget_list: str = field(init=False)
+    budget_show: str = field(init=False)
+    budget_approve: str = field(init=False)
+    budget_extend: str = field(init=False)
     cost_compare_tiers: str = field(init=False)
     cost_accuracy: str = field(init=False)
     cost_prices_set: str = field(init=False)
@@ -56,6 +65,15 @@ class Subjects:
             "performance_query": f"{ns}.performance.query",
             "metrics_summary": f"{ns}.metrics.summary",
             "routing_decision": f"{ns}.routing.decision",
+            "budget_reserve": f"{ns}.budget.reserve",
+            "budget_release": f"{ns}.budget.release",
+            "budget_create": f"{ns}.budget.create",
+            "budget_update": f"{ns}.budget.update",
+            "budget_delete": f"{ns}.budget.delete",
+            "budget_list": f"{ns}.budget.list",
+            "budget_show": f"{ns}.budget.show",
+            "budget_approve": f"{ns}.budget.approve",
+            "budget_extend": f"{ns}.budget.extend",
             "cost_compare_tiers": f"{ns}.cost.compare_tiers",
             "cost_accuracy": f"{ns}.cost.accuracy",
             "cost_prices_set": f"{ns}.cost.prices.set",

@@ -77,24 +77,28 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         rt.spawn(reload_forever(), "reload-price-overrides")
 
     async def budget_basis(req: EstimateCost) -> BudgetBasis | None:
+        """What remains of the tightest budget on the request's scope chain, if budget-enforcer knows."""
         if req.scope is None:
             return None
         try:
             status = await request(
                 rt.broker,
                 subjects.budget_status,
-                GetBudgetStatus(org_id=req.scope.org_id),
+                GetBudgetStatus(scope=req.scope),
                 BudgetStatus,
                 timeout=BUDGET_TIMEOUT_S,
             )
         except RemoteError as exc:
             log.info("no budget impact: budget-enforcer did not answer", code=exc.code)
             return None
-        if status.remaining_usd is None or status.limit_usd is None:
+        if status.remaining_usd is None or not status.limit_usd:
             return None
-        percent = float(status.remaining_usd / status.limit_usd * 100) if status.limit_usd else 0.0
+        tightest = min(status.budgets, key=lambda b: b.remaining_usd, default=None)
         return BudgetBasis(
-            org_id=status.org_id, remaining_usd=status.remaining_usd, percent_remaining=round(percent, 2)
+            scope_type=tightest.scope_type if tightest else status.scope_type,
+            scope_id=tightest.scope_id if tightest else status.scope_id,
+            remaining_usd=status.remaining_usd,
+            percent_remaining=round(float(status.remaining_usd / status.limit_usd * 100), 2),
         )
 
     async def estimate(req: EstimateCost) -> CostEstimate:

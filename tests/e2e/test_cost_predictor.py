@@ -21,6 +21,7 @@ from shared.requests import (
     BudgetStatus,
     CompareTiers,
     CostEstimate,
+    CostRestrictions,
     EstimateAccuracy,
     EstimateCost,
     GetEstimateAccuracy,
@@ -356,9 +357,17 @@ async def test_budget_impact_is_reported_when_the_org_has_a_budget(cost_stack: R
     nc = await nats.connect(settings.nats_url)
 
     async def budget_enforcer(msg: nats.aio.msg.Msg) -> None:
-        org = json.loads(msg.data)["org_id"]
+        org = json.loads(msg.data)["scope"]["org_id"]
         status = BudgetStatus(
-            org_id=org, spent_usd=Decimal(30), costs_recorded=12, limit_usd=Decimal(40), remaining_usd=Decimal(10)
+            scope_type="org",
+            scope_id=org,
+            budgets=[],
+            aggregate_status="warning",
+            cost_restrictions=CostRestrictions(),
+            spent_usd=Decimal(30),
+            costs_recorded=12,
+            limit_usd=Decimal(40),
+            remaining_usd=Decimal(10),
         )
         await msg.respond(status.model_dump_json().encode())
 

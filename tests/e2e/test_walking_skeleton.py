@@ -25,7 +25,9 @@ async def spend_once_recorded(rw: RoutewiseClient, stack: RunningStack, org: str
     """budget-enforcer's status for ``org`` once it has applied ``costs`` costs."""
 
     async def status() -> BudgetStatus | None:
-        s = await rw.request(stack.settings.subjects.budget_status, GetBudgetStatus(org_id=org), BudgetStatus)
+        s = await rw.request(
+            stack.settings.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
+        )
         return s if s.costs_recorded >= costs else None
 
     return await eventually(status, timeout=20)
@@ -75,7 +77,9 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     assert selector_row is not None and selector_row["model"] == decision["model"]
 
     async def spend_row() -> asyncpg.Record | None:
-        return await fetch_row(admin, "SELECT * FROM budget_enforcer.org_spend WHERE org_id = $1", org)
+        return await fetch_row(
+            admin, "SELECT * FROM budget_enforcer.scope_spend WHERE scope_type = 'org' AND scope_id = $1", org
+        )
 
     spend = await eventually(spend_row)
     assert spend["spent_usd"] == expected and spend["costs_recorded"] == 1

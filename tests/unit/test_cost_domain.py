@@ -179,7 +179,7 @@ def test_the_recommendation_is_the_cheapest_that_meets_tier_and_quality() -> Non
     [("0.001", "10", "low"), ("0.2", "10", "medium"), ("1", "10", "high"), ("0.001", "0", "high")],
 )
 def test_budget_impact_is_relative_to_what_remains(cost: str, remaining: str, impact: str) -> None:
-    basis = BudgetBasis(org_id="acme", remaining_usd=Decimal(remaining), percent_remaining=50.0)
+    basis = BudgetBasis(scope_type="org", scope_id="acme", remaining_usd=Decimal(remaining), percent_remaining=50.0)
     assert budget_impact(Decimal(cost), basis) == impact
     assert budget_impact(Decimal(cost), None) is None
 
