@@ -16,21 +16,22 @@ from uuid import UUID, uuid4
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 
-def _fixed_point(amount: Decimal) -> str:
-    return format(amount, "f")
+def fixed_point(amount: Decimal) -> str:
+    """Money for JSON: plain notation, no trailing zeros ("2.5", "100", "0.000123")."""
+    return format(amount.normalize(), "f") if amount else "0"
 
 
 Usd = Annotated[
     Decimal,
     Field(ge=0, max_digits=20, decimal_places=12, allow_inf_nan=False),
-    PlainSerializer(_fixed_point, return_type=str, when_used="json"),
+    PlainSerializer(fixed_point, return_type=str, when_used="json"),
 ]
 """A non-negative amount of US dollars; a fixed-point string in JSON ("0.000123", never "1.23E-4")."""
 
 Percent = Annotated[
     Decimal,
     Field(ge=0, max_digits=12, decimal_places=4, allow_inf_nan=False),
-    PlainSerializer(_fixed_point, return_type=str, when_used="json"),
+    PlainSerializer(fixed_point, return_type=str, when_used="json"),
 ]
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")]

@@ -13,7 +13,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, PlainSerializer, model_validator
 
-from shared.events import MAX_PROMPT_CHARS, ChatMessage, Contract, Identifier, Scope, TaskType, Tier, Usd, UtcDatetime
+from shared.events import (
+    MAX_PROMPT_CHARS,
+    ChatMessage,
+    Contract,
+    Identifier,
+    Scope,
+    TaskType,
+    Tier,
+    Usd,
+    UtcDatetime,
+    fixed_point,
+)
 
 MAX_TOKENS = 10_000_000
 ModelId = str
@@ -26,7 +37,7 @@ TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 PerMillion = Annotated[
     Decimal,
     Field(ge=0, le=100_000, max_digits=20, decimal_places=12, allow_inf_nan=False),
-    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    PlainSerializer(fixed_point, return_type=str, when_used="json"),
 ]
 """USD per million tokens."""
 

@@ -120,7 +120,9 @@ class RunningStack:
 
 
 @contextmanager
-def running(nats_url: str, database: Database, log_dir: Path, services: dict[str, int]) -> Iterator[RunningStack]:
+def running(
+    nats_url: str, database: Database, log_dir: Path, services: dict[str, int], extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """``services`` ({name: replicas}) as separate processes on a fresh namespace, quick retries."""
     namespace = new_namespace()
     stack = Stack(
@@ -129,7 +131,7 @@ def running(nats_url: str, database: Database, log_dir: Path, services: dict[str
         namespace,
         log_dir,
         services=(),
-        extra_env={"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]"},
+        extra_env={"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]", **(extra_env or {})},
     )
     try:
         for name, replicas in services.items():

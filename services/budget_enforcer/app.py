@@ -35,13 +35,13 @@ from shared.requests import (
 from shared.service import Runtime, ServiceSpec
 
 NAME = "budget_enforcer"
-SWEEP_EVERY_S = 5.0
 log = structlog.get_logger(__name__)
 
 
 def register(router: NatsRouter, rt: Runtime) -> None:
     subjects = rt.subjects
     ttl = timedelta(seconds=rt.settings.reservation_ttl)
+    sweep_every = min(5.0, rt.settings.reservation_ttl / 4)  # unsettled reservations expire promptly
 
     async def reserve(req: ReserveBudget) -> Reservation:
         async with unit_of_work(rt.pool) as conn:
@@ -74,7 +74,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
 
     async def expire_forever() -> None:
         while True:
-            await asyncio.sleep(SWEEP_EVERY_S)
+            await asyncio.sleep(sweep_every)
             try:
                 async with unit_of_work(rt.pool) as conn:
                     for task_id in await repo.expired_reservations(conn, utcnow()):

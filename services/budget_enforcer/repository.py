@@ -131,10 +131,10 @@ async def add_to_period(
     await conn.execute(
         """INSERT INTO budget_periods AS p
                (budget_id, period_start, period_end, spent_usd, reserved_usd, costs_recorded)
-           VALUES ($1, $2, $3, greatest($4, 0), greatest($5, 0), $6)
+           VALUES ($1, $2, $3, greatest($4::numeric, 0), greatest($5::numeric, 0), $6)
            ON CONFLICT (budget_id, period_start) DO UPDATE SET
-               spent_usd = greatest(p.spent_usd + $4, 0),
-               reserved_usd = greatest(p.reserved_usd + $5, 0),
+               spent_usd = greatest(p.spent_usd + $4::numeric, 0),
+               reserved_usd = greatest(p.reserved_usd + $5::numeric, 0),
                costs_recorded = p.costs_recorded + $6,
                updated_at = now()""",
         budget_id,
@@ -267,7 +267,7 @@ async def close_reservation(conn: Connection, task_id: UUID, status: str) -> str
     await lock_budgets(conn, [h["budget_id"] for h in holds])
     for hold in holds:
         await conn.execute(
-            """UPDATE budget_periods SET reserved_usd = greatest(reserved_usd - $3, 0), updated_at = now()
+            """UPDATE budget_periods SET reserved_usd = greatest(reserved_usd - $3::numeric, 0), updated_at = now()
                WHERE budget_id = $1 AND period_start = $2""",
             hold["budget_id"],
             hold["period_start"],

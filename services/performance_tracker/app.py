@@ -22,7 +22,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         await conn.execute(
             """INSERT INTO model_stats AS s (model, provider, requests, successes, failures, latency_ms_sum,
                    latency_samples, output_tokens_sum, cost_usd_sum)
-               VALUES ($1, $2, 1, $3, $4, coalesce($5, 0), $6, $7, $8)
+               VALUES ($1, $2, 1, $3, $4, coalesce($5::float8, 0), $6, $7, $8)
                ON CONFLICT (model) DO UPDATE SET
                    requests = s.requests + 1,
                    successes = s.successes + EXCLUDED.successes,

@@ -150,3 +150,14 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for row in rows:
         out.add_row(*["—" if v is None else str(v) for v in row])
     return out
+
+
+def who_am_i() -> str:
+    """user@host: who an admin change is attributed to when --by is not given."""
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:
+        return "unknown"

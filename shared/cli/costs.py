@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
-import socket
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 import typer
 
 from shared.catalog import default_catalog
-from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, fail, table
+from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, fail, table, who_am_i
 from shared.events import Scope, Tier
 from shared.requests import (
     CompareTiers,
@@ -132,13 +130,6 @@ prices_app = typer.Typer(help="Prices: genai-prices plus this deployment's overr
 app.add_typer(prices_app, name="prices")
 
 
-def _who() -> str:
-    try:
-        return f"{getpass.getuser()}@{socket.gethostname()}"
-    except Exception:
-        return "unknown"
-
-
 def _money(value: str | None, option: str, as_json: bool) -> Decimal | None:
     if value is None:
         return None
@@ -214,7 +205,7 @@ def prices_set(
         cache_read_mtok=_money(cache_read, "--cache-read", as_json),
         cache_write_mtok=_money(cache_write, "--cache-write", as_json),
         context_window=context_window,
-        actor=actor or _who(),
+        actor=actor or who_am_i(),
     )
     entry = ask(nats_url, lambda s: s.cost_prices_set, request, PriceEntry, as_json)
     if as_json:
@@ -232,7 +223,7 @@ def prices_remove(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove an override: the model goes back to its genai-prices price (or has none)."""
-    request = build(RemovePrice, as_json, model=model, provider=provider, actor=actor or _who())
+    request = build(RemovePrice, as_json, model=model, provider=provider, actor=actor or who_am_i())
     result = ask(nats_url, lambda s: s.cost_prices_remove, request, PriceList, as_json)
     if as_json:
         print(result.model_dump_json())
