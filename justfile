@@ -57,6 +57,11 @@ fmt:
 bench-estimate *ARGS:
     uv run --frozen python -m bench.cost_estimate {{ARGS}}
 
+# budget-enforcer reservations and CostRecorded ingestion, exact totals checked (bench/results/budget.json)
+[group('bench')]
+bench-budget *ARGS:
+    uv run --frozen python -m bench.budget {{ARGS}}
+
 # --- docs ---
 
 # regenerate docs/schemas from the contracts

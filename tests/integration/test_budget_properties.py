@@ -41,12 +41,31 @@ async def budget_schema(database: Database) -> AsyncIterator[asyncpg.Pool]:
         await admin.close()
 
 
-async def new_budget(pool: asyncpg.Pool, limit: Decimal, *, period: str = "monthly", tz: str = "UTC",
-                     thresholds: list[ThresholdSpec] | None = None, starts: datetime | None = None) -> uuid.UUID:
+async def new_budget(
+    pool: asyncpg.Pool,
+    limit: Decimal,
+    *,
+    period: str = "monthly",
+    tz: str = "UTC",
+    thresholds: list[ThresholdSpec] | None = None,
+    starts: datetime | None = None,
+) -> uuid.UUID:
     async with unit_of_work(pool) as conn:
-        budget = await repo.create_budget(conn, CreateBudget(
-            name="b", scope_type="org", scope_id="acme", period=period, timezone=tz, limit_usd=limit,
-            thresholds=thresholds, starts_at=starts, actor="test"), datetime.now(UTC))
+        budget = await repo.create_budget(
+            conn,
+            CreateBudget(
+                name="b",
+                scope_type="org",
+                scope_id="acme",
+                period=period,
+                timezone=tz,
+                limit_usd=limit,
+                thresholds=thresholds,
+                starts_at=starts,
+                actor="test",
+            ),
+            datetime.now(UTC),
+        )
     return budget.id
 
 
@@ -65,9 +84,12 @@ def test_concurrent_reservations_never_exceed_a_hard_limit_nor_refuse_what_fits(
 
             async def one(amount: Decimal) -> bool:
                 async with unit_of_work(pool) as conn:
-                    result = await repo.reserve(conn, ReserveBudget(
-                        task_id=uuid.uuid4(), scope=Scope(org_id="acme"), amount_usd=amount, model="m"),
-                        datetime.now(UTC), timedelta(minutes=5))
+                    result = await repo.reserve(
+                        conn,
+                        ReserveBudget(task_id=uuid.uuid4(), scope=Scope(org_id="acme"), amount_usd=amount, model="m"),
+                        datetime.now(UTC),
+                        timedelta(minutes=5),
+                    )
                 return result.admitted
 
             admitted = await asyncio.gather(*(one(a) for a in amounts))
@@ -83,8 +105,16 @@ def test_concurrent_reservations_never_exceed_a_hard_limit_nor_refuse_what_fits(
 
 
 def cost(amount: Decimal, at: datetime) -> CostRecorded:
-    return CostRecorded(task_id=uuid.uuid4(), scope=Scope(org_id="acme"), model="m", provider="p", input_tokens=1,
-                        output_tokens=1, cost_usd=amount, occurred_at=at)
+    return CostRecorded(
+        task_id=uuid.uuid4(),
+        scope=Scope(org_id="acme"),
+        model="m",
+        provider="p",
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd=amount,
+        occurred_at=at,
+    )
 
 
 async def apply_once(pool: asyncpg.Pool, event: CostRecorded) -> int:

@@ -33,7 +33,9 @@ START = datetime(2020, 1, 1, tzinfo=UTC)
     st.sampled_from(ZONES),
     st.datetimes(min_value=datetime(2021, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)),
 )
-def test_a_period_contains_its_moment_starts_at_local_midnight_and_tiles_time(period: Period, tz: str, at: datetime) -> None:
+def test_a_period_contains_its_moment_starts_at_local_midnight_and_tiles_time(
+    period: Period, tz: str, at: datetime
+) -> None:
     start, end = period_bounds(period, tz, START, at)
     assert end is not None
     assert start <= at < end
@@ -47,7 +49,7 @@ def test_a_period_contains_its_moment_starts_at_local_midnight_and_tiles_time(pe
         assert local.month in (1, 4, 7, 10)
     following_start, _ = period_bounds(period, tz, START, end)
     assert following_start == end  # periods are contiguous: no gap, no overlap
-    previous_start, previous_end = period_bounds(period, tz, START, start - timedelta(microseconds=1))
+    _, previous_end = period_bounds(period, tz, START, start - timedelta(microseconds=1))
     assert previous_end == start
 
 
@@ -78,10 +80,28 @@ def test_a_total_budget_runs_from_its_start_for_ever() -> None:
     assert period_bounds(Period.total, "Europe/Paris", START, datetime(2030, 1, 1, tzinfo=UTC)) == (START, None)
 
 
-def state(spent: str, limit: str = "10", *, hard: bool = True, reserved: str = "0",
-          thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS, cap: str | None = None, name: str = "b") -> BudgetState:
-    return BudgetState(name, name, "org", "acme", hard, Decimal(limit), Decimal(spent), Decimal(reserved),
-                       Decimal(cap) if cap else None, thresholds)
+def state(
+    spent: str,
+    limit: str = "10",
+    *,
+    hard: bool = True,
+    reserved: str = "0",
+    thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS,
+    cap: str | None = None,
+    name: str = "b",
+) -> BudgetState:
+    return BudgetState(
+        name,
+        name,
+        "org",
+        "acme",
+        hard,
+        Decimal(limit),
+        Decimal(spent),
+        Decimal(reserved),
+        Decimal(cap) if cap else None,
+        thresholds,
+    )
 
 
 def test_a_hard_budget_admits_up_to_its_limit_and_not_a_cent_more() -> None:
@@ -131,7 +151,12 @@ def test_the_per_request_cap_and_a_model_list() -> None:
 
 def test_status_follows_the_actions_in_force() -> None:
     assert [status_of(state(s)) for s in ("1", "6", "8.5", "9.6", "10")] == [
-        "ok", "warning", "critical", "critical", "exceeded"]
+        "ok",
+        "warning",
+        "critical",
+        "critical",
+        "exceeded",
+    ]
 
 
 def test_crossing_reports_each_threshold_between_two_levels() -> None:
