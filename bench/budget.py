@@ -7,7 +7,7 @@
 
     uv run python -m bench.budget [--reservations 3000] [--costs 5000] [--concurrency 32] [--replicas 1]
 
-Writes bench/results/budget.json.
+Writes bench/results/budget.json (budget-N-replicas.json with --replicas N).
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ def main() -> None:
         )
         ingest = asyncio.run(ingestion(settings, args.costs))
         print(f"CostRecorded: {ingest['costs_per_s']}/s applied  exact totals: {ingest['exact']}")
-    path = write_results("budget", {"replicas": args.replicas, "reservations": reserve, "ingestion": ingest})
+    name = "budget" if args.replicas == 1 else f"budget-{args.replicas}-replicas"
+    path = write_results(name, {"replicas": args.replicas, "reservations": reserve, "ingestion": ingest})
     print(f"results: {path}")
 
 

@@ -84,18 +84,23 @@ async def lock_budgets(conn: Connection, ids: list[UUID]) -> None:
         await conn.execute("SELECT 1 FROM budgets WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE", ids)
 
 
-async def chain_budgets(conn: Connection, scopes: list[tuple[str, str]], at: datetime) -> list[asyncpg.Record]:
-    """Budgets of these scopes that have started by ``at``, narrowest scope first."""
+async def chain_budgets(
+    conn: Connection, scopes: list[tuple[str, str]], at: datetime, *, lock: bool = False
+) -> list[asyncpg.Record]:
+    """Budgets of these scopes that have started by ``at``, narrowest scope first.
+
+    With ``lock``, their rows are locked in id order (the order every writer uses).
+    """
     rows = await conn.fetch(
-        """SELECT b.* FROM budgets b
-           JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS s(scope_type, scope_id, rank)
-             ON b.scope_type = s.scope_type AND b.scope_id = s.scope_id
-           WHERE b.starts_at <= $3 ORDER BY s.rank, b.created_at""",
+        f"""SELECT b.*, s.rank FROM budgets b
+            JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS s(scope_type, scope_id, rank)
+              ON b.scope_type = s.scope_type AND b.scope_id = s.scope_id
+            WHERE b.starts_at <= $3 ORDER BY b.id{" FOR UPDATE OF b" if lock else ""}""",
         [t for t, _ in scopes],
         [i for _, i in scopes],
         at,
     )
-    return list(rows)
+    return sorted(rows, key=lambda r: (r["rank"], r["created_at"]))
 
 
 @dataclass(frozen=True)
@@ -107,70 +112,79 @@ class PeriodRow:
     costs: int
 
 
-async def period_of(conn: Connection, budget: asyncpg.Record, at: datetime) -> PeriodRow:
-    start, end = period_bounds(Period(budget["period"]), budget["timezone"], budget["starts_at"], at)
-    row = await conn.fetchrow(
-        "SELECT spent_usd, reserved_usd, costs_recorded FROM budget_periods WHERE budget_id = $1 AND period_start = $2",
-        budget["id"],
-        start,
+def bounds_of(budget: asyncpg.Record, at: datetime) -> tuple[datetime, datetime | None]:
+    return period_bounds(Period(budget["period"]), budget["timezone"], budget["starts_at"], at)
+
+
+async def states_of(
+    conn: Connection, budgets: list[asyncpg.Record], at: datetime
+) -> list[tuple[BudgetState, PeriodRow]]:
+    """Each budget in the period of ``at``: spend, holds and limit with extensions — one query."""
+    if not budgets:
+        return []
+    bounds = [bounds_of(b, at) for b in budgets]
+    rows = await conn.fetch(
+        """SELECT k.i, p.spent_usd, p.reserved_usd, p.costs_recorded,
+                  (SELECT coalesce(sum(e.amount_usd), 0) FROM extensions e
+                    WHERE e.budget_id = k.budget_id AND e.created_at <= $3 AND e.expires_at > $3) AS extra
+           FROM unnest($1::uuid[], $2::timestamptz[]) WITH ORDINALITY AS k(budget_id, period_start, i)
+           LEFT JOIN budget_periods p ON p.budget_id = k.budget_id AND p.period_start = k.period_start""",
+        [b["id"] for b in budgets],
+        [start for start, _ in bounds],
+        at,
     )
-    if row is None:
-        return PeriodRow(start, end, ZERO, ZERO, 0)
-    return PeriodRow(start, end, row["spent_usd"], row["reserved_usd"], row["costs_recorded"])
+    by_index = {r["i"]: r for r in rows}
+    out = []
+    for i, (budget, (start, end)) in enumerate(zip(budgets, bounds, strict=True), start=1):
+        row = by_index[i]
+        period = PeriodRow(
+            start, end, row["spent_usd"] or ZERO, row["reserved_usd"] or ZERO, row["costs_recorded"] or 0
+        )
+        state = BudgetState(
+            budget_id=str(budget["id"]),
+            name=budget["name"],
+            scope_type=budget["scope_type"],
+            scope_id=budget["scope_id"],
+            hard=budget["hard"],
+            limit=Decimal(budget["limit_usd"]) + Decimal(row["extra"]),
+            spent=period.spent,
+            reserved=period.reserved,
+            max_cost_per_request=budget["max_cost_per_request"],
+            thresholds=thresholds_of(budget["thresholds"]),
+        )
+        out.append((state, period))
+    return out
 
 
-async def add_to_period(
+async def add_to_periods(
     conn: Connection,
-    budget_id: UUID,
-    period: PeriodRow,
+    changes: list[tuple[UUID, PeriodRow]],
     *,
     spent: Decimal = ZERO,
     reserved: Decimal = ZERO,
     costs: int = 0,
 ) -> None:
+    """Add the same spend / holds / count to several (budget, period) rows — one statement."""
+    if not changes:
+        return
     await conn.execute(
         """INSERT INTO budget_periods AS p
                (budget_id, period_start, period_end, spent_usd, reserved_usd, costs_recorded)
-           VALUES ($1, $2, $3, greatest($4::numeric, 0), greatest($5::numeric, 0), $6)
+           SELECT k.budget_id, k.period_start, k.period_end, greatest($4::numeric, 0), greatest($5::numeric, 0), $6
+           FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS k(budget_id, period_start, period_end)
+           ORDER BY k.budget_id
            ON CONFLICT (budget_id, period_start) DO UPDATE SET
                spent_usd = greatest(p.spent_usd + $4::numeric, 0),
                reserved_usd = greatest(p.reserved_usd + $5::numeric, 0),
                costs_recorded = p.costs_recorded + $6,
                updated_at = now()""",
-        budget_id,
-        period.start,
-        period.end,
+        [budget_id for budget_id, _ in changes],
+        [period.start for _, period in changes],
+        [period.end for _, period in changes],
         spent,
         reserved,
         costs,
     )
-
-
-async def effective_limit(conn: Connection, budget: asyncpg.Record, at: datetime) -> Decimal:
-    extra = await conn.fetchval(
-        "SELECT coalesce(sum(amount_usd), 0) FROM extensions"
-        " WHERE budget_id = $1 AND created_at <= $2 AND expires_at > $2",
-        budget["id"],
-        at,
-    )
-    return Decimal(budget["limit_usd"]) + Decimal(extra)
-
-
-async def state_of(conn: Connection, budget: asyncpg.Record, at: datetime) -> tuple[BudgetState, PeriodRow]:
-    period = await period_of(conn, budget, at)
-    state = BudgetState(
-        budget_id=str(budget["id"]),
-        name=budget["name"],
-        scope_type=budget["scope_type"],
-        scope_id=budget["scope_id"],
-        hard=budget["hard"],
-        limit=await effective_limit(conn, budget, at),
-        spent=period.spent,
-        reserved=period.reserved,
-        max_cost_per_request=budget["max_cost_per_request"],
-        thresholds=thresholds_of(budget["thresholds"]),
-    )
-    return state, period
 
 
 def restrictions_model(r: Restrictions) -> CostRestrictions:
@@ -205,9 +219,8 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
         )
     if existing is not None:  # released or expired: this is a new attempt
         await conn.execute("DELETE FROM reservations WHERE task_id = $1", req.task_id)
-    budgets = await chain_budgets(conn, req.scope.chain(), now)
-    await lock_budgets(conn, [b["id"] for b in budgets])
-    states = [await state_of(conn, b, now) for b in budgets]
+    budgets = await chain_budgets(conn, req.scope.chain(), now, lock=True)
+    states = await states_of(conn, budgets, now)
     approved = await conn.fetchval("SELECT 1 FROM approvals WHERE task_id = $1", req.task_id) is not None
     verdict = admit([s for s, _ in states], req.amount_usd, req.model, req.tier, approved=approved)
     restrictions = restrictions_model(verdict.restrictions)
@@ -223,24 +236,22 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
         )
     reservation_id = uuid.uuid4()
     expires_at = now + ttl
+    held = [(budget["id"], period) for budget, (_, period) in zip(budgets, states, strict=True)]
     await conn.execute(
-        "INSERT INTO reservations (task_id, reservation_id, model, amount_usd, status, expires_at)"
-        " VALUES ($1, $2, $3, $4, 'held', $5)",
+        """WITH r AS (INSERT INTO reservations (task_id, reservation_id, model, amount_usd, status, expires_at)
+                      VALUES ($1, $2, $3, $4, 'held', $5))
+           INSERT INTO reservation_holds (task_id, budget_id, period_start, amount_usd)
+           SELECT $1, k.budget_id, k.period_start, $4
+           FROM unnest($6::uuid[], $7::timestamptz[]) AS k(budget_id, period_start)""",
         req.task_id,
         reservation_id,
         req.model,
         req.amount_usd,
         expires_at,
+        [budget_id for budget_id, _ in held],
+        [period.start for _, period in held],
     )
-    for budget, (_, period) in zip(budgets, states, strict=True):
-        await conn.execute(
-            "INSERT INTO reservation_holds (task_id, budget_id, period_start, amount_usd) VALUES ($1, $2, $3, $4)",
-            req.task_id,
-            budget["id"],
-            period.start,
-            req.amount_usd,
-        )
-        await add_to_period(conn, budget["id"], period, reserved=req.amount_usd)
+    await add_to_periods(conn, held, reserved=req.amount_usd)
     return Reservation(
         task_id=req.task_id,
         admitted=True,
@@ -260,19 +271,17 @@ async def close_reservation(conn: Connection, task_id: UUID, status: str) -> str
         return None
     if row["status"] != "held":
         return str(row["status"])
-    holds = await conn.fetch(
-        "SELECT budget_id, period_start, amount_usd FROM reservation_holds WHERE task_id = $1 ORDER BY budget_id",
+    await conn.execute(
+        "SELECT 1 FROM budgets WHERE id IN (SELECT budget_id FROM reservation_holds WHERE task_id = $1)"
+        " ORDER BY id FOR UPDATE",
         task_id,
     )
-    await lock_budgets(conn, [h["budget_id"] for h in holds])
-    for hold in holds:
-        await conn.execute(
-            """UPDATE budget_periods SET reserved_usd = greatest(reserved_usd - $3::numeric, 0), updated_at = now()
-               WHERE budget_id = $1 AND period_start = $2""",
-            hold["budget_id"],
-            hold["period_start"],
-            hold["amount_usd"],
-        )
+    await conn.execute(
+        """UPDATE budget_periods p SET reserved_usd = greatest(p.reserved_usd - h.amount_usd, 0), updated_at = now()
+           FROM reservation_holds h
+           WHERE h.task_id = $1 AND p.budget_id = h.budget_id AND p.period_start = h.period_start""",
+        task_id,
+    )
     await conn.execute("UPDATE reservations SET status = $2, closed_at = now() WHERE task_id = $1", task_id, status)
     return status
 
@@ -296,20 +305,15 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
     The task's hold is given back first (the actual cost replaces it). Returns the alerts to
     publish: thresholds reached for the first time in that period.
     """
-    scope = event.scope
-    at = event.occurred_at
-    held = await conn.fetchval("SELECT 1 FROM reservations WHERE task_id = $1 AND status = 'held'", event.task_id)
+    scope, at = event.scope, event.occurred_at
     budgets = await chain_budgets(conn, scope.chain(), at)
-    hold_budgets = (
-        [
-            r["budget_id"]
-            for r in await conn.fetch("SELECT budget_id FROM reservation_holds WHERE task_id = $1", event.task_id)
-        ]
-        if held
-        else []
+    holds = await conn.fetch(
+        "SELECT h.budget_id FROM reservation_holds h JOIN reservations r USING (task_id)"
+        " WHERE h.task_id = $1 AND r.status = 'held'",
+        event.task_id,
     )
-    await lock_budgets(conn, sorted({b["id"] for b in budgets} | set(hold_budgets)))
-    if held:
+    await lock_budgets(conn, sorted({b["id"] for b in budgets} | {h["budget_id"] for h in holds}))
+    if holds:
         await close_reservation(conn, event.task_id, "settled")
     await conn.execute(
         """INSERT INTO spend_ledger (event_id, task_id, org_id, team_id, user_id, workspace_id, model, cost_usd,
@@ -324,60 +328,74 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
         event.cost_usd,
         at,
     )
-    for scope_type, scope_id in scope.chain():
-        await conn.execute(
-            """INSERT INTO scope_spend AS s (scope_type, scope_id, spent_usd, costs_recorded) VALUES ($1, $2, $3, 1)
-               ON CONFLICT (scope_type, scope_id) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd,
-                   costs_recorded = s.costs_recorded + 1, updated_at = now()""",
-            scope_type,
-            scope_id,
-            event.cost_usd,
-        )
-    alerts: list[tuple[str, BudgetAlert]] = []
-    for budget in budgets:
-        period = await period_of(conn, budget, at)
-        await add_to_period(conn, budget["id"], period, spent=event.cost_usd, costs=1)
-        await conn.execute(
-            "INSERT INTO budget_charges (event_id, budget_id, period_start, amount_usd) VALUES ($1, $2, $3, $4)",
-            event.event_id,
-            budget["id"],
-            period.start,
-            event.cost_usd,
-        )
-        spent = period.spent + event.cost_usd
-        limit = await effective_limit(conn, budget, at)
-        percent = percent_of(spent, limit)
-        thresholds = thresholds_of(budget["thresholds"])
-        reached = in_force(thresholds, percent)
-        for threshold in reached:
-            alert = BudgetAlert(
-                budget_id=budget["id"],
-                budget_name=budget["name"],
-                scope_type=budget["scope_type"],
-                scope_id=budget["scope_id"],
-                org_id=scope.org_id,
-                period_start=period.start,
-                period_end=period.end,
-                threshold_percent=threshold.percent,
-                spent_usd=spent,
-                limit_usd=limit,
-                percent=percent,
-                actions=[a.value for a in threshold.actions],
-                actions_in_force=sorted({a.value for t in reached for a in t.actions}),
-                cause_event_id=event.event_id,
+    chain = scope.chain()
+    await conn.execute(
+        """INSERT INTO scope_spend AS s (scope_type, scope_id, spent_usd, costs_recorded)
+           SELECT k.scope_type, k.scope_id, $3, 1 FROM unnest($1::text[], $2::text[]) AS k(scope_type, scope_id)
+           ON CONFLICT (scope_type, scope_id) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd,
+               costs_recorded = s.costs_recorded + 1, updated_at = now()""",
+        [t for t, _ in chain],
+        [i for _, i in chain],
+        event.cost_usd,
+    )
+    if not budgets:
+        return []
+    states = await states_of(conn, budgets, at)
+    charged = [(budget["id"], period) for budget, (_, period) in zip(budgets, states, strict=True)]
+    await add_to_periods(conn, charged, spent=event.cost_usd, costs=1)
+    await conn.execute(
+        """INSERT INTO budget_charges (event_id, budget_id, period_start, amount_usd)
+           SELECT $1, k.budget_id, k.period_start, $4
+           FROM unnest($2::uuid[], $3::timestamptz[]) AS k(budget_id, period_start)""",
+        event.event_id,
+        [b for b, _ in charged],
+        [p.start for _, p in charged],
+        event.cost_usd,
+    )
+    candidates: list[tuple[str, BudgetAlert]] = []
+    for budget, (state, period) in zip(budgets, states, strict=True):
+        spent = state.spent + event.cost_usd
+        percent = percent_of(spent, state.limit)
+        reached = in_force(state.thresholds, percent)
+        in_force_now = sorted({a.value for t in reached for a in t.actions})
+        candidates += [
+            (
+                budget["scope_type"],
+                BudgetAlert(
+                    budget_id=budget["id"],
+                    budget_name=budget["name"],
+                    scope_type=budget["scope_type"],
+                    scope_id=budget["scope_id"],
+                    org_id=scope.org_id,
+                    period_start=period.start,
+                    period_end=period.end,
+                    threshold_percent=threshold.percent,
+                    spent_usd=spent,
+                    limit_usd=state.limit,
+                    percent=percent,
+                    actions=[a.value for a in threshold.actions],
+                    actions_in_force=in_force_now,
+                    cause_event_id=event.event_id,
+                ),
             )
-            first = await conn.fetchval(
-                """INSERT INTO alerts_fired (budget_id, period_start, threshold, alert_event_id, cause_event_id)
-                   VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1""",
-                budget["id"],
-                period.start,
-                threshold.percent,
-                alert.event_id,
-                event.event_id,
-            )
-            if first:
-                alerts.append((budget["scope_type"], alert))
-    return alerts
+            for threshold in reached
+        ]
+    if not candidates:
+        return []
+    first = await conn.fetch(
+        """INSERT INTO alerts_fired (budget_id, period_start, threshold, alert_event_id, cause_event_id)
+           SELECT k.budget_id, k.period_start, k.threshold, k.alert_event_id, $5
+           FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::uuid[])
+                AS k(budget_id, period_start, threshold, alert_event_id)
+           ON CONFLICT DO NOTHING RETURNING alert_event_id""",
+        [a.budget_id for _, a in candidates],
+        [a.period_start for _, a in candidates],
+        [a.threshold_percent for _, a in candidates],
+        [a.event_id for _, a in candidates],
+        event.event_id,
+    )
+    fired = {r["alert_event_id"] for r in first}
+    return [(kind, alert) for kind, alert in candidates if alert.event_id in fired]
 
 
 # ------------------------------------------------------------------ status
@@ -387,8 +405,8 @@ async def status(conn: Connection, scopes: list[tuple[str, str]], now: datetime)
     views: list[BudgetView] = []
     merged = Restrictions()
     tightest: tuple[Decimal, Decimal] | None = None  # (remaining, limit)
-    for budget in await chain_budgets(conn, scopes, now):
-        state, period = await state_of(conn, budget, now)
+    budgets = await chain_budgets(conn, scopes, now)
+    for budget, (state, period) in zip(budgets, await states_of(conn, budgets, now), strict=True):
         merged.cap_request(state.max_cost_per_request)
         reached = in_force(state.thresholds, state.percent)
         for threshold in reached:

@@ -225,13 +225,18 @@ async def test_thresholds_alert_once_per_period_and_late_subscribers_replay(budg
     await eventually(lambda: asyncio.sleep(0, result=len(received) >= 4), timeout=10)
     await asyncio.sleep(0.5)  # nothing more may arrive
     await nc.close()
-    assert [a.threshold_percent for a in received] == [50, 80, 95, 100]
-    assert received[0].spent_usd == Decimal("0.6")
-    assert received[3].actions_in_force == ["block", "notify", "require-approval", "restrict-models"]
-    assert all(a.cause_event_id is not None and a.org_id == org for a in received)
+    # two replicas apply costs (and publish alerts) concurrently: the set is exact, the order is not
+    by_threshold = {a.threshold_percent: a for a in received}
+    assert sorted(a.threshold_percent for a in received) == [50, 80, 95, 100]  # each exactly once
+    for threshold, alert in by_threshold.items():
+        assert alert.percent >= threshold
+        assert alert.percent == (alert.spent_usd / alert.limit_usd * 100).quantize(Decimal("0.01"))
+        assert alert.cause_event_id is not None
+        assert alert.org_id == org
+    assert by_threshold[100].actions_in_force == ["block", "notify", "require-approval", "restrict-models"]
     late = budget_stack.cli("alerts", "--org", org, "--json")  # connects after the fact
     lines = [BudgetAlert.model_validate_json(line) for line in late.stdout.splitlines()]
-    assert [a.event_id for a in lines] == [a.event_id for a in received]
+    assert sorted(a.event_id for a in lines) == sorted(a.event_id for a in received)
 
 
 async def test_costs_land_in_the_period_of_their_own_timestamp(budget_stack: RunningStack) -> None:
