@@ -371,3 +371,34 @@ async def test_approval_extension_caps_and_restrictions(budget_stack: RunningSta
     shown = budget_stack.cli("budgets", "status", f"org:{org}")
     assert "approval required" not in shown.stdout or "restrictions" in shown.stdout
     assert org in shown.stdout
+
+
+async def test_alerts_follow_prints_new_alerts_as_they_happen(budget_stack: RunningStack) -> None:
+    import sys
+
+    org = new_org()
+    create(budget_stack, f"org:{org}", "1", "--threshold", "50:notify")
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        "alerts",
+        "--org",
+        org,
+        "--follow",
+        "--json",
+        env=budget_stack.cli_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(1.5)  # the follower is waiting before the alert exists
+        async with RoutewiseClient(budget_stack.settings) as rw:
+            await rw.record_cost(a_cost(Scope(org_id=org), "0.7"))
+        assert follower.stdout is not None
+        line = await asyncio.wait_for(follower.stdout.readline(), timeout=20)
+    finally:
+        follower.terminate()
+        await follower.wait()
+    alert = BudgetAlert.model_validate_json(line)
+    assert (alert.scope_id, alert.threshold_percent, alert.spent_usd) == (org, 50, Decimal("0.7"))

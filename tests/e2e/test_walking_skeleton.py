@@ -330,3 +330,27 @@ async def test_services_serve_health_readiness_and_metrics(running_stack: Runnin
             asyncapi = await http.get(f"{base}/docs/asyncapi")
             assert asyncapi.status_code == 200
             assert running_stack.namespace in asyncapi.text  # documents this service's subjects
+
+
+async def test_estimates_show_the_budget_impact_of_a_real_budget(running_stack: RunningStack) -> None:
+    org = f"impact-{uuid.uuid4().hex[:8]}"
+    created = running_stack.cli("budgets", "create", "--scope", f"org:{org}", "--limit", "0.05", "--json")
+    assert created.returncode == 0, created.stdout + created.stderr
+    shown = running_stack.cli(
+        "estimate",
+        "Write a limerick",
+        "-m",
+        "gpt-5-nano",
+        "-m",
+        "claude-opus-4-1",
+        "--output-tokens",
+        "800",
+        "--org",
+        org,
+        "--json",
+    )
+    assert shown.returncode == 0, shown.stderr
+    result = json.loads(shown.stdout)
+    assert result["budget_status"]["remaining_usd"] == "0.05"
+    impact = {e["model"]: e["budget_impact"] for e in result["estimates"]}
+    assert impact == {"gpt-5-nano": "low", "claude-opus-4-1": "high"}  # $0.0003 vs $0.06 of $0.05 left
