@@ -263,6 +263,20 @@ class BudgetAlert(Event):
     cause_event_id: UUID | None = None
 
 
+HealthState = Literal["healthy", "demoted", "probation"]
+
+
+class ModelHealthChanged(Event):
+    """performance-tracker took a model out of rotation, put it on probation, or brought it back."""
+
+    model: str
+    previous: HealthState
+    state: HealthState
+    reason: str
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    samples: int = Field(default=0, ge=0)
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     TaskArrived,
     ModelSelected,
@@ -270,4 +284,5 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     CostRecorded,
     FeedbackRecorded,
     BudgetAlert,
+    ModelHealthChanged,
 )

@@ -474,23 +474,69 @@ class BudgetStatus(Contract):
     """The tightest budget's limit and what remains of it; None while the chain has no budget."""
 
 
+Window = Literal["1h", "24h", "7d", "all"]
+
+
 class QueryPerformance(Contract):
     model: ModelId | None = None
+    task_type: TaskType | None = None
+    pattern: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    window: Window = "24h"
+
+    @model_validator(mode="after")
+    def _one_breakdown(self) -> QueryPerformance:
+        if self.task_type and self.pattern:
+            raise ValueError("filter by task_type or by pattern, not both")
+        return self
 
 
-class ModelPerformance(Contract):
-    model: ModelId
-    provider: str
+class Interval(Contract):
+    low: float
+    high: float
+
+
+class ModelStats(Contract):
+    """What a model delivered over a window (for one task type or pattern, or overall)."""
+
+    model: str
+    task_type: str | None = None
+    pattern: str | None = None
+    window: Window
     requests: int
-    successes: int
-    failures: int
-    mean_latency_ms: float | None
+    success_rate: float | None
+    success_ci95: Interval | None
+    """Wilson score interval."""
+    error_rate: float | None
+    errors_by_type: dict[str, int]
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    output_tokens_per_s: float | None
+    mean_cost_usd: Usd | None
     mean_quality: float | None
-    feedback_count: int
+    quality_samples: int
+    quality_ci95: Interval | None
+
+
+class ModelHealth(Contract):
+    state: Literal["healthy", "demoted", "probation"]
+    since: datetime
+    reason: str
 
 
 class Performance(Contract):
-    models: list[ModelPerformance]
+    stats: list[ModelStats]
+    health: dict[str, ModelHealth]
+
+
+class PerformanceSnapshot(Contract):
+    """What the selector reads per model from the KV bucket, without a request per task."""
+
+    model: str
+    health: ModelHealth
+    windows: dict[str, ModelStats]
+    by_task_type: dict[str, ModelStats]
+    by_pattern: dict[str, ModelStats]
+    updated_at: datetime
 
 
 class GetMetricsSummary(Contract):

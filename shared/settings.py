@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     )
     ack_wait: float = Field(default=60.0, gt=0, description="Seconds a handler has before its message is redelivered.")
     request_timeout: float = Field(default=5.0, gt=0)
+    health_error_rate: float = Field(default=0.5, gt=0, le=1, description="Error rate that demotes a model.")
+    health_min_samples: int = Field(default=10, ge=1, description="Outcomes needed in the window before demoting.")
+    health_window: float = Field(default=300.0, gt=0, description="Seconds of outcomes the error rate looks at.")
+    health_cooldown: float = Field(default=60.0, gt=0, description="Seconds a demoted model waits for probation.")
+    health_probation_successes: int = Field(default=3, ge=1, description="Successes on probation that promote.")
     reservation_ttl: float = Field(
         default=900.0, gt=0, description="Seconds a budget reservation holds before it expires unsettled."
     )

@@ -26,6 +26,7 @@ class Subjects:
     task_rejected: str = field(init=False)
     cost_recorded: str = field(init=False)
     feedback_recorded: str = field(init=False)
+    model_health_changed: str = field(init=False)
     budget_alerts: str = field(init=False)
     # request/reply (imperative)
     cost_estimate: str = field(init=False)
@@ -58,6 +59,7 @@ class Subjects:
             "task_rejected": f"{ns}.tasks.rejected",
             "cost_recorded": f"{ns}.costs.recorded",
             "feedback_recorded": f"{ns}.feedback.recorded",
+            "model_health_changed": f"{ns}.models.health",
             "budget_alerts": f"{ns}.budgets.alerts",
             "cost_estimate": f"{ns}.cost.estimate",
             "cost_price": f"{ns}.cost.price",
@@ -110,6 +112,11 @@ class Subjects:
     @property
     def streams(self) -> tuple[Stream, ...]:
         return (self.events_stream, self.alerts_stream, self.dead_letter_stream)
+
+    @property
+    def performance_bucket(self) -> str:
+        """The JetStream KV bucket of model performance snapshots (written by performance-tracker alone)."""
+        return f"{self.namespace.upper()}_MODEL_PERFORMANCE"
 
     def stream_for(self, subject: str) -> Stream:
         for stream in self.streams:

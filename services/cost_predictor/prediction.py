@@ -1,9 +1,9 @@
 """Output-token prediction that learns, in constant memory.
 
-Each (task_type, model) keeps a histogram of observed output tokens over log-spaced buckets
-(four per doubling, so a bucket is ~19% wide), decayed by ``DECAY`` on every new
-observation so recent behaviour weighs most. p50/p90 come from the histogram, blended with
-the task type's prior until enough samples arrive, and capped by the policy's max_tokens.
+Each (task_type, model) keeps a histogram of observed output tokens (``shared.histogram``),
+decayed by ``DECAY`` on every new observation so recent behaviour weighs most. p50/p90 come
+from the histogram, blended with the task type's prior until enough samples arrive, and capped
+by the policy's max_tokens.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-BUCKETS_PER_DOUBLING = 4
-N_BUCKETS = 4 * 24  # up to 2**24 ≈ 16.7M tokens
+from shared import histogram
+
 DECAY = 0.995  # effective memory ≈ 200 observations
 PRIOR_WEIGHT = 8.0  # the prior counts as this many observations
 P90_OVER_P50_PRIOR = 2.5
@@ -31,39 +31,9 @@ OUTPUT_PRIOR: dict[str, int] = {
 DEFAULT_OUTPUT_PRIOR = 400
 
 
-def bucket_of(tokens: int) -> int:
-    if tokens <= 1:
-        return 0
-    return min(int(math.log2(tokens) * BUCKETS_PER_DOUBLING), N_BUCKETS - 1)
-
-
-def bucket_bounds(index: int) -> tuple[float, float]:
-    return 2 ** (index / BUCKETS_PER_DOUBLING), 2 ** ((index + 1) / BUCKETS_PER_DOUBLING)
-
-
 def observe(counts: list[float], tokens: int) -> list[float]:
-    """The histogram after one more observation (decay everything, then count it)."""
-    updated = [c * DECAY for c in counts] if counts else [0.0] * N_BUCKETS
-    updated[bucket_of(tokens)] += 1.0
-    return updated
-
-
-def quantile(counts: list[float], q: float) -> float | None:
-    """The q-quantile, interpolated geometrically inside its bucket; None when empty."""
-    total = sum(counts)
-    if total <= 0:
-        return None
-    target = q * total
-    running = 0.0
-    for index, count in enumerate(counts):
-        if count and running + count >= target:
-            low, high = bucket_bounds(index)
-            if index == 0:
-                low = 1.0
-            fraction = (target - running) / count
-            return float(low * (high / low) ** fraction)
-        running += count
-    return bucket_bounds(len(counts) - 1)[1]
+    """The histogram after one more observation, older ones decayed."""
+    return histogram.observe(counts, tokens, decay=DECAY)
 
 
 @dataclass(frozen=True)
@@ -86,8 +56,8 @@ def predict(
     prior50 = float(OUTPUT_PRIOR.get(task_type, DEFAULT_OUTPUT_PRIOR))
     prior90 = prior50 * P90_OVER_P50_PRIOR
     samples = sum(counts) if counts else 0.0
-    learned50 = quantile(counts, 0.5) if counts else None
-    learned90 = quantile(counts, 0.9) if counts else None
+    learned50 = histogram.quantile(counts, 0.5) if counts else None
+    learned90 = histogram.quantile(counts, 0.9) if counts else None
     source: Literal["prior", "learned"]
     if learned50 is None or learned90 is None:
         p50, p90, source = prior50, prior90, "prior"

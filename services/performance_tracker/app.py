@@ -1,91 +1,212 @@
-"""performance-tracker's bus adapters: outcome counters per model, quality feedback."""
+"""performance-tracker's bus adapters: outcomes and feedback in, statistics, health changes
+and per-model snapshots (a JetStream KV bucket the selector reads) out."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+from datetime import timedelta
 from pathlib import Path
 
+import structlog
 from faststream.nats import NatsRouter
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
 
+from services.performance_tracker import repository as repo
+from services.performance_tracker.domain import (
+    WINDOWS,
+    Health,
+    HealthPolicy,
+    Totals,
+    Transition,
+    after_cooldown,
+    after_outcome,
+    stats,
+)
 from shared.bus import reply
-from shared.db import Connection
-from shared.events import CostRecorded, FeedbackRecorded
-from shared.requests import ModelPerformance, Performance, QueryPerformance
+from shared.db import Connection, unit_of_work
+from shared.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected, utcnow
+from shared.outbox import enqueue
+from shared.requests import ModelHealth, Performance, PerformanceSnapshot, QueryPerformance
 from shared.service import Runtime, ServiceSpec
 
 NAME = "performance_tracker"
+SNAPSHOT_EVERY_S = 0.25
+log = structlog.get_logger(__name__)
+
+
+def snapshot_key(model: str) -> str:
+    """A KV key for a model id: characters KV keys do not allow become =XX."""
+    return "model." + re.sub(r"[^-/_a-zA-Z0-9.]", lambda m: f"={ord(m.group()):02X}", model)
+
+
+def health_view(h: Health) -> ModelHealth:
+    return ModelHealth.model_validate({"state": h.state, "since": h.since, "reason": h.reason})
 
 
 def register(router: NatsRouter, rt: Runtime) -> None:
     subjects = rt.subjects
+    s = rt.settings
+    policy = HealthPolicy(
+        error_rate=s.health_error_rate,
+        min_samples=s.health_min_samples,
+        window=timedelta(seconds=s.health_window),
+        cooldown=timedelta(seconds=s.health_cooldown),
+        probation_successes=s.health_probation_successes,
+    )
+    dirty: set[str] = set()
+    kv_holder: list[KeyValue] = []
 
-    async def on_cost_recorded(conn: Connection, event: CostRecorded) -> None:
+    async def change_health(conn: Connection, model: str, before: Health, transition: Transition) -> None:
+        await repo.save_health(conn, model, transition.health)
+        if transition.health.state != before.state:
+            await enqueue(
+                conn,
+                subjects.model_health_changed,
+                ModelHealthChanged(
+                    model=model,
+                    previous=before.state,
+                    state=transition.health.state,
+                    reason=transition.health.reason,
+                    error_rate=transition.error_rate,
+                    samples=transition.samples,
+                ),
+            )
+            log.warning(
+                "model health changed",
+                model=model,
+                previous=before.state,
+                state=transition.health.state,
+                reason=transition.health.reason,
+            )
+
+    async def on_selected(conn: Connection, event: ModelSelected) -> None:
+        await repo.remember_pattern(conn, event.task_id, event.pattern, event.task_type)
+
+    async def on_cost(conn: Connection, event: CostRecorded) -> None:
+        await repo.record_outcome(conn, event)
         await conn.execute(
-            """INSERT INTO model_stats AS s (model, provider, requests, successes, failures, latency_ms_sum,
-                   latency_samples, output_tokens_sum, cost_usd_sum)
-               VALUES ($1, $2, 1, $3, $4, coalesce($5::float8, 0), $6, $7, $8)
-               ON CONFLICT (model) DO UPDATE SET
-                   requests = s.requests + 1,
-                   successes = s.successes + EXCLUDED.successes,
-                   failures = s.failures + EXCLUDED.failures,
-                   latency_ms_sum = s.latency_ms_sum + EXCLUDED.latency_ms_sum,
-                   latency_samples = s.latency_samples + EXCLUDED.latency_samples,
-                   output_tokens_sum = s.output_tokens_sum + EXCLUDED.output_tokens_sum,
-                   cost_usd_sum = s.cost_usd_sum + EXCLUDED.cost_usd_sum,
-                   updated_at = now()""",
+            "INSERT INTO model_health (model, state, since, reason) VALUES ($1, 'healthy', $2, $3)"
+            " ON CONFLICT DO NOTHING",
             event.model,
-            event.provider,
-            int(event.success),
-            int(not event.success),
-            event.latency_ms,
-            int(event.latency_ms is not None),
-            event.output_tokens,
-            event.cost_usd,
+            event.occurred_at,
+            "first outcome",
         )
+        current = await repo.health(conn, event.model, lock=True)
+        since = max(event.occurred_at - policy.window, current.since)
+        requests, successes = await repo.recent(conn, event.model, since)
+        transition = after_outcome(current, policy, event.success, requests, successes, utcnow())
+        if transition is not None:
+            await change_health(conn, event.model, current, transition)
+            rt.outbox.poke()
+        dirty.add(event.model)
 
     async def on_feedback(conn: Connection, event: FeedbackRecorded) -> None:
-        # the latest feedback for a task wins, whatever order the events arrive in
-        await conn.execute(
-            """INSERT INTO feedback AS f (task_id, model, quality, occurred_at, event_id)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (task_id, model) DO UPDATE SET
-                   quality = EXCLUDED.quality, occurred_at = EXCLUDED.occurred_at, event_id = EXCLUDED.event_id
-               WHERE f.occurred_at < EXCLUDED.occurred_at""",
-            event.task_id,
-            event.model,
-            event.quality,
-            event.occurred_at,
-            event.event_id,
+        await repo.record_feedback(conn, event)
+        dirty.add(event.model)
+
+    async def sweep_forever() -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(min(1.0, policy.cooldown.total_seconds() / 4))
+            ticks += 1
+            try:
+                async with unit_of_work(rt.pool) as conn:
+                    for model in await repo.demoted_models(conn):
+                        current = await repo.health(conn, model)
+                        transition = after_cooldown(current, policy, utcnow())
+                        if transition is not None:
+                            await change_health(conn, model, current, transition)
+                            dirty.add(model)
+                    if ticks % 60 == 0:
+                        await repo.prune(conn, utcnow())
+                rt.outbox.poke()
+            except Exception:
+                log.exception("health sweep failed; will retry")
+
+    async def snapshot(model: str) -> PerformanceSnapshot:
+        now = utcnow()
+        async with rt.pool.acquire() as conn:
+            windows = {
+                w: stats(model, w, (await repo.totals(conn, w, now, model=model)).get((model, ""), Totals()))  # type: ignore[arg-type]
+                for w in WINDOWS
+            }
+            by_type = {
+                k: stats(model, "all", t, task_type=k)
+                for (_, k), t in (await repo.totals(conn, "all", now, model=model, dim="task_type")).items()
+            }
+            by_pattern = {
+                k: stats(model, "all", t, pattern=k)
+                for (_, k), t in (await repo.totals(conn, "all", now, model=model, dim="pattern")).items()
+            }
+            current = await repo.health(conn, model)
+        return PerformanceSnapshot(
+            model=model,
+            health=health_view(current),
+            windows=windows,
+            by_task_type=by_type,
+            by_pattern=by_pattern,
+            updated_at=now,
         )
 
-    async def query(request: QueryPerformance) -> Performance:
-        rows = await rt.pool.fetch(
-            """SELECT s.*, q.mean_quality, coalesce(q.n, 0) AS feedback_count
-               FROM model_stats s
-               LEFT JOIN (SELECT model, avg(quality) AS mean_quality, count(*) AS n FROM feedback GROUP BY model) q
-                 USING (model)
-               WHERE $1::text IS NULL OR s.model = $1
-               ORDER BY s.model""",
-            request.model,
+    async def publish_snapshots_forever() -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_EVERY_S)
+            if not dirty:
+                continue
+            models = list(dirty)
+            dirty.clear()
+            for model in models:
+                try:
+                    snap = await snapshot(model)
+                    await kv_holder[0].put(snapshot_key(model), snap.model_dump_json().encode())
+                except Exception:
+                    dirty.add(model)
+                    log.exception("snapshot not published; will retry", model=model)
+
+    async def started(_: Runtime) -> None:
+        client = await rt.broker.connect()
+        js = client.jetstream()
+        try:
+            kv = await js.key_value(subjects.performance_bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(KeyValueConfig(bucket=subjects.performance_bucket, history=1))
+        kv_holder.append(kv)
+        rt.spawn(sweep_forever(), "health-sweep")
+        rt.spawn(publish_snapshots_forever(), "performance-snapshots")
+
+    async def query(req: QueryPerformance) -> Performance:
+        now = utcnow()
+        dim, key = (
+            ("task_type", req.task_type)
+            if req.task_type
+            else ("pattern", req.pattern)
+            if req.pattern
+            else ("model", None)
         )
+        found = await repo.totals(rt.pool, req.window, now, model=req.model, dim=dim, key=key)
+        rows = [
+            stats(
+                model,
+                req.window,
+                t,
+                task_type=k if dim == "task_type" else None,
+                pattern=k if dim == "pattern" else None,
+            )
+            for (model, k), t in sorted(found.items())
+        ]
+        healths = await repo.all_health(rt.pool)
         return Performance(
-            models=[
-                ModelPerformance(
-                    model=r["model"],
-                    provider=r["provider"],
-                    requests=r["requests"],
-                    successes=r["successes"],
-                    failures=r["failures"],
-                    mean_latency_ms=(r["latency_ms_sum"] / r["latency_samples"]) if r["latency_samples"] else None,
-                    mean_quality=r["mean_quality"],
-                    feedback_count=r["feedback_count"],
-                )
-                for r in rows
-            ]
+            stats=rows, health={m: health_view(h) for m, h in healths.items() if req.model is None or m == req.model}
         )
 
-    rt.consume_once(router, subjects.cost_recorded, CostRecorded, on_cost_recorded)
+    rt.consume_once(router, subjects.model_selected, ModelSelected, on_selected)
+    rt.consume_once(router, subjects.cost_recorded, CostRecorded, on_cost)
     rt.consume_once(router, subjects.feedback_recorded, FeedbackRecorded, on_feedback)
     reply(router, subjects.performance_query, NAME, QueryPerformance, query)
+    rt.on_startup(started)
 
 
 SPEC = ServiceSpec(name=NAME, migrations=Path(__file__).parent / "migrations", register=register)

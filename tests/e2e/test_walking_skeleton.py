@@ -100,13 +100,11 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     assert ledger["actual_cost_usd"] == expected
     assert str(ledger["estimated_cost_usd"].normalize()) == str(Decimal(decision["estimated_cost_usd"]).normalize())
 
-    async def stats_row() -> asyncpg.Record | None:
-        return await fetch_row(
-            admin, "SELECT * FROM performance_tracker.model_stats WHERE model = $1", decision["model"]
-        )
+    async def outcome_row() -> asyncpg.Record | None:
+        return await fetch_row(admin, "SELECT * FROM performance_tracker.outcomes WHERE task_id = $1", tid)
 
-    stats = await eventually(stats_row)
-    assert stats["requests"] >= 1 and stats["successes"] >= 1
+    outcome = await eventually(outcome_row)  # counted under the pattern the selector saw
+    assert (outcome["model"], outcome["pattern"]) == (decision["model"], "factual")
 
 
 async def test_prompt_complexity_moves_the_tier_up(running_stack: RunningStack) -> None:

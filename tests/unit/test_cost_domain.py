@@ -17,11 +17,12 @@ from services.cost_predictor.domain import (
     price,
     price_entry,
 )
-from services.cost_predictor.prediction import N_BUCKETS, observe, predict, quantile
+from services.cost_predictor.prediction import observe, predict
 from services.cost_predictor.pricing import Override, PriceBook
 from shared.catalog import default_catalog
 from shared.errors import RoutewiseError
 from shared.events import ChatMessage, Tier
+from shared.histogram import N_BUCKETS, quantile
 from shared.requests import BudgetBasis, CompareTiers, EstimateCost, PriceUsage
 
 CATALOG = default_catalog()
