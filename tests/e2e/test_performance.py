@@ -1,0 +1,281 @@
+"""performance-tracker over the bus: two replicas as separate processes, real NATS and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import nats
+import pytest
+
+from services.performance_tracker.app import snapshot_key
+from services.performance_tracker.domain import wilson
+from shared.client import RoutewiseClient
+from shared.events import (
+    CostRecorded,
+    FeedbackRecorded,
+    ModelHealthChanged,
+    ModelSelected,
+    Scope,
+    Tier,
+    utcnow,
+)
+from shared.requests import ModelStats, Performance, PerformanceSnapshot, QueryPerformance
+from tests.conftest import Database, RunningStack, running
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+SCOPE = Scope(org_id="perf")
+
+
+@pytest.fixture(scope="module")
+def perf_stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    health = {
+        "ROUTEWISE_HEALTH_MIN_SAMPLES": "5",
+        "ROUTEWISE_HEALTH_ERROR_RATE": "0.5",
+        "ROUTEWISE_HEALTH_COOLDOWN": "2",
+        "ROUTEWISE_HEALTH_PROBATION_SUCCESSES": "2",
+    }
+    with running(
+        nats_url, database, tmp_path_factory.mktemp("perf-logs"), {"performance_tracker": 2}, extra_env=health
+    ) as stack:
+        yield stack
+
+
+def a_model() -> str:
+    return f"test-model-{uuid.uuid4().hex[:6]}"
+
+
+def outcome(
+    model: str,
+    *,
+    latency: float | None = 1000.0,
+    output: int = 100,
+    cost: str = "0.01",
+    error: str | None = None,
+    task_type: str = "normal",
+    task_id: uuid.UUID | None = None,
+) -> CostRecorded:
+    return CostRecorded(
+        task_id=task_id or uuid.uuid4(),
+        scope=SCOPE,
+        task_type=task_type,
+        model=model,
+        provider="test",
+        input_tokens=50,
+        output_tokens=output,
+        cost_usd=Decimal(cost),
+        latency_ms=latency,
+        success=error is None,
+        error_type=error,
+    )
+
+
+async def query(rw: RoutewiseClient, **fields: object) -> Performance:
+    return await rw.request(rw.subjects.performance_query, QueryPerformance(**fields), Performance)  # type: ignore[arg-type]
+
+
+async def stats_when(rw: RoutewiseClient, model: str, requests: int, **fields: object) -> ModelStats:
+    async def check() -> ModelStats | None:
+        rows = (await query(rw, model=model, **fields)).stats
+        return rows[0] if rows and rows[0].requests >= requests else None
+
+    return await eventually(check, timeout=20)
+
+
+async def test_stats_match_a_hand_computed_stream_and_replays_do_not_double_count(perf_stack: RunningStack) -> None:
+    model = a_model()
+    latencies = [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+    outputs = [50, 60, 70, 80, 90, 100, 110, 120, 0, 0]
+    errors = [None] * 8 + ["timeout", "rate_limited"]
+    costs = ["0.01", "0.02", "0.03", "0.04", "0.05", "0.06", "0.07", "0.08", "0.001", "0.002"]
+    events = [
+        outcome(model, latency=lat, output=out, cost=c, error=e)
+        for lat, out, c, e in zip(latencies, outputs, costs, errors, strict=True)
+    ]
+    async with RoutewiseClient(perf_stack.settings) as rw:
+        for event in events:
+            await rw.record_cost(event)
+        first = await stats_when(rw, model, 10, window="1h")
+        for i, event in enumerate(events):  # replay everything past the stream's duplicate detection
+            await rw.nc.jetstream().publish(
+                rw.subjects.cost_recorded,
+                event.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"replay-{i}-{event.event_id}"},
+            )
+        marker = outcome(model, latency=None, cost="0")
+        await rw.record_cost(marker)
+        second = await stats_when(rw, model, 11, window="all")
+    assert first.requests == 10
+    assert first.success_rate == 0.8
+    assert first.success_ci95 == wilson(8, 10)
+    assert first.errors_by_type == {"rate_limited": 1, "timeout": 1}
+    assert first.mean_cost_usd == Decimal("0.0363")  # 0.363 / 10
+    assert first.output_tokens_per_s == pytest.approx(680 / 3.6, abs=0.01)  # successes: 680 tokens in 3.6 s
+    assert first.latency_p50_ms == pytest.approx(550, rel=0.2)  # log buckets are ~19 % wide
+    assert first.latency_p95_ms == pytest.approx(950, rel=0.2)
+    assert second.requests == 11  # the ten replays changed nothing; the marker counted once
+    assert second.success_rate == round(9 / 11, 4)
+    assert second.mean_cost_usd == (Decimal("0.363") / 11).quantize(Decimal("1e-12"))
+
+
+async def test_stats_per_task_type_and_per_pattern_the_selector_saw(perf_stack: RunningStack) -> None:
+    model = a_model()
+    async with RoutewiseClient(perf_stack.settings) as rw:
+        for pattern, task_type, ok in [("code", "fix_bug", True), ("code", "fix_bug", False), ("math", "normal", True)]:
+            task_id = uuid.uuid4()
+            await rw.publish(
+                rw.subjects.model_selected,
+                ModelSelected(
+                    task_id=task_id,
+                    scope=SCOPE,
+                    task_type=task_type,
+                    model=model,
+                    provider="test",
+                    tier=Tier.micro,
+                    estimated_input_tokens=1,
+                    estimated_output_tokens=1,
+                    estimated_cost_usd=Decimal(0),
+                    baseline_model="gpt-4.1",
+                    baseline_cost_usd=Decimal(0),
+                    strategy="complexity",
+                    confidence=1,
+                    complexity=0.1,
+                    pattern=pattern,
+                    reasoning="test",
+                    decision_latency_ms=1,
+                ),
+            )
+            await asyncio.sleep(0.2)  # the decision is known before the cost, as in real life
+            await rw.record_cost(
+                outcome(model, task_type=task_type, task_id=task_id, error=None if ok else "server_error")
+            )
+        await stats_when(rw, model, 3, window="24h")
+        by_pattern = {s.pattern: s for s in (await query(rw, model=model, pattern="code", window="24h")).stats}
+        by_type = {s.task_type: s for s in (await query(rw, model=model, task_type="normal", window="24h")).stats}
+    assert by_pattern["code"].requests == 2
+    assert by_pattern["code"].success_rate == 0.5
+    assert by_type["normal"].requests == 1
+
+
+async def test_a_burst_of_failures_demotes_and_later_successes_promote(perf_stack: RunningStack) -> None:
+    model = a_model()
+    settings = perf_stack.settings
+    changes: list[ModelHealthChanged] = []
+    nc = await nats.connect(settings.nats_url)
+
+    async def on_change(msg: nats.aio.msg.Msg) -> None:
+        change = ModelHealthChanged.model_validate_json(msg.data)
+        if change.model == model:
+            changes.append(change)
+
+    await nc.subscribe(settings.subjects.model_health_changed, cb=on_change)
+    try:
+        async with RoutewiseClient(settings) as rw:
+            for i in range(6):
+                await rw.record_cost(outcome(model, error="server_error" if i % 3 else None))  # 4 of 6 fail
+            await eventually(lambda: asyncio.sleep(0, result=changes), timeout=15)
+            assert (changes[0].previous, changes[0].state) == ("healthy", "demoted")
+            assert "error rate" in changes[0].reason
+            assert changes[0].samples >= 5
+            health = (await query(rw, model=model)).health[model]
+            assert health.state == "demoted"
+            # the cool-down (2 s) puts it on probation; two successes bring it back
+            await eventually(lambda: asyncio.sleep(0, result=len(changes) >= 2), timeout=15)
+            assert changes[1].state == "probation"
+            for _ in range(2):
+                await rw.record_cost(outcome(model))
+                await asyncio.sleep(0.3)
+            await eventually(lambda: asyncio.sleep(0, result=len(changes) >= 3), timeout=15)
+            assert (changes[2].previous, changes[2].state) == ("probation", "healthy")
+            assert (await query(rw, model=model)).health[model].state == "healthy"
+    finally:
+        await nc.close()
+
+
+async def test_feedback_arriving_late_or_twice_updates_quality_last_one_wins(perf_stack: RunningStack) -> None:
+    model = a_model()
+    early, late, revised = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = utcnow()
+    async with RoutewiseClient(perf_stack.settings) as rw:
+        # feedback before its cost arrives: counted once the cost is known
+        await rw.record_feedback(FeedbackRecorded(task_id=early, scope=SCOPE, model=model, quality=0.2))
+        await asyncio.sleep(0.3)
+        for task_id in (early, late, revised):
+            await rw.record_cost(outcome(model, task_id=task_id))
+        await stats_when(rw, model, 3, window="all")
+        await rw.record_feedback(FeedbackRecorded(task_id=late, scope=SCOPE, model=model, quality=0.9))
+        await rw.record_feedback(
+            FeedbackRecorded(
+                task_id=revised, scope=SCOPE, model=model, quality=0.1, occurred_at=now + timedelta(seconds=1)
+            )
+        )
+        await rw.record_feedback(
+            FeedbackRecorded(
+                task_id=revised, scope=SCOPE, model=model, quality=0.7, occurred_at=now + timedelta(seconds=2)
+            )
+        )  # replaces 0.1
+        await rw.record_feedback(
+            FeedbackRecorded(
+                task_id=revised, scope=SCOPE, model=model, quality=0.0, occurred_at=now - timedelta(hours=1)
+            )
+        )  # older: ignored
+
+        async def quality() -> ModelStats | None:
+            s = (await query(rw, model=model, window="all")).stats[0]
+            return s if s.quality_samples == 3 and s.mean_quality == round((0.2 + 0.9 + 0.7) / 3, 4) else None
+
+        final = await eventually(quality, timeout=20)
+    assert final.quality_ci95 is not None
+    assert final.quality_ci95.low < 0.6 < final.quality_ci95.high
+
+
+async def test_snapshots_reach_a_kv_watcher_within_a_second(perf_stack: RunningStack) -> None:
+    model = a_model()
+    settings = perf_stack.settings
+    nc = await nats.connect(settings.nats_url)
+    try:
+        kv = await nc.jetstream().key_value(settings.subjects.performance_bucket)
+        watcher = await kv.watch(snapshot_key(model))
+        async with RoutewiseClient(settings) as rw:
+            sent = time.monotonic()
+            await rw.record_cost(outcome(model, latency=750, cost="0.02"))
+            while True:
+                entry = await watcher.updates(timeout=5)
+                if entry is not None and entry.value:
+                    break
+            lag = time.monotonic() - sent
+    finally:
+        await nc.close()
+    snapshot = PerformanceSnapshot.model_validate_json(entry.value)
+    assert lag < 1.0, f"snapshot arrived {lag:.2f} s after the outcome"
+    assert snapshot.model == model
+    assert snapshot.windows["1h"].requests == 1
+    assert snapshot.windows["all"].mean_cost_usd == Decimal("0.02")
+    assert snapshot.by_task_type["normal"].requests == 1
+    assert snapshot.health.state == "healthy"
+
+
+def test_the_cli_shows_a_table_and_json(perf_stack: RunningStack) -> None:
+    model = a_model()
+
+    async def record() -> None:
+        async with RoutewiseClient(perf_stack.settings) as rw:
+            await rw.record_cost(outcome(model, latency=420))
+            await stats_when(rw, model, 1)
+
+    asyncio.run(record())
+    shown = perf_stack.cli("performance", "--model", model, "--window", "1h")
+    assert shown.returncode == 0, shown.stderr
+    assert model in shown.stdout and "100%" in shown.stdout
+    data = json.loads(perf_stack.cli("performance", "--model", model, "--json").stdout)
+    assert data["stats"][0]["requests"] == 1
+    bad = perf_stack.cli("performance", "--window", "fortnight", "--json")
+    assert json.loads(bad.stdout)["error"]["code"] == "invalid_request"
+    assert math.isfinite(data["stats"][0]["latency_p50_ms"])
