@@ -42,6 +42,15 @@ _UNNEST = (
 )
 
 
+async def lock_model(conn: Connection, model: str) -> None:
+    """Serialise everything that changes one model's statistics, on any replica, taken first.
+
+    Outcomes and feedback of a model touch the same bucket rows, and a task's outcome and its
+    feedback race on rows that may not exist yet (a row lock cannot cover those); one lock per
+    model, before anything else, gives a single order: no lost update, no deadlock."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"performance:{model}")
+
+
 async def remember_pattern(conn: Connection, task_id: UUID, pattern: str, task_type: str) -> None:
     await conn.execute(
         "INSERT INTO task_patterns (task_id, pattern, task_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -53,6 +62,7 @@ async def remember_pattern(conn: Connection, task_id: UUID, pattern: str, task_t
 
 async def record_outcome(conn: Connection, event: CostRecorded) -> str:
     """Count one call in every bucket it belongs to; returns the pattern it was counted under."""
+    await lock_model(conn, event.model)
     pattern = await conn.fetchval("SELECT pattern FROM task_patterns WHERE task_id = $1", event.task_id) or UNKNOWN
     cells = _cells(event.model, event.task_type, pattern, event.occurred_at)
     columns = _columns(cells)
@@ -134,6 +144,7 @@ async def _add_quality(conn: Connection, task_id: UUID, model: str, quality: flo
 
 async def record_feedback(conn: Connection, event: FeedbackRecorded) -> None:
     """The latest feedback for a task wins: an earlier one's quality is taken out first."""
+    await lock_model(conn, event.model)
     previous = await conn.fetchrow(
         "SELECT quality, occurred_at, applied FROM feedback WHERE task_id = $1 AND model = $2 FOR UPDATE",
         event.task_id,

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.errors import RoutewiseError
@@ -107,7 +108,7 @@ def emit(data: dict[str, Any], as_json: bool, title: str) -> None:
     table.add_column(style="bold cyan")
     table.add_column()
     for key, value in data.items():
-        table.add_row(key, "—" if value is None else str(value))
+        table.add_row(key, "—" if value is None else escape(str(value)))
     console.print(table)
 
 
@@ -147,8 +148,8 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     out = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
         out.add_column(column, no_wrap=i == 0)  # the first column names the row: keep it whole
-    for row in rows:
-        out.add_row(*["—" if v is None else str(v) for v in row])
+    for row in rows:  # cells are data: never read as rich markup ("[factual]" stays visible)
+        out.add_row(*["—" if v is None else escape(str(v)) for v in row])
     return out
 
 

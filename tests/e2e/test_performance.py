@@ -279,3 +279,54 @@ def test_the_cli_shows_a_table_and_json(perf_stack: RunningStack) -> None:
     bad = perf_stack.cli("performance", "--window", "fortnight", "--json")
     assert json.loads(bad.stdout)["error"]["code"] == "invalid_request"
     assert math.isfinite(data["stats"][0]["latency_p50_ms"])
+
+
+def test_the_cli_shows_which_pattern_a_row_is_for(perf_stack: RunningStack) -> None:
+    model = a_model()
+
+    async def record() -> None:
+        async with RoutewiseClient(perf_stack.settings) as rw:
+            await rw.record_cost(outcome(model))
+            await stats_when(rw, model, 1)
+
+    asyncio.run(record())
+    shown = perf_stack.cli("performance", "--model", model, "--pattern", "unknown", "--window", "1h")
+    assert f"{model} [unknown]" in shown.stdout  # not swallowed as rich markup
+
+
+async def test_feedback_racing_its_cost_on_two_replicas_is_counted_once(perf_stack: RunningStack) -> None:
+    model = a_model()
+    now = utcnow()
+    tasks = [uuid.uuid4() for _ in range(40)]
+    async with RoutewiseClient(perf_stack.settings) as rw:
+        await asyncio.gather(
+            *(
+                coro
+                for task_id in tasks
+                for coro in (
+                    rw.record_cost(outcome(model, task_id=task_id)),
+                    rw.record_feedback(
+                        FeedbackRecorded(task_id=task_id, scope=SCOPE, model=model, quality=0.2, occurred_at=now)
+                    ),
+                    rw.record_feedback(
+                        FeedbackRecorded(
+                            task_id=task_id,
+                            scope=SCOPE,
+                            model=model,
+                            quality=0.6,
+                            occurred_at=now + timedelta(seconds=1),
+                        )
+                    ),
+                )
+            )
+        )
+
+        async def settled() -> ModelStats | None:
+            rows = (await query(rw, model=model, window="all")).stats
+            return rows[0] if rows and rows[0].requests == 40 and rows[0].quality_samples == 40 else None
+
+        await eventually(settled, timeout=30)
+        await asyncio.sleep(1)  # nothing left in flight may change it
+        final = (await query(rw, model=model, window="all")).stats[0]
+    assert final.quality_samples == 40  # one opinion per task, never two
+    assert final.mean_quality == 0.6  # the latest one
