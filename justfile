@@ -62,6 +62,11 @@ bench-estimate *ARGS:
 bench-budget *ARGS:
     uv run --frozen python -m bench.budget {{ARGS}}
 
+# performance-tracker ingestion and snapshot lag (bench/results/performance.json)
+[group('bench')]
+bench-performance *ARGS:
+    uv run --frozen python -m bench.performance {{ARGS}}
+
 # --- docs ---
 
 # regenerate docs/schemas from the contracts
