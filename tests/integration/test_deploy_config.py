@@ -117,6 +117,10 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
                     ack = await js.publish(f"routewise.check.{name}", b"ok")
                     assert ack.stream == name
                     await js.delete_stream(name)
+                    kv = await js.create_key_value(bucket=f"KV_{name}")  # performance snapshots live in KV
+                    await kv.put("model.gpt-4o", b"{}")
+                    assert (await kv.get("model.gpt-4o")).value == b"{}"
+                    await js.delete_key_value(f"KV_{name}")
                 finally:
                     await nc.close()
 
