@@ -115,3 +115,28 @@ def choose(catalog: Catalog, tier: Tier, estimates: dict[str, ModelEstimate], fe
 
 def _fmt(amount: Decimal) -> str:
     return f"{amount:.6f}".rstrip("0").rstrip(".") if amount else "0"
+
+
+def cheaper_candidates(
+    catalog: Catalog,
+    estimates: dict[str, ModelEstimate],
+    current: CatalogModel,
+    *,
+    max_tier: Tier | None = None,
+    restricted: frozenset[str] = frozenset(),
+    max_cost: Decimal | None = None,
+) -> list[CatalogModel]:
+    """Models to try after ``current`` is refused by a budget: strictly cheaper (p50), holding
+    the prompt, within the restrictions in force; the closest in price first."""
+    ceiling = estimates[current.id].cost_usd_p50
+    found = [
+        m
+        for m in catalog.models
+        if m.id in estimates
+        and estimates[m.id].fits_context
+        and estimates[m.id].cost_usd_p50 < ceiling
+        and m.id not in restricted
+        and (max_tier is None or m.tier.rank <= max_tier.rank)
+        and (max_cost is None or estimates[m.id].cost_usd_p90 <= max_cost)
+    ]
+    return sorted(found, key=lambda m: estimates[m.id].cost_usd_p50, reverse=True)

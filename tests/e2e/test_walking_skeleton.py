@@ -13,7 +13,7 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from shared.client import RoutewiseClient
-from shared.events import CostRecorded, ModelSelected, Scope, TaskArrived
+from shared.events import CostRecorded, ModelSelected, RejectionReason, Scope, TaskArrived, TaskRejected, Tier
 from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
 from tests.helpers import eventually
@@ -107,12 +107,15 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     assert (outcome["model"], outcome["pattern"]) == (decision["model"], "factual")
 
 
+HARD_PROMPT = (
+    "Design a distributed, concurrent rate limiter. Analyze the trade-offs of token bucket versus sliding window, "
+    "prove correctness step by step, then write and optimize the Python code:\n"
+    "```python\nclass Limiter:\n    ...\n```\n" + "Consider failure modes of each node. " * 40
+)
+
+
 async def test_prompt_complexity_moves_the_tier_up(running_stack: RunningStack) -> None:
-    hard = (
-        "Design a distributed, concurrent rate limiter. Analyze the trade-offs of token bucket versus sliding "
-        "window, prove correctness step by step, then write and optimize the Python code:\n```python\n"
-        "class Limiter:\n    ...\n```\n" + "Consider failure modes of each node. " * 40
-    )
+    hard = HARD_PROMPT
     async with RoutewiseClient(running_stack.settings) as rw:
         easy = await rw.submit_task(TaskArrived(scope=Scope(org_id="tiers"), prompt="Say hi"), wait=20)
         heavy = await rw.submit_task(TaskArrived(scope=Scope(org_id="tiers"), prompt=hard, task_type="code"), wait=20)
@@ -352,3 +355,104 @@ async def test_estimates_show_the_budget_impact_of_a_real_budget(running_stack: 
     assert result["budget_status"]["remaining_usd"] == "0.05"
     impact = {e["model"]: e["budget_impact"] for e in result["estimates"]}
     assert impact == {"gpt-5-nano": "low", "claude-opus-4-1": "high"}  # $0.0003 vs $0.06 of $0.05 left
+
+
+async def org_budget(stack: RunningStack, org: str, limit: str, *thresholds: str) -> None:
+    args = [a for t in thresholds for a in ("--threshold", t)] or ["--threshold", "100:notify"]
+    created = stack.cli("budgets", "create", "--scope", f"org:{org}", "--limit", limit, *args, "--json")
+    assert created.returncode == 0, created.stdout + created.stderr
+
+
+async def test_a_decision_holds_its_budget_and_the_cost_settles_it(running_stack: RunningStack) -> None:
+    org = f"hold-{uuid.uuid4().hex[:8]}"
+    await org_budget(running_stack, org, "1")
+    async with RoutewiseClient(running_stack.settings) as rw:
+        decision = await rw.submit_task(TaskArrived(scope=Scope(org_id=org), prompt="What is DNS?"), wait=20)
+        assert isinstance(decision, ModelSelected)
+        assert decision.reservation_id is not None
+        held = await rw.request(
+            rw.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
+        )
+        assert held.budgets[0].reserved_usd > decision.estimated_cost_usd  # the p90 is held
+        await rw.record_cost(
+            CostRecorded(
+                task_id=decision.task_id,
+                scope=decision.scope,
+                model=decision.model,
+                provider=decision.provider,
+                input_tokens=10,
+                output_tokens=10,
+                cost_usd=Decimal("0.0001"),
+            )
+        )
+        settled = await spend_once_recorded(rw, running_stack, org, 1)
+    assert settled.budgets[0].reserved_usd == 0
+    assert settled.budgets[0].current_spend_usd == Decimal("0.0001")
+
+
+async def test_a_hard_budget_forces_a_downgrade_then_a_rejection(running_stack: RunningStack) -> None:
+    from shared.catalog import default_catalog
+    from shared.requests import CostEstimate, EstimateCost
+
+    catalog = default_catalog()
+    async with RoutewiseClient(running_stack.settings) as rw:
+        quote = await rw.request(
+            rw.subjects.cost_estimate,
+            EstimateCost(prompt=HARD_PROMPT, models=[m.id for m in catalog.models], task_type="code"),
+            CostEstimate,
+        )
+        p90 = {e.model: e.cost_usd_p90 for e in quote.estimates}
+        micro = max(p90[m.id] for m in catalog.in_tier(Tier.micro))
+        org = f"tight-{uuid.uuid4().hex[:8]}"
+        await org_budget(running_stack, org, str(micro * Decimal("1.01")))  # only micro models fit
+        decided = await rw.submit_task(
+            TaskArrived(scope=Scope(org_id=org), prompt=HARD_PROMPT, task_type="code"), wait=30
+        )
+        assert isinstance(decided, ModelSelected), decided
+        assert decided.tier is Tier.micro
+        assert "downgraded to" in decided.reasoning and "refused" in decided.reasoning
+        await rw.record_cost(
+            CostRecorded(
+                task_id=decided.task_id,
+                scope=decided.scope,
+                model=decided.model,
+                provider=decided.provider,
+                input_tokens=1,
+                output_tokens=1,
+                cost_usd=micro,
+            )
+        )  # the budget is now all but spent
+        await spend_once_recorded(rw, running_stack, org, 1)
+        rejected = await rw.submit_task(
+            TaskArrived(scope=Scope(org_id=org), prompt=HARD_PROMPT, task_type="code"), wait=30
+        )
+    assert isinstance(rejected, TaskRejected), rejected
+    assert rejected.reason is RejectionReason.budget_exhausted
+    assert "tried" in rejected.detail
+
+
+async def test_a_task_needing_approval_is_rejected_then_approved_and_decided(running_stack: RunningStack) -> None:
+    org = f"approve-{uuid.uuid4().hex[:8]}"
+    await org_budget(running_stack, org, "1", "1:require-approval")
+    async with RoutewiseClient(running_stack.settings) as rw:
+        await rw.record_cost(
+            CostRecorded(
+                task_id=uuid.uuid4(),
+                scope=Scope(org_id=org),
+                model="gpt-4o",
+                provider="openai",
+                input_tokens=1,
+                output_tokens=1,
+                cost_usd=Decimal("0.02"),
+            )
+        )  # 2 %: approval in force
+        await spend_once_recorded(rw, running_stack, org, 1)
+        task = TaskArrived(scope=Scope(org_id=org), prompt="Summarise the release notes")
+        first = await rw.submit_task(task, wait=20)
+        assert isinstance(first, TaskRejected)
+        assert first.reason is RejectionReason.approval_required
+        approved = running_stack.cli("budgets", "approve", str(task.task_id), "--reason", "release day")
+        assert approved.returncode == 0, approved.stderr
+        again = await rw.submit_task(task.model_copy(update={"event_id": uuid.uuid4()}), wait=20)
+    assert isinstance(again, ModelSelected), again
+    assert again.reservation_id is not None
