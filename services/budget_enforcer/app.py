@@ -57,9 +57,8 @@ def register(router: NatsRouter, rt: Runtime) -> None:
 
     async def release(req: ReleaseBudget) -> Released:
         async with unit_of_work(rt.pool) as conn:
-            before = await conn.fetchval("SELECT status FROM reservations WHERE task_id = $1", req.task_id)
-            after = await repo.close_reservation(conn, req.task_id, "released")
-        return Released(task_id=req.task_id, released=before == "held", status=after)
+            before, after = await repo.close_reservation(conn, req.task_id, "released")
+        return Released(task_id=req.task_id, released=before == "held" and after == "released", status=after)
 
     async def on_cost_recorded(conn: Connection, event: CostRecorded) -> None:
         alerts = await repo.settle(conn, event)
@@ -76,9 +75,11 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         while True:
             await asyncio.sleep(sweep_every)
             try:
-                async with unit_of_work(rt.pool) as conn:
-                    for task_id in await repo.expired_reservations(conn, utcnow()):
-                        await repo.close_reservation(conn, task_id, "expired")
+                now = utcnow()
+                for task_id in await repo.expired_reservations(rt.pool, now):
+                    async with unit_of_work(rt.pool) as conn:  # one at a time: the usual lock order
+                        _, after = await repo.close_reservation(conn, task_id, "expired", expired_before=now)
+                    if after == "expired":
                         log.info("reservation expired unsettled", task_id=str(task_id))
             except Exception:
                 log.exception("expiring reservations failed; will retry")

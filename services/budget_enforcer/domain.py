@@ -82,7 +82,13 @@ def _midnight(day: date, zone: ZoneInfo) -> datetime:
 
 
 def percent_of(amount: Decimal, limit: Decimal) -> Decimal:
-    return (amount / limit * 100).quantize(Decimal("0.01")) if limit > 0 else Decimal(100)
+    """Exact: thresholds compare against this; round only to show it (99.995 % is not 100 %)."""
+    return amount / limit * 100 if limit > 0 else Decimal(100)
+
+
+def shown(percent: Decimal) -> Decimal:
+    """A percentage for people and messages: two decimals."""
+    return percent.quantize(Decimal("0.01"))
 
 
 def in_force(thresholds: tuple[Threshold, ...], percent: Decimal) -> list[Threshold]:
@@ -204,7 +210,7 @@ def admit(budgets: list[BudgetState], amount: Decimal, model: str, tier: Tier | 
             return Verdict(
                 False,
                 Refusal.budget_exhausted,
-                f"{where} is at {state.percent}% and blocks new calls",
+                f"{where} is at {shown(state.percent)}% and blocks new calls",
                 restrictions,
                 state.budget_id,
             )
@@ -212,7 +218,7 @@ def admit(budgets: list[BudgetState], amount: Decimal, model: str, tier: Tier | 
             return Verdict(
                 False,
                 Refusal.approval_required,
-                f"{where} is at {state.percent}%: this task needs an approval",
+                f"{where} is at {shown(state.percent)}%: this task needs an approval",
                 restrictions,
                 state.budget_id,
             )
@@ -220,7 +226,7 @@ def admit(budgets: list[BudgetState], amount: Decimal, model: str, tier: Tier | 
             return Verdict(
                 False,
                 Refusal.model_restricted,
-                f"{where} is at {state.percent}%: {model} is restricted",
+                f"{where} is at {shown(state.percent)}%: {model} is restricted",
                 restrictions,
                 state.budget_id,
             )

@@ -26,6 +26,7 @@ from services.budget_enforcer.domain import (
     in_force,
     percent_of,
     period_bounds,
+    shown,
     status_of,
 )
 from shared.db import Connection
@@ -204,9 +205,15 @@ def restrictions_model(r: Restrictions) -> CostRestrictions:
 async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: timedelta) -> Reservation:
     """Hold the amount on every budget of the chain, atomically, or refuse with the reason.
 
-    A task that already holds a reservation gets the same answer again.
+    A task that already holds a reservation gets the same answer again. Locks are taken in the
+    one order every writer uses: the task, its budgets by id, then its reservation row.
     """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"reserve:{req.task_id}")
+    budgets = await chain_budgets(conn, req.scope.chain(), now, lock=True)
     existing = await conn.fetchrow("SELECT * FROM reservations WHERE task_id = $1 FOR UPDATE", req.task_id)
+    if existing is not None and existing["status"] == "held" and existing["expires_at"] <= now:
+        await close_reservation(conn, req.task_id, "expired")  # past its time, whatever the sweeper did
+        existing = await conn.fetchrow("SELECT * FROM reservations WHERE task_id = $1", req.task_id)
     if existing is not None and existing["status"] in ("held", "settled"):
         return Reservation(
             task_id=req.task_id,
@@ -219,7 +226,6 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
         )
     if existing is not None:  # released or expired: this is a new attempt
         await conn.execute("DELETE FROM reservations WHERE task_id = $1", req.task_id)
-    budgets = await chain_budgets(conn, req.scope.chain(), now, lock=True)
     states = await states_of(conn, budgets, now)
     approved = await conn.fetchval("SELECT 1 FROM approvals WHERE task_id = $1", req.task_id) is not None
     verdict = admit([s for s, _ in states], req.amount_usd, req.model, req.tier, approved=approved)
@@ -264,18 +270,25 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
     )
 
 
-async def close_reservation(conn: Connection, task_id: UUID, status: str) -> str | None:
-    """Give back a held reservation's holds; returns the status it ends in (None: no reservation)."""
-    row = await conn.fetchrow("SELECT status FROM reservations WHERE task_id = $1 FOR UPDATE", task_id)
-    if row is None:
-        return None
-    if row["status"] != "held":
-        return str(row["status"])
+async def close_reservation(
+    conn: Connection, task_id: UUID, status: str, *, expired_before: datetime | None = None
+) -> tuple[str | None, str | None]:
+    """Give back a held reservation's holds. Returns (status before, status after); (None, None)
+    when there is no reservation. With ``expired_before``, only a reservation that expired by then.
+
+    Lock order, as everywhere: the task's budgets by id, then the reservation row.
+    """
     await conn.execute(
         "SELECT 1 FROM budgets WHERE id IN (SELECT budget_id FROM reservation_holds WHERE task_id = $1)"
         " ORDER BY id FOR UPDATE",
         task_id,
     )
+    row = await conn.fetchrow("SELECT status, expires_at FROM reservations WHERE task_id = $1 FOR UPDATE", task_id)
+    if row is None:
+        return None, None
+    before = str(row["status"])
+    if before != "held" or (expired_before is not None and row["expires_at"] > expired_before):
+        return before, before
     await conn.execute(
         """UPDATE budget_periods p SET reserved_usd = greatest(p.reserved_usd - h.amount_usd, 0), updated_at = now()
            FROM reservation_holds h
@@ -283,13 +296,13 @@ async def close_reservation(conn: Connection, task_id: UUID, status: str) -> str
         task_id,
     )
     await conn.execute("UPDATE reservations SET status = $2, closed_at = now() WHERE task_id = $1", task_id, status)
-    return status
+    return before, status
 
 
-async def expired_reservations(conn: Connection, now: datetime, limit: int = 100) -> list[UUID]:
+async def expired_reservations(conn: asyncpg.Pool | Connection, now: datetime, limit: int = 100) -> list[UUID]:
+    """Held reservations past their time (each is then closed in its own transaction)."""
     rows = await conn.fetch(
-        "SELECT task_id FROM reservations WHERE status = 'held' AND expires_at < $1"
-        " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "SELECT task_id FROM reservations WHERE status = 'held' AND expires_at < $1 ORDER BY expires_at LIMIT $2",
         now,
         limit,
     )
@@ -307,14 +320,9 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
     """
     scope, at = event.scope, event.occurred_at
     budgets = await chain_budgets(conn, scope.chain(), at)
-    holds = await conn.fetch(
-        "SELECT h.budget_id FROM reservation_holds h JOIN reservations r USING (task_id)"
-        " WHERE h.task_id = $1 AND r.status = 'held'",
-        event.task_id,
-    )
+    holds = await conn.fetch("SELECT budget_id FROM reservation_holds WHERE task_id = $1", event.task_id)
     await lock_budgets(conn, sorted({b["id"] for b in budgets} | {h["budget_id"] for h in holds}))
-    if holds:
-        await close_reservation(conn, event.task_id, "settled")
+    await close_reservation(conn, event.task_id, "settled")  # the actual cost replaces the hold
     await conn.execute(
         """INSERT INTO spend_ledger (event_id, task_id, org_id, team_id, user_id, workspace_id, model, cost_usd,
                occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
@@ -372,7 +380,7 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
                     threshold_percent=threshold.percent,
                     spent_usd=spent,
                     limit_usd=state.limit,
-                    percent=percent,
+                    percent=shown(percent),
                     actions=[a.value for a in threshold.actions],
                     actions_in_force=in_force_now,
                     cause_event_id=event.event_id,
@@ -429,7 +437,7 @@ async def status(conn: Connection, scopes: list[tuple[str, str]], now: datetime)
                 current_spend_usd=state.spent,
                 reserved_usd=state.reserved,
                 remaining_usd=remaining,
-                percent_used=state.percent,
+                percent_used=shown(state.percent),
                 status=status_of(state),
                 thresholds_in_force=[t.percent for t in reached],
             )
@@ -545,7 +553,14 @@ async def update_budget(conn: Connection, req: UpdateBudget) -> Budget:
         changes["limit_usd"] = req.limit_usd
     if req.mode is not None:
         changes["hard"] = req.mode == "hard"
-    if req.timezone is not None:
+    if req.timezone is not None and req.timezone != before.timezone:
+        in_use = await conn.fetchval("SELECT 1 FROM budget_periods WHERE budget_id = $1 LIMIT 1", req.budget_id)
+        if in_use and before.period != "total":
+            raise RoutewiseError(
+                "the time zone of a budget in use cannot change (its periods would restart at zero);"
+                " create a new budget instead",
+                code="invalid_request",
+            )
         changes["timezone"] = req.timezone
     if req.max_cost_per_request is not None:
         changes["max_cost_per_request"] = req.max_cost_per_request
