@@ -537,6 +537,9 @@ class PerformanceSnapshot(Contract):
     by_task_type: dict[str, ModelStats]
     by_pattern: dict[str, ModelStats]
     updated_at: datetime
+    version: int = 0
+    """Grows with every change to the model's statistics or health: a newer snapshot is never
+    replaced by an older one."""
 
 
 class GetMetricsSummary(Contract):

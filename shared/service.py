@@ -90,14 +90,20 @@ class Runtime:
         subject: str,
         event_type: type[E],
         apply: Callable[[Connection, E], Awaitable[None]],
+        *,
+        after_commit: Callable[[E], None] | None = None,
     ) -> None:
         """Consume ``subject`` durably and apply each event exactly once: ``apply``'s writes and
-        the inbox row for the event's id commit in one transaction, so a redelivery is a no-op."""
+        the inbox row for the event's id commit in one transaction, so a redelivery is a no-op.
+        ``after_commit`` runs once those writes are visible to others."""
 
         async def handler(event: E) -> None:
             async with unit_of_work(self.pool) as conn:
-                if await claim(conn, event.event_id, subject):
+                applied = await claim(conn, event.event_id, subject)
+                if applied:
                     await apply(conn, event)
+            if applied and after_commit is not None:
+                after_commit(event)
 
         consume(router, self.settings, self.name, subject, event_type, handler)
 

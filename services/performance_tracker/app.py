@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 from faststream.nats import NatsRouter
 from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from services.performance_tracker import repository as repo
@@ -40,6 +40,30 @@ log = structlog.get_logger(__name__)
 def snapshot_key(model: str) -> str:
     """A KV key for a model id: characters KV keys do not allow become =XX."""
     return "model." + re.sub(r"[^-/_a-zA-Z0-9.]", lambda m: f"={ord(m.group()):02X}", model)
+
+
+async def write_snapshot(kv: KeyValue, snap: PerformanceSnapshot) -> bool:
+    """Put the snapshot unless the bucket already holds a newer one (compare-and-set on the
+    entry's revision, so two replicas cannot put an older one over a newer one)."""
+    key = snapshot_key(snap.model)
+    value = snap.model_dump_json().encode()
+    for _ in range(5):
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            try:
+                await kv.create(key, value)
+                return True
+            except KeyWrongLastSequenceError:
+                continue  # another replica created it first: compare with theirs
+        if entry.value and PerformanceSnapshot.model_validate_json(entry.value).version >= snap.version:
+            return False
+        try:
+            await kv.update(key, value, last=entry.revision)
+            return True
+        except KeyWrongLastSequenceError:
+            continue
+    return False
 
 
 def health_view(h: Health) -> ModelHealth:
@@ -86,26 +110,19 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         await repo.remember_pattern(conn, event.task_id, event.pattern, event.task_type)
 
     async def on_cost(conn: Connection, event: CostRecorded) -> None:
-        await repo.record_outcome(conn, event)
-        await conn.execute(
-            "INSERT INTO model_health (model, state, since, reason) VALUES ($1, 'healthy', $2, $3)"
-            " ON CONFLICT DO NOTHING",
-            event.model,
-            event.occurred_at,
-            "first outcome",
-        )
+        await repo.record_outcome(conn, event)  # takes the model's lock and creates its health row
         current = await repo.health(conn, event.model, lock=True)
+        if event.occurred_at < current.since:
+            return  # an outcome from before the last change of state says nothing about the model now
         since = max(event.occurred_at - policy.window, current.since)
         requests, successes = await repo.recent(conn, event.model, since)
         transition = after_outcome(current, policy, event.success, requests, successes, utcnow())
         if transition is not None:
             await change_health(conn, event.model, current, transition)
             rt.outbox.poke()
-        dirty.add(event.model)
 
     async def on_feedback(conn: Connection, event: FeedbackRecorded) -> None:
         await repo.record_feedback(conn, event)
-        dirty.add(event.model)
 
     async def sweep_forever() -> None:
         ticks = 0
@@ -113,22 +130,26 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             await asyncio.sleep(min(1.0, policy.cooldown.total_seconds() / 4))
             ticks += 1
             try:
+                changed: list[str] = []
                 async with unit_of_work(rt.pool) as conn:
                     for model in await repo.demoted_models(conn):
                         current = await repo.health(conn, model)
                         transition = after_cooldown(current, policy, utcnow())
                         if transition is not None:
                             await change_health(conn, model, current, transition)
-                            dirty.add(model)
+                            changed.append(model)
                     if ticks % 60 == 0:
                         await repo.prune(conn, utcnow())
+                dirty.update(changed)  # after the commit: a snapshot now reads the new state
                 rt.outbox.poke()
             except Exception:
                 log.exception("health sweep failed; will retry")
 
     async def snapshot(model: str) -> PerformanceSnapshot:
         now = utcnow()
-        async with rt.pool.acquire() as conn:
+        # one consistent view: the statistics and the version they belong to
+        async with rt.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            version = await conn.fetchval("SELECT version FROM model_health WHERE model = $1", model) or 0
             windows = {
                 w: stats(model, w, (await repo.totals(conn, w, now, model=model)).get((model, ""), Totals()))  # type: ignore[arg-type]
                 for w in WINDOWS
@@ -149,6 +170,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             by_task_type=by_type,
             by_pattern=by_pattern,
             updated_at=now,
+            version=version,
         )
 
     async def publish_snapshots_forever() -> None:
@@ -160,8 +182,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             dirty.clear()
             for model in models:
                 try:
-                    snap = await snapshot(model)
-                    await kv_holder[0].put(snapshot_key(model), snap.model_dump_json().encode())
+                    await write_snapshot(kv_holder[0], await snapshot(model))
                 except Exception:
                     dirty.add(model)
                     log.exception("snapshot not published; will retry", model=model)
@@ -203,8 +224,10 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         )
 
     rt.consume_once(router, subjects.model_selected, ModelSelected, on_selected)
-    rt.consume_once(router, subjects.cost_recorded, CostRecorded, on_cost)
-    rt.consume_once(router, subjects.feedback_recorded, FeedbackRecorded, on_feedback)
+    rt.consume_once(router, subjects.cost_recorded, CostRecorded, on_cost, after_commit=lambda e: dirty.add(e.model))
+    rt.consume_once(
+        router, subjects.feedback_recorded, FeedbackRecorded, on_feedback, after_commit=lambda e: dirty.add(e.model)
+    )
     reply(router, subjects.performance_query, NAME, QueryPerformance, query)
     rt.on_startup(started)
 

@@ -49,6 +49,13 @@ async def lock_model(conn: Connection, model: str) -> None:
     feedback race on rows that may not exist yet (a row lock cannot cover those); one lock per
     model, before anything else, gives a single order: no lost update, no deadlock."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"performance:{model}")
+    await conn.execute(
+        "INSERT INTO model_health (model, state, since, reason)"
+        " VALUES ($1, 'healthy', '1970-01-01T00:00:00Z', 'no outcome has demoted it')"
+        " ON CONFLICT DO NOTHING",
+        model,
+    )
+    await conn.execute("UPDATE model_health SET version = version + 1 WHERE model = $1", model)
 
 
 async def remember_pattern(conn: Connection, task_id: UUID, pattern: str, task_type: str) -> None:
@@ -243,7 +250,7 @@ async def save_health(conn: Connection, model: str, h: Health) -> None:
     await conn.execute(
         """INSERT INTO model_health (model, state, since, reason, probation_successes) VALUES ($1, $2, $3, $4, $5)
            ON CONFLICT (model) DO UPDATE SET state = EXCLUDED.state, since = EXCLUDED.since, reason = EXCLUDED.reason,
-               probation_successes = EXCLUDED.probation_successes""",
+               probation_successes = EXCLUDED.probation_successes, version = model_health.version + 1""",
         model,
         h.state,
         h.since,
