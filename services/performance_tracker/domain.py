@@ -48,12 +48,53 @@ def wilson(successes: int, n: int) -> Interval | None:
     return Interval(low=round(max(0.0, centre - half), 4), high=round(min(1.0, centre + half), 4))
 
 
+# Two-sided 95 % critical values of Student's t for 1..30 degrees of freedom.
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+def t975(df: int) -> float:
+    """Student's t for a 95 % interval; close to the normal's 1.96 for large samples."""
+    return _T975[df - 1] if df <= len(_T975) else Z95 + 2.4 / df
+
+
 def mean_interval(total: float, squares: float, n: int) -> Interval | None:
+    """95 % interval of a mean quality from n samples (Student's t: honest for small n)."""
     if n < 2:
         return None
     mean = total / n
     variance = max(squares / n - mean * mean, 0.0) * n / (n - 1)
-    half = Z95 * math.sqrt(variance / n)
+    half = t975(n - 1) * math.sqrt(variance / n)
     return Interval(low=round(max(0.0, mean - half), 4), high=round(min(1.0, mean + half), 4))
 
 
