@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
 from typing import TypeVar
+
+from shared.events import CostRecorded, Scope
 
 T = TypeVar("T")
 
@@ -20,3 +25,26 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0, i
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value: {result!r})")
         await asyncio.sleep(interval)
+
+
+def a_cost(
+    scope: Scope,
+    amount: str,
+    *,
+    task_id: uuid.UUID | None = None,
+    at: datetime | None = None,
+    model: str = "gpt-4o",
+    provider: str = "openai",
+) -> CostRecorded:
+    """A recorded call of ``amount`` USD (one token in, one out) for ``scope``."""
+    fields: dict[str, object] = {} if at is None else {"occurred_at": at}
+    return CostRecorded(
+        task_id=task_id or uuid.uuid4(),
+        scope=scope,
+        model=model,
+        provider=provider,
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd=Decimal(amount),
+        **fields,
+    )  # type: ignore[arg-type]

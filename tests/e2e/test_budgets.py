@@ -16,10 +16,10 @@ import nats
 import pytest
 
 from shared.client import RoutewiseClient
-from shared.events import BudgetAlert, CostRecorded, RejectionReason, Scope, TaskRejected, Tier
+from shared.events import BudgetAlert, RejectionReason, Scope, TaskRejected, Tier
 from shared.requests import BudgetStatus, GetBudgetStatus, ReleaseBudget, Released, Reservation, ReserveBudget
 from tests.conftest import Database, RunningStack, running
-from tests.helpers import eventually
+from tests.helpers import a_cost, eventually
 
 pytestmark = pytest.mark.e2e
 TTL_S = 3
@@ -66,22 +66,6 @@ async def status(rw: RoutewiseClient, scope_type: str, scope_id: str) -> BudgetS
     return await rw.request(
         rw.subjects.budget_status, GetBudgetStatus(scope_type=scope_type, scope_id=scope_id), BudgetStatus
     )
-
-
-def a_cost(scope: Scope, amount: str, *, task_id: uuid.UUID | None = None, at: datetime | None = None) -> CostRecorded:
-    fields: dict[str, object] = {}
-    if at is not None:
-        fields["occurred_at"] = at
-    return CostRecorded(
-        task_id=task_id or uuid.uuid4(),
-        scope=scope,
-        model="gpt-4o",
-        provider="openai",
-        input_tokens=100,
-        output_tokens=100,
-        cost_usd=Decimal(amount),
-        **fields,
-    )  # type: ignore[arg-type]
 
 
 async def spent_when(rw: RoutewiseClient, scope_type: str, scope_id: str, costs: int) -> BudgetStatus:

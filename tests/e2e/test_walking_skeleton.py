@@ -16,7 +16,7 @@ from shared.client import RoutewiseClient
 from shared.events import CostRecorded, ModelSelected, RejectionReason, Scope, TaskArrived, TaskRejected, Tier
 from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
-from tests.helpers import eventually
+from tests.helpers import a_cost, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -245,17 +245,7 @@ async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(r
     finally:
         await nc.close()
     async with RoutewiseClient(settings) as rw:
-        await rw.record_cost(
-            CostRecorded(
-                task_id=uuid.uuid4(),
-                scope=Scope(org_id=org),
-                model="gpt-4o",
-                provider="openai",
-                input_tokens=1,
-                output_tokens=1,
-                cost_usd=Decimal("0.5"),
-            )
-        )
+        await rw.record_cost(a_cost(Scope(org_id=org), "0.5"))
         assert (await spend_once_recorded(rw, running_stack, org, 1)).spent_usd == Decimal("0.5")
 
 
@@ -435,17 +425,7 @@ async def test_a_task_needing_approval_is_rejected_then_approved_and_decided(run
     org = f"approve-{uuid.uuid4().hex[:8]}"
     await org_budget(running_stack, org, "1", "1:require-approval")
     async with RoutewiseClient(running_stack.settings) as rw:
-        await rw.record_cost(
-            CostRecorded(
-                task_id=uuid.uuid4(),
-                scope=Scope(org_id=org),
-                model="gpt-4o",
-                provider="openai",
-                input_tokens=1,
-                output_tokens=1,
-                cost_usd=Decimal("0.02"),
-            )
-        )  # 2 %: approval in force
+        await rw.record_cost(a_cost(Scope(org_id=org), "0.02"))  # 2 %: approval in force
         await spend_once_recorded(rw, running_stack, org, 1)
         task = TaskArrived(scope=Scope(org_id=org), prompt="Summarise the release notes")
         first = await rw.submit_task(task, wait=20)
