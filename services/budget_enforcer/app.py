@@ -88,7 +88,8 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         rt.spawn(expire_forever(), "expire-reservations")
 
     async def status(req: GetBudgetStatus) -> BudgetStatus:
-        async with rt.pool.acquire() as conn:
+        # one snapshot: spend, holds and counts from the same moment, even while costs settle
+        async with rt.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             return await repo.status(conn, req.scopes(), utcnow())
 
     async def create(req: CreateBudget) -> Budget:

@@ -207,7 +207,9 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             if req.pattern
             else ("model", None)
         )
-        found = await repo.totals(rt.pool, req.window, now, model=req.model, dim=dim, key=key)
+        async with rt.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await repo.totals(conn, req.window, now, model=req.model, dim=dim, key=key)  # one snapshot
+            healths = await repo.all_health(conn)
         rows = [
             stats(
                 model,
@@ -218,7 +220,6 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             )
             for (model, k), t in sorted(found.items())
         ]
-        healths = await repo.all_health(rt.pool)
         return Performance(
             stats=rows, health={m: health_view(h) for m, h in healths.items() if req.model is None or m == req.model}
         )
