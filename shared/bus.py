@@ -7,7 +7,6 @@
   hands the event to a plain handler function.
 - ``reply``: a request/reply handler that validates the request and always answers, with
   the result or a structured error (never a crash or a timeout).
-- ``publish_event``: JetStream publish with ``Nats-Msg-Id`` = event_id.
 """
 
 from __future__ import annotations
@@ -282,20 +281,6 @@ def msg_id_headers(event: Event, extra: dict[str, str] | None = None) -> dict[st
     if extra:
         headers.update(extra)
     return headers
-
-
-async def publish_event(
-    broker: NatsBroker, settings: Settings, subject: str, event: Event, headers: dict[str, str] | None = None
-) -> None:
-    """Publish to JetStream through the broker (so trace context travels) and wait for the
-    stream's ack; a repeat of the same event_id within the duplicate window is dropped."""
-    await broker.publish(
-        event.model_dump_json().encode(),
-        subject,
-        headers=msg_id_headers(event, headers),
-        stream=settings.subjects.stream_for(subject).name,
-        timeout=settings.request_timeout,
-    )
 
 
 async def request(

@@ -31,14 +31,6 @@ def observe(counts: list[float], value: float, *, decay: float = 1.0) -> list[fl
     return updated
 
 
-def merge(histograms: list[list[float]]) -> list[float]:
-    total = empty()
-    for counts in histograms:
-        for i, c in enumerate(counts):
-            total[i] += c
-    return total
-
-
 def quantile(counts: list[float], q: float) -> float | None:
     """The q-quantile; None when the histogram is empty."""
     total = sum(counts)

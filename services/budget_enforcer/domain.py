@@ -95,11 +95,6 @@ def in_force(thresholds: tuple[Threshold, ...], percent: Decimal) -> list[Thresh
     return [t for t in thresholds if percent >= t.percent]
 
 
-def crossed(thresholds: tuple[Threshold, ...], before: Decimal, after: Decimal) -> list[Threshold]:
-    """Thresholds reached by going from ``before`` to ``after`` percent."""
-    return [t for t in thresholds if before < t.percent <= after]
-
-
 @dataclass
 class Restrictions:
     """What the budgets in force allow, merged over a scope chain."""

@@ -105,7 +105,6 @@ class Totals:
     requests: int = 0
     successes: int = 0
     success_latency_ms: float = 0.0
-    latency_n: int = 0
     output_tokens_timed: int = 0
     cost_usd: Decimal = Decimal(0)
     quality_sum: float = 0.0

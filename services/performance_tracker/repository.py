@@ -67,8 +67,8 @@ async def remember_pattern(conn: Connection, task_id: UUID, pattern: str, task_t
     )
 
 
-async def record_outcome(conn: Connection, event: CostRecorded) -> str:
-    """Count one call in every bucket it belongs to; returns the pattern it was counted under."""
+async def record_outcome(conn: Connection, event: CostRecorded) -> None:
+    """Count one call in every bucket it belongs to (per model, task type and pattern)."""
     await lock_model(conn, event.model)
     pattern = await conn.fetchval("SELECT pattern FROM task_patterns WHERE task_id = $1", event.task_id) or UNKNOWN
     cells = _cells(event.model, event.task_type, pattern, event.occurred_at)
@@ -76,18 +76,16 @@ async def record_outcome(conn: Connection, event: CostRecorded) -> str:
     timed = event.latency_ms is not None and event.latency_ms > 0
     await conn.execute(
         f"""INSERT INTO stat_buckets AS s (dim, key, model, granularity, bucket_start, requests, successes,
-                success_latency_ms, latency_n, output_tokens_timed, cost_usd)
-            SELECT c.dim, c.key, c.model, c.granularity, c.bucket_start, 1, $6, $7, $8, $9, $10 FROM {_UNNEST}
+                success_latency_ms, output_tokens_timed, cost_usd)
+            SELECT c.dim, c.key, c.model, c.granularity, c.bucket_start, 1, $6, $7, $8, $9 FROM {_UNNEST}
             ON CONFLICT (model, dim, key, granularity, bucket_start) DO UPDATE SET
                 requests = s.requests + 1, successes = s.successes + EXCLUDED.successes,
                 success_latency_ms = s.success_latency_ms + EXCLUDED.success_latency_ms,
-                latency_n = s.latency_n + EXCLUDED.latency_n,
                 output_tokens_timed = s.output_tokens_timed + EXCLUDED.output_tokens_timed,
                 cost_usd = s.cost_usd + EXCLUDED.cost_usd""",
         *columns,
         int(event.success),
         float(event.latency_ms or 0) if timed and event.success else 0.0,
-        int(timed),
         event.output_tokens if timed and event.success else 0,
         event.cost_usd,
     )
@@ -126,7 +124,6 @@ async def record_outcome(conn: Connection, event: CostRecorded) -> str:
         await conn.execute(
             "UPDATE feedback SET applied = true WHERE task_id = $1 AND model = $2", event.task_id, event.model
         )
-    return pattern
 
 
 async def _add_quality(conn: Connection, task_id: UUID, model: str, quality: float, *, sign: int) -> bool:
@@ -193,7 +190,7 @@ async def totals(
     out: dict[tuple[str, str], Totals] = defaultdict(Totals)
     for r in await conn.fetch(
         f"""SELECT model, key, sum(requests) AS requests, sum(successes) AS successes,
-                   sum(success_latency_ms) AS success_latency_ms, sum(latency_n) AS latency_n,
+                   sum(success_latency_ms) AS success_latency_ms,
                    sum(output_tokens_timed) AS output_tokens_timed, sum(cost_usd) AS cost_usd,
                    sum(quality_sum) AS quality_sum, sum(quality_sq_sum) AS quality_sq_sum, sum(quality_n) AS quality_n
             FROM stat_buckets WHERE {where} GROUP BY model, key""",
@@ -201,7 +198,7 @@ async def totals(
     ):
         t = out[(r["model"], r["key"])]
         t.requests, t.successes = int(r["requests"]), int(r["successes"])
-        t.success_latency_ms, t.latency_n = float(r["success_latency_ms"]), int(r["latency_n"])
+        t.success_latency_ms = float(r["success_latency_ms"])
         t.output_tokens_timed, t.cost_usd = int(r["output_tokens_timed"]), Decimal(r["cost_usd"])
         t.quality_sum, t.quality_sq_sum, t.quality_n = (
             float(r["quality_sum"]),

@@ -18,7 +18,6 @@ from services.budget_enforcer.domain import (
     Refusal,
     Threshold,
     admit,
-    crossed,
     period_bounds,
     status_of,
 )
@@ -157,8 +156,3 @@ def test_status_follows_the_actions_in_force() -> None:
         "critical",
         "exceeded",
     ]
-
-
-def test_crossing_reports_each_threshold_between_two_levels() -> None:
-    assert [t.percent for t in crossed(DEFAULT_THRESHOLDS, Decimal(40), Decimal(96))] == [50, 80, 95]
-    assert crossed(DEFAULT_THRESHOLDS, Decimal(96), Decimal(99)) == []
