@@ -19,7 +19,7 @@ import time
 import uuid
 from decimal import Decimal
 
-from bench.common import environment, latency_summary, write_results
+from bench.common import environment, latency_summary, publish_all, write_results
 from shared.client import RoutewiseClient
 from shared.events import CostRecorded, Scope
 from shared.requests import (
@@ -132,17 +132,7 @@ async def ingestion(settings: Settings, count: int) -> dict[str, object]:
         total = sum((c.cost_usd for c in costs), Decimal(0))
         started = time.perf_counter()
         js = rw.nc.jetstream()
-        for chunk in range(0, count, 500):
-            await asyncio.gather(
-                *(
-                    js.publish(
-                        settings.subjects.cost_recorded,
-                        c.model_dump_json().encode(),
-                        headers={"Nats-Msg-Id": str(c.event_id)},
-                    )
-                    for c in costs[chunk : chunk + 500]
-                )
-            )
+        await publish_all(js, settings.subjects.cost_recorded, costs)
         published = time.perf_counter() - started
         while True:
             status = await rw.request(

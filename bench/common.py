@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.bus import msg_id_headers
 from shared.embedded import EmbeddedNats, EmbeddedPostgres
+from shared.events import Event
 from shared.provision import drop_database, provision
 from shared.stack import Stack
 
@@ -92,3 +94,14 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     return path
+
+
+async def publish_all(js: Any, subject: str, events: list[Event], *, in_flight: int = 500) -> None:
+    """Publish events to JetStream as fast as acks come back, ``in_flight`` at a time."""
+    for chunk in range(0, len(events), in_flight):
+        await asyncio.gather(
+            *(
+                js.publish(subject, e.model_dump_json().encode(), headers=msg_id_headers(e))
+                for e in events[chunk : chunk + in_flight]
+            )
+        )

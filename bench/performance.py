@@ -18,7 +18,7 @@ import time
 import uuid
 from decimal import Decimal
 
-from bench.common import environment, latency_summary, write_results
+from bench.common import environment, latency_summary, publish_all, write_results
 from services.performance_tracker.app import snapshot_key
 from shared.client import RoutewiseClient
 from shared.events import CostRecorded, Scope
@@ -73,20 +73,7 @@ async def run(settings: Settings, count: int, models: int, samples: int) -> dict
         js = rw.nc.jetstream()
         started = time.perf_counter()
 
-        async def publish_all() -> None:
-            for chunk in range(0, count, 500):
-                await asyncio.gather(
-                    *(
-                        js.publish(
-                            settings.subjects.cost_recorded,
-                            e.model_dump_json().encode(),
-                            headers={"Nats-Msg-Id": str(e.event_id)},
-                        )
-                        for e in events[chunk : chunk + 500]
-                    )
-                )
-
-        publishing = asyncio.create_task(publish_all())
+        publishing = asyncio.create_task(publish_all(js, settings.subjects.cost_recorded, list(events)))
         await asyncio.sleep(0.5)
         loaded = await snapshot_lag(rw, settings, max(samples // 2, 5))
         await publishing
