@@ -67,6 +67,16 @@ bench-budget *ARGS:
 bench-performance *ARGS:
     uv run --frozen python -m bench.performance {{ARGS}}
 
+# selector decisions/s and TaskArrived→ModelSelected p50/p99 at 100, 500 and 1,000 tasks/s offered (bench/results/selector.json)
+[group('bench')]
+bench-selector *ARGS:
+    uv run --frozen python -m bench.selector {{ARGS}}
+
+# the learning strategy's APGR and CPT on ../shared/data/routing-eval (bench/results/routing_eval.json)
+[group('bench')]
+routing-eval *ARGS:
+    uv run --frozen python -m bench.routing_eval {{ARGS}}
+
 # --- docs ---
 
 # regenerate docs/schemas from the contracts

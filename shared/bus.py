@@ -183,11 +183,13 @@ def consume(
     handler: Callable[[E], Awaitable[None]],
     *,
     batch_size: int = 16,
+    workers: int = 1,
 ) -> None:
     """Register a durable pull consumer of ``subject`` that calls ``handler(event)``.
 
     Ack after success; on failure the DeadLetterMiddleware decides between retry and
-    dead letter. Two replicas share the durable and split the messages.
+    dead letter. Two replicas share the durable and split the messages. With ``workers`` > 1,
+    that many messages are handled at once (for handlers that mostly wait on the network).
     """
     stream = settings.subjects.stream_for(subject)
 
@@ -196,6 +198,7 @@ def consume(
         stream=JStream(stream.name, declare=False),
         durable=durable(service, subject),
         pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        max_workers=workers,
         config=ConsumerConfig(
             max_deliver=-1,  # the DeadLetterMiddleware bounds deliveries, and never drops a message silently
             ack_wait=settings.ack_wait,
@@ -223,6 +226,8 @@ def reply(
     service: str,
     request_type: type[Req],
     handler: Callable[[Req], Awaitable[BaseModel]],
+    *,
+    workers: int = 1,
 ) -> None:
     """Register a request/reply handler that always answers.
 
@@ -231,7 +236,7 @@ def reply(
     (``internal``). Replicas share a queue group, so each request is answered once.
     """
 
-    @router.subscriber(subject, queue=service, title=f"{service}:{subject}")
+    @router.subscriber(subject, queue=service, title=f"{service}:{subject}", max_workers=workers)
     async def _responder(msg: NatsMessage) -> dict[str, Any]:
         try:
             request = request_type.model_validate_json(msg.body)

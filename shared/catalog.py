@@ -7,7 +7,7 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from shared.events import Contract, Tier
 
@@ -29,11 +29,15 @@ class CatalogModel(Contract):
 
 
 class Catalog(Contract):
-    baseline: str
     models: list[CatalogModel] = Field(min_length=1)
 
+    _by_id: dict[str, CatalogModel] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        self._by_id = {m.id: m for m in self.models}
+
     def get(self, model_id: str) -> CatalogModel | None:
-        return next((m for m in self.models if m.id == model_id), None)
+        return self._by_id.get(model_id)
 
     def require(self, model_id: str) -> CatalogModel:
         model = self.get(model_id)
@@ -50,7 +54,6 @@ class Catalog(Contract):
         duplicates = {i for i in ids if ids.count(i) > 1}
         if duplicates:
             raise ValueError(f"catalog lists models twice: {sorted(duplicates)}")
-        self.require(self.baseline)
         return self
 
 

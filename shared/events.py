@@ -104,7 +104,10 @@ class Tier(StrEnum):
 
     @property
     def rank(self) -> int:
-        return list(Tier).index(self)
+        return _TIER_RANKS[self]
+
+
+_TIER_RANKS = {tier: i for i, tier in enumerate(Tier)}
 
 
 class ChatMessage(Contract):
@@ -119,10 +122,13 @@ class Constraints(Contract):
     latency_slo_ms: int | None = Field(default=None, gt=0)
 
 
+Strategy = Literal["complexity", "learning", "hybrid"]
+
 MAX_PROMPT_CHARS = 900_000
 """A task travels as one NATS message; NATS's default max_payload is 1 MiB."""
 
 TaskType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+PolicyName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class TaskArrived(Event):
@@ -133,9 +139,16 @@ class TaskArrived(Event):
     task_type: TaskType = "normal"
     prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     messages: list[ChatMessage] | None = Field(default=None, max_length=10_000)
-    policy: str | None = None
+    policy: PolicyName | None = None
+    """The routing policy to use; default: the task type's (see the task-type map), else ``normal``."""
     constraints: Constraints = Field(default_factory=Constraints)
     auto_route: bool = False
+    """Let the learner route (the hybrid strategy); otherwise the complexity strategy decides."""
+    strategy: Strategy | None = None
+    """Force a strategy, whatever ``auto_route`` says."""
+    quality_bias: float | None = Field(default=None, ge=0, le=1)
+    """The quality/cost knob: 0 = the cheapest model predicted good enough, 1 = the best predicted
+    quality whatever it costs. Default: the workspace's preference, else 0.5."""
 
     @model_validator(mode="after")
     def _has_input(self) -> TaskArrived:
@@ -159,6 +172,8 @@ class CandidateScore(Contract):
     provider: str
     tier: Tier
     predicted_quality: float = Field(ge=0, le=1)
+    confidence: float = Field(ge=0, le=1)
+    """How much observed evidence (rather than the prior) stands behind ``predicted_quality``."""
     estimated_cost_usd: Usd
 
 
@@ -172,12 +187,19 @@ class ModelSelected(Event):
     provider: str
     tier: Tier
     fallback_chain: list[str] = Field(default_factory=list)
+    policy: str | None = None
+    """The routing policy that chose the candidates."""
     estimated_input_tokens: int = Field(ge=0)
     estimated_output_tokens: int = Field(ge=0)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    """The policy's output cap: pass it to the provider as max_tokens (the estimate and hold assume it)."""
     estimated_cost_usd: Usd
     baseline_model: str
     baseline_cost_usd: Usd
-    strategy: str
+    strategy: Strategy
+    """The strategy that made the decision (complexity when hybrid fell back)."""
+    fallback_reason: str | None = None
+    """Why the requested strategy was not the one that decided (hybrid's learner failed or was overruled)."""
     confidence: float = Field(ge=0, le=1)
     complexity: float = Field(ge=0, le=1)
     pattern: str
@@ -201,6 +223,8 @@ class TaskRejected(Event):
     task_type: TaskType
     reason: RejectionReason
     detail: str
+    budget_id: UUID | None = None
+    """The budget that refused, when a budget did."""
 
 
 class CostRecorded(Event):

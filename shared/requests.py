@@ -18,7 +18,10 @@ from shared.events import (
     ChatMessage,
     Contract,
     Identifier,
+    ModelSelected,
+    PolicyName,
     Scope,
+    TaskRejected,
     TaskType,
     Tier,
     Usd,
@@ -57,6 +60,10 @@ class EstimateCost(Contract):
     task_id: UUID | None = Field(default=None, description="keep this estimate to compare with the actual cost")
     min_tier: Tier | None = None
     min_quality: float | None = Field(default=None, ge=0, le=1)
+    cached_prefix: bool = False
+    """Cache-aware pricing: the messages before the last user message (a conversation's earlier
+    turns) are read from the provider's prompt cache at the cache-read price, once they are long
+    enough to be cached (1,024 tokens)."""
 
     @model_validator(mode="after")
     def _has_input(self) -> EstimateCost:
@@ -556,6 +563,113 @@ class MetricsSummary(Contract):
     actual_cost_usd: Usd
 
 
+MetricsDimension = Literal["strategy", "confidence", "model", "pattern", "policy", "task_type", "scope"]
+
+
+class GetMetricsReport(Contract):
+    """Savings and routing metrics over the last ``days`` days, for everything or one scope."""
+
+    days: int = Field(default=7, ge=1, le=3660)
+    scope_type: ScopeType | None = None
+    scope_id: Identifier | None = None
+    by: MetricsDimension | None = None
+
+    @model_validator(mode="after")
+    def _scope_whole(self) -> GetMetricsReport:
+        if (self.scope_type is None) != (self.scope_id is None):
+            raise ValueError("give scope_type and scope_id together")
+        return self
+
+
+SignedUsd = Annotated[
+    Decimal,
+    Field(max_digits=21, decimal_places=12, allow_inf_nan=False),
+    PlainSerializer(fixed_point, return_type=str, when_used="json"),
+]
+"""An amount of USD that may be negative (a saving that was a loss)."""
+
+
+class CostSavings(Contract):
+    """Seed 002's shape: what routing cost against what the baseline would have."""
+
+    total_saved: SignedUsd
+    percent_saved: float | None
+    intelligent_cost: Usd
+    baseline_cost: Usd
+    period_days: int
+    tasks: int
+
+
+class StrategyMetrics(Contract):
+    strategy: str
+    count: int
+    avg_cost: Usd | None
+    high_confidence_pct: float
+
+
+class ConfidenceMetrics(Contract):
+    confidence: Literal["high", "medium", "low"]
+    count: int
+    avg_cost: Usd | None
+
+
+class ModelShare(Contract):
+    model: str
+    count: int
+    share_pct: float
+    avg_cost: Usd | None
+
+
+class EstimateError(Contract):
+    tasks: int
+    mape_pct: float | None
+    bias_pct: float | None
+    """Mean of (actual − estimate) / estimate: positive when calls cost more than estimated."""
+
+
+class PeriodCost(Contract):
+    start: datetime
+    cost: Usd
+    tasks: int
+
+
+class Breakdown(Contract):
+    key: str
+    tasks: int
+    selected: int
+    rejected: int
+    estimated_cost: Usd
+    baseline_cost: Usd
+    actual_cost: Usd
+    estimated_saved: SignedUsd
+    percent_saved: float | None
+
+
+class MetricsReport(Contract):
+    period_days: int
+    scope: str | None
+    cost_savings: CostSavings
+    """Estimated: the baseline's estimate against the chosen model's, over every selected task."""
+    actual_savings: CostSavings
+    """Actual: the baseline priced at each task's real token counts against what its calls cost,
+    over the tasks with a recorded cost."""
+    actual_unpriced_tasks: int = 0
+    """Tasks with a recorded cost left out of ``actual_savings``: their baseline is not priced at
+    their latest token counts yet (a moment after a cost), or cannot be (no price)."""
+    by_strategy: list[StrategyMetrics]
+    by_confidence: list[ConfidenceMetrics]
+    selection_patterns: list[ModelShare]
+    rejections: dict[str, int]
+    fallback_rate: float | None
+    """Share of tasks with a recorded cost that made more than one call or ran another model."""
+    estimate_error: EstimateError
+    cost_per_day: list[PeriodCost]
+    cost_per_week: list[PeriodCost]
+    cost_per_month: list[PeriodCost]
+    breakdown: list[Breakdown] | None = None
+    by: MetricsDimension | None = None
+
+
 class GetDecision(Contract):
     task_id: UUID
 
@@ -571,3 +685,114 @@ class Decision(Contract):
     estimated_cost_usd: Usd | None
     reason: str | None
     decided_at: datetime
+    trace_context: dict[str, str] = Field(default_factory=dict)
+    """The decision's W3C trace context: record the task's cost under it to keep one trace per task."""
+
+
+def _distinct(values: list[str]) -> list[str]:
+    if len(set(values)) != len(values):
+        raise ValueError("lists a value twice")
+    return values
+
+
+class RoutingPolicy(Contract):
+    """Which models a kind of task may use (the first is what it would use without routing)."""
+
+    name: PolicyName
+    description: Annotated[str, Field(max_length=500)] = ""
+    models: Annotated[list[ModelRef], Field(min_length=1, max_length=50), AfterValidator(_distinct)]
+    max_cost_per_task_usd: PositiveUsd | None = None
+    """No candidate whose p90 estimate is above this."""
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    """Caps the output tokens predicted (and reserved) per task."""
+    task_types: Annotated[list[TaskType], AfterValidator(_distinct)] = Field(default_factory=list)
+    """Task types routed by this policy (the rest go to ``normal``)."""
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+
+class SetPolicy(Contract):
+    """Create or replace a policy; ``task_types`` moves those task types to it (None: leave the map)."""
+
+    name: PolicyName
+    description: Annotated[str, Field(max_length=500)] = ""
+    models: Annotated[list[ModelRef], Field(min_length=1, max_length=50), AfterValidator(_distinct)]
+    max_cost_per_task_usd: PositiveUsd | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    task_types: Annotated[list[TaskType], AfterValidator(_distinct)] | None = None
+    actor: Actor
+
+
+class ListPolicies(Contract):
+    pass
+
+
+class PolicyList(Contract):
+    policies: list[RoutingPolicy]
+    default_policy: str
+    """The policy of a task type no policy names."""
+
+
+class TierPreferences(Contract):
+    """A workspace's routing preferences (after seed 000's cognitive tier preferences)."""
+
+    workspace_id: Identifier
+    default_tier: Tier = Tier.standard
+    """The tier every task uses when ``auto_escalation`` is off (kept within min and max tier)."""
+    min_tier: Tier | None = None
+    max_tier: Tier | None = None
+    max_cost_per_request_usd: PositiveUsd | None = None
+    preferred_providers: Annotated[list[ProviderId], AfterValidator(_distinct)] = Field(default_factory=list)
+    """When a candidate of these providers qualifies, only those are considered."""
+    cache_aware_routing: bool = True
+    """Price a conversation's earlier turns at the cache-read price."""
+    auto_escalation: bool = True
+    """Let the prompt's complexity choose the tier (otherwise ``default_tier``)."""
+    fallback: bool = True
+    """Give each decision a fallback chain to fail over to."""
+    quality_bias: float = Field(default=0.5, ge=0, le=1)
+    """The quality/cost knob for tasks that do not set their own."""
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TierPreferences:
+        low, high = self.min_tier, self.max_tier
+        if low is not None and high is not None and low.rank > high.rank:
+            raise ValueError(f"min_tier {low.value} is above max_tier {high.value}")
+        return self
+
+
+class GetTierPreferences(Contract):
+    workspace_id: Identifier
+
+
+class SetTierPreferences(Contract):
+    """Replace a workspace's preferences (every field; unset ones take their defaults)."""
+
+    preferences: TierPreferences
+    actor: Actor
+
+
+class DeleteTierPreferences(Contract):
+    workspace_id: Identifier
+    actor: Actor
+
+
+class TierPreferencesReply(Contract):
+    preferences: TierPreferences
+    stored: bool
+    """False: nothing is stored for the workspace and these are the defaults."""
+
+
+class RoutingPreview(Contract):
+    """``routing.decide``: what the selector would decide for a task, without reserving budget or
+    publishing anything. Exactly one of ``selected`` and ``rejected``."""
+
+    selected: ModelSelected | None
+    rejected: TaskRejected | None
+    policy: str | None
+    """None when the task was rejected before a policy applied."""
+    target_tier: Tier | None
+    excluded: dict[str, str] = Field(default_factory=dict)
+    """Models of the policy that were not candidates, and why."""

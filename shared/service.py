@@ -148,7 +148,7 @@ def build_app(spec: ServiceSpec, settings: Settings | None = None) -> tuple[Asgi
     broker.include_router(router)
 
     async def on_startup() -> None:
-        rt._pool = await create_pool(settings.database_url or "", spec.name)
+        rt._pool = await create_pool(settings.database_url or "", spec.name, max_size=settings.db_pool_size)
         await migrate(rt._pool, spec.name, spec.migrations)
         client = await broker.connect()
         await ensure_streams(client.jetstream(), settings)

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     )
     ack_wait: float = Field(default=60.0, gt=0, description="Seconds a handler has before its message is redelivered.")
     request_timeout: float = Field(default=5.0, gt=0)
+    jaeger_url: str | None = Field(
+        default=None, description="Jaeger's UI (e.g. http://localhost:16686): the CLI links each task's trace."
+    )
+    db_pool_size: int = Field(default=20, ge=2, le=200, description="Postgres connections per service process.")
+    decision_workers: int = Field(
+        default=16, ge=1, le=256, description="Tasks one selector replica decides at once (each waits on requests)."
+    )
     health_error_rate: float = Field(default=0.5, gt=0, le=1, description="Error rate that demotes a model.")
     health_min_samples: int = Field(default=10, ge=1, description="Outcomes needed in the window before demoting.")
     health_window: float = Field(default=300.0, gt=0, description="Seconds of outcomes the error rate looks at.")

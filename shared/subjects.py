@@ -6,6 +6,7 @@ deployments, or test runs, can share one NATS server.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics")
@@ -34,7 +35,14 @@ class Subjects:
     budget_status: str = field(init=False)
     performance_query: str = field(init=False)
     metrics_summary: str = field(init=False)
+    metrics_report: str = field(init=False)
     routing_decision: str = field(init=False)
+    routing_decide: str = field(init=False)
+    routing_policies_list: str = field(init=False)
+    routing_policies_set: str = field(init=False)
+    routing_tiers_get: str = field(init=False)
+    routing_tiers_set: str = field(init=False)
+    routing_tiers_delete: str = field(init=False)
     budget_reserve: str = field(init=False)
     budget_release: str = field(init=False)
     budget_create: str = field(init=False)
@@ -66,7 +74,14 @@ class Subjects:
             "budget_status": f"{ns}.budget.status",
             "performance_query": f"{ns}.performance.query",
             "metrics_summary": f"{ns}.metrics.summary",
+            "metrics_report": f"{ns}.metrics.report",
             "routing_decision": f"{ns}.routing.decision",
+            "routing_decide": f"{ns}.routing.decide",
+            "routing_policies_list": f"{ns}.routing.policies.list",
+            "routing_policies_set": f"{ns}.routing.policies.set",
+            "routing_tiers_get": f"{ns}.routing.tiers.get",
+            "routing_tiers_set": f"{ns}.routing.tiers.set",
+            "routing_tiers_delete": f"{ns}.routing.tiers.delete",
             "budget_reserve": f"{ns}.budget.reserve",
             "budget_release": f"{ns}.budget.release",
             "budget_create": f"{ns}.budget.create",
@@ -124,6 +139,11 @@ class Subjects:
                 if subject.startswith(pattern.removesuffix(">")):
                     return stream
         raise LookupError(f"no stream captures subject {subject!r}")
+
+
+def snapshot_key(model: str) -> str:
+    """A model's key in the performance bucket: characters KV keys do not allow become =XX."""
+    return "model." + re.sub(r"[^-/_a-zA-Z0-9.]", lambda m: f"={ord(m.group()):02X}", model)
 
 
 def durable(service: str, subject: str) -> str:

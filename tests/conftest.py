@@ -52,9 +52,11 @@ class Database:
     dsns: dict[str, str]  # each service's own role
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def database(pg_admin_dsn: str) -> Iterator[Database]:
-    """A fresh database for this test run, with the roles and schemas of deploy/postgres."""
+    """A fresh database for each test module, with the roles and schemas of deploy/postgres: what
+    one module's services learn (model health, learner weights, output profiles) cannot leak
+    into the next module's decisions."""
     name = f"rw_test_{uuid.uuid4().hex[:10]}"
     dsns = asyncio.run(provision(pg_admin_dsn, name))
     yield Database(dsn_with(pg_admin_dsn, database=name), name, dsns)

@@ -55,13 +55,24 @@ def encoding_for(model: PricedModel) -> tuple[str, bool]:
 
 
 def count_tokens(text: str | None, messages: list[ChatMessage] | None, encoding: str) -> int:
+    return token_counts(text, messages, encoding)[0]
+
+
+MIN_CACHED_PREFIX = 1024
+"""Providers cache a prompt prefix from about 1,024 tokens on (OpenAI's minimum; Anthropic's and
+Google's are 1,024 or more): a shorter conversation prefix is priced as fresh input."""
+
+
+def token_counts(text: str | None, messages: list[ChatMessage] | None, encoding: str) -> tuple[int, int]:
+    """Input tokens, and those of a conversation before its last user message — what a
+    provider's prompt cache holds from the previous turn (0 below ``MIN_CACHED_PREFIX``)."""
     enc = _encoding(encoding)
     if messages is None:
-        return len(enc.encode(text or ""))
-    total = TOKENS_REPLY_PRIMING
-    for message in messages:
-        total += TOKENS_PER_MESSAGE + len(enc.encode(message.role)) + len(enc.encode(message.content))
-    return total
+        return len(enc.encode(text or "")), 0
+    per_message = [TOKENS_PER_MESSAGE + len(enc.encode(m.role)) + len(enc.encode(m.content)) for m in messages]
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=0)
+    prefix = sum(per_message[:last_user])
+    return TOKENS_REPLY_PRIMING + sum(per_message), prefix if prefix >= MIN_CACHED_PREFIX else 0
 
 
 def price(book: PriceBook, usage: PriceUsage) -> Price:
@@ -129,14 +140,15 @@ class Estimator:
         profiles: dict[str, list[float]],
         budget: BudgetBasis | None = None,
     ) -> CostEstimate:
-        counts: dict[str, int] = {}
+        counts: dict[str, tuple[int, int]] = {}
         estimates = []
         for model in models:
             encoding, exact = encoding_for(model)
             if encoding not in counts:
-                counts[encoding] = count_tokens(request.prompt, request.messages, encoding)
-            input_tokens = counts[encoding]
-            cache_read = min(request.cached_input_tokens, input_tokens)
+                counts[encoding] = token_counts(request.prompt, request.messages, encoding)
+            input_tokens, cached_prefix = counts[encoding]
+            cached_prefix = cached_prefix if request.cached_prefix else 0
+            cache_read = min(max(request.cached_input_tokens, cached_prefix), input_tokens)
             cache_write = min(request.cache_write_tokens, input_tokens - cache_read)
             output = predict(
                 request.task_type,

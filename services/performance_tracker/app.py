@@ -4,7 +4,6 @@ and per-model snapshots (a JetStream KV bucket the selector reads) out."""
 from __future__ import annotations
 
 import asyncio
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,15 +30,11 @@ from shared.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, Mo
 from shared.outbox import enqueue
 from shared.requests import ModelHealth, Performance, PerformanceSnapshot, QueryPerformance
 from shared.service import Runtime, ServiceSpec
+from shared.subjects import snapshot_key
 
 NAME = "performance_tracker"
 SNAPSHOT_EVERY_S = 0.25
 log = structlog.get_logger(__name__)
-
-
-def snapshot_key(model: str) -> str:
-    """A KV key for a model id: characters KV keys do not allow become =XX."""
-    return "model." + re.sub(r"[^-/_a-zA-Z0-9.]", lambda m: f"={ord(m.group()):02X}", model)
 
 
 async def write_snapshot(kv: KeyValue, snap: PerformanceSnapshot) -> bool:

@@ -1,25 +1,93 @@
-"""selector's bus adapters: TaskArrived → ModelSelected | TaskRejected (through the outbox)."""
+"""selector's bus adapters: TaskArrived → ModelSelected | TaskRejected (through the outbox);
+feedback → the text learner; policies, tier preferences and previews over request/reply."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from uuid import UUID
 
 import structlog
 from faststream.nats import NatsRouter
+from opentelemetry.trace import Span
 
-from services.selector.domain import cheaper_candidates, choose, features, tier_for
+from services.selector import repository as repo
+from services.selector.domain import (
+    Candidate,
+    Features,
+    Limits,
+    Pick,
+    Policy,
+    Screened,
+    cheaper_candidates,
+    decide,
+    fallback_chain,
+    features,
+    screen,
+    target_tier,
+    validate,
+)
+from services.selector.learner import (
+    TextModel,
+    base_quality,
+    confidence,
+    learn,
+    logit,
+    observed,
+    prior_quality,
+    sigmoid,
+    text_features,
+)
+from services.selector.snapshots import Snapshots, open_bucket
 from shared.bus import consume, reply, request
 from shared.catalog import CatalogModel, default_catalog
-from shared.db import claim, unit_of_work
+from shared.db import Connection, claim, unit_of_work
 from shared.errors import RemoteError, RoutewiseError
-from shared.events import ModelSelected, RejectionReason, TaskArrived, TaskRejected
+from shared.events import (
+    CandidateScore,
+    FeedbackRecorded,
+    ModelSelected,
+    RejectionReason,
+    TaskArrived,
+    TaskRejected,
+    Tier,
+    fixed_point,
+)
 from shared.outbox import enqueue
-from shared.requests import CostEstimate, Decision, EstimateCost, GetDecision, ModelEstimate, Reservation, ReserveBudget
+from shared.requests import (
+    BudgetStatus,
+    CostEstimate,
+    CostRestrictions,
+    Decision,
+    DeleteTierPreferences,
+    EstimateCost,
+    GetBudgetStatus,
+    GetDecision,
+    GetTierPreferences,
+    ListPolicies,
+    ModelEstimate,
+    PerformanceSnapshot,
+    PolicyList,
+    ReleaseBudget,
+    Released,
+    Reservation,
+    ReserveBudget,
+    RoutingPolicy,
+    RoutingPreview,
+    SetPolicy,
+    SetTierPreferences,
+    TierPreferences,
+    TierPreferencesReply,
+)
 from shared.service import Runtime, ServiceSpec
 
 NAME = "selector"
 log = structlog.get_logger(__name__)
+LEARNER_REFRESH_S = 1.0
 
 # A budget's refusal as the reason a task is rejected.
 _REJECTION = {
@@ -33,14 +101,121 @@ _REJECTION = {
 _UNPRICEABLE = {"unknown_model", "unknown_price", "context_window_exceeded", "invalid_request"}
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before any budget is touched (all a preview shows)."""
+
+    task: TaskArrived
+    policy: Policy
+    prefs: TierPreferences
+    tier: Tier
+    feats: Features
+    text: list[int]
+    estimates: dict[str, ModelEstimate]
+    limits: Limits
+    screened: Screened
+    pick: Pick
+    started: float
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A task rejected before any budget was asked, with what was known by then (for previews)."""
+
+    rejection: TaskRejected
+    policy: str | None = None
+    tier: Tier | None = None
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
+class TaskLocks:
+    """One decision per task at a time within a replica (its consumer runs many at once)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, task_id: UUID) -> AsyncIterator[None]:
+        lock, users = self._locks.get(task_id, (asyncio.Lock(), 0))
+        self._locks[task_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[task_id]
+            if users == 1:
+                del self._locks[task_id]
+            else:
+                self._locks[task_id] = (lock, users - 1)
+
+
+def rejection(task: TaskArrived, reason: RejectionReason, detail: str, budget_id: UUID | None = None) -> TaskRejected:
+    return TaskRejected(
+        task_id=task.task_id,
+        scope=task.scope,
+        task_type=task.task_type,
+        reason=reason,
+        detail=detail,
+        budget_id=budget_id,
+    )
+
+
 def register(router: NatsRouter, rt: Runtime) -> None:
     catalog = default_catalog()
     subjects = rt.subjects
     tracer = rt.tracer_provider.get_tracer("routewise.selector")
+    snapshots = Snapshots()
+    in_progress = TaskLocks()
+    text_models: dict[str, TextModel] = {}
+    learner_changed = asyncio.Event()
 
-    async def decide(task: TaskArrived) -> ModelSelected | TaskRejected:
-        started = time.perf_counter()
-        models = [m.id for m in catalog.models]
+    def base_estimate(
+        model: CatalogModel, snap: PerformanceSnapshot | None, complexity: float, pattern: str, task_type: str
+    ) -> tuple[float, int]:
+        """Quality expected from the prior and performance-tracker's statistics, and their sample count."""
+        mean, samples = (
+            observed((snap.by_pattern.get(pattern), snap.by_task_type.get(task_type))) if snap else (None, 0)
+        )
+        return base_quality(prior_quality(model.quality_prior, complexity), mean, samples), samples
+
+    def predict(model: CatalogModel, feats: Features, task_type: str, text: list[int]) -> tuple[float, float]:
+        """(predicted quality, confidence) of ``model`` for this prompt."""
+        snap = snapshots.get(model.id)
+        quality, samples = base_estimate(model, snap, feats.complexity, feats.pattern, task_type)
+        learnt = text_models.get(model.id)
+        if learnt is not None and learnt.examples:
+            quality = sigmoid(logit(quality) + learnt.adjustment(text))
+        day = snap.windows.get("24h") if snap else None
+        if day is not None and day.success_rate is not None and day.requests >= 10:
+            quality *= day.success_rate  # a failed call delivers nothing
+        return round(quality, 4), confidence(samples)
+
+    async def settings_for(conn: Connection, task: TaskArrived) -> tuple[Policy | str, TierPreferences]:
+        """The task's policy (or why it has none) and its workspace's preferences."""
+        prefs = await repo.preferences(conn, task.scope.workspace_id) or TierPreferences(
+            workspace_id=task.scope.workspace_id or "default"
+        )
+        try:
+            return await repo.policy_for(conn, task.task_type, task.policy), prefs
+        except RoutewiseError as exc:
+            return exc.message, prefs
+
+    async def plan(
+        task: TaskArrived,
+        policy: Policy | str,
+        prefs: TierPreferences,
+        *,
+        keep_estimate: bool,
+        started: float,
+        restrictions: CostRestrictions | None = None,
+    ) -> Plan | Refused:
+        """Everything but the budget, from ``started`` (perf_counter) on."""
+        if isinstance(policy, str):
+            return Refused(rejection(task, RejectionReason.no_model_within_constraints, policy))
+        models = [m for m in (catalog.get(i) for i in policy.models) if m is not None]
+        if not models:
+            detail = f"no model of policy {policy.name} is in the catalog"
+            return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
         try:
             quote = await request(
                 rt.broker,
@@ -48,9 +223,11 @@ def register(router: NatsRouter, rt: Runtime) -> None:
                 EstimateCost(
                     prompt=task.prompt,
                     messages=task.messages,
-                    models=models,
+                    models=[m.id for m in models],
                     task_type=task.task_type,
-                    task_id=task.task_id,
+                    task_id=task.task_id if keep_estimate else None,
+                    max_output_tokens=policy.max_tokens,
+                    cached_prefix=prefs.cache_aware_routing and task.messages is not None,
                 ),
                 CostEstimate,
                 timeout=rt.settings.request_timeout,
@@ -58,141 +235,282 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         except RemoteError as exc:
             if exc.code not in _UNPRICEABLE:
                 raise  # cost-predictor unavailable: retry with backoff
-            return TaskRejected(
-                task_id=task.task_id,
-                scope=task.scope,
-                task_type=task.task_type,
-                reason=RejectionReason.no_model_within_constraints,
-                detail=f"{exc.code}: {exc.message}",
-            )
+            detail = f"{exc.code}: {exc.message}"
+            return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
         estimates = {e.model: e for e in quote.estimates}
-        feats = features(task.text(), max(e.input_tokens for e in quote.estimates))
-        tier = tier_for(feats.complexity)
-        choice = choose(catalog, tier, estimates, feats)
-        model, reservation, refusals = await reserve(task, choice.model, estimates)
-        if model is None or reservation is None:
-            last = refusals[-1]
-            tried = ", ".join(m for m, _ in refusals)
-            return TaskRejected(
-                task_id=task.task_id,
-                scope=task.scope,
-                task_type=task.task_type,
-                reason=_REJECTION.get(last[1].reason or "", RejectionReason.no_model_within_constraints),
-                detail=f"{last[1].detail} (tried {tried})",
-            )
-        estimate = estimates[model.id]
-        reasoning = choice.reasoning
-        if refusals:
-            reasoning += "; budget: " + "; ".join(f"{m} refused ({r.detail})" for m, r in refusals)
-            reasoning += f"; downgraded to {model.id} at ${estimate.cost_usd_p50}"
-        baseline = estimates[catalog.baseline]
+        prompt = task.text()  # messages joined once, for both the features and the learner
+        feats = features(prompt, max(e.input_tokens for e in quote.estimates))
+        bias = task.quality_bias if task.quality_bias is not None else prefs.quality_bias
+        tier = target_tier(feats, prefs, bias)
+        text = text_features(prompt, feats.pattern, task.task_type)
+        learning_error: str | None = None
+        try:
+            predicted = {m.id: predict(m, feats, task.task_type, text) for m in models}
+        except Exception as exc:  # the learner must never stop a decision
+            learning_error = f"{type(exc).__name__}: {exc}"
+            log.warning("quality prediction failed; priors only", error=learning_error)
+            predicted = {m.id: (round(prior_quality(m.quality_prior, feats.complexity), 4), 0.0) for m in models}
+        limits = Limits(
+            policy, prefs, task.constraints, snapshots.demoted, snapshots.latency_p95_ms, restrictions=restrictions
+        )
+        screened = screen(catalog, limits, estimates, predicted)
+        if not screened.candidates:
+            why = "; ".join(f"{m}: {reason}" for m, reason in screened.excluded.items())
+            refused = rejection(task, RejectionReason.no_model_within_constraints, f"policy {policy.name}: {why}")
+            return Refused(refused, policy.name, tier, screened.excluded)
+        strategy = task.strategy or ("hybrid" if task.auto_route else "complexity")
+        pick = decide(strategy, screened.candidates, tier, feats, bias, learning_error, escalate=prefs.auto_escalation)
+        return Plan(task, policy, prefs, tier, feats, text, estimates, limits, screened, pick, started)
+
+    def selection(
+        p: Plan,
+        chosen: Candidate,
+        reservation: Reservation | None,
+        budget_note: str,
+        limits: Limits,
+        refused: frozenset[str] = frozenset(),
+    ) -> ModelSelected:
+        baseline = p.policy.baseline if p.policy.baseline in p.estimates else next(iter(p.estimates))
+        reasoning = "; ".join(part for part in (p.pick.reasoning, p.screened.note, budget_note) if part)
         return ModelSelected(
-            task_id=task.task_id,
-            scope=task.scope,
-            task_type=task.task_type,
-            model=model.id,
-            provider=model.provider,
-            tier=model.tier,
-            fallback_chain=[m for m in choice.fallback_chain if m != model.id],
-            estimated_input_tokens=estimate.input_tokens,
-            estimated_output_tokens=estimate.output_tokens_p50,
-            estimated_cost_usd=estimate.cost_usd_p50,
-            baseline_model=catalog.baseline,
-            baseline_cost_usd=baseline.cost_usd_p50,
-            strategy="complexity",
-            confidence=1.0,
-            complexity=feats.complexity,
-            pattern=feats.pattern,
-            reasoning=reasoning,
-            reservation_id=reservation.reservation_id,
-            decision_latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            task_id=p.task.task_id,
+            scope=p.task.scope,
+            task_type=p.task.task_type,
+            model=chosen.model.id,
+            provider=chosen.model.provider,
+            tier=chosen.model.tier,
+            fallback_chain=fallback_chain(
+                p.screened.candidates, chosen, limits, enabled=p.prefs.fallback, refused=refused
+            ),
+            policy=p.policy.name,
+            estimated_input_tokens=chosen.estimate.input_tokens,
+            estimated_output_tokens=chosen.estimate.output_tokens_p50,
+            max_output_tokens=p.policy.max_tokens,
+            estimated_cost_usd=chosen.cost,
+            baseline_model=baseline,
+            baseline_cost_usd=p.estimates[baseline].cost_usd_p50,
+            strategy=p.pick.strategy,
+            fallback_reason=p.pick.fallback_reason,
+            confidence=chosen.confidence,
+            complexity=p.feats.complexity,
+            pattern=p.feats.pattern,
+            reasoning=f"policy {p.policy.name}: {reasoning}",
+            experimental=p.pick.experimental,
+            candidates=[
+                CandidateScore(
+                    model=c.model.id,
+                    provider=c.model.provider,
+                    tier=c.model.tier,
+                    predicted_quality=c.quality,
+                    confidence=c.confidence,
+                    estimated_cost_usd=c.cost,
+                )
+                for c in sorted(p.screened.candidates, key=lambda c: c.cost)
+            ],
+            reservation_id=reservation.reservation_id if reservation else None,
+            decision_latency_ms=round((time.perf_counter() - p.started) * 1000, 3),
         )
 
-    async def reserve(
-        task: TaskArrived, first: CatalogModel, estimates: dict[str, ModelEstimate]
-    ) -> tuple[CatalogModel | None, Reservation | None, list[tuple[str, Reservation]]]:
-        """Hold the p90 estimate on the task's budgets; on a refusal, the next cheaper model that
-        the restrictions in force allow. Returns the model, its reservation and the refusals."""
-        refusals: list[tuple[str, Reservation]] = []
-        queue = [first]
+    async def hold(task: TaskArrived, candidate: Candidate) -> Reservation:
+        """Reserve the candidate's p90 on the task's budgets. A hold left by an earlier attempt
+        at this task (a redelivery that re-planned) is released first when it is for another amount."""
+        ask = ReserveBudget(
+            task_id=task.task_id,
+            scope=task.scope,
+            amount_usd=candidate.estimate.cost_usd_p90,
+            model=candidate.model.id,
+            tier=candidate.model.tier,
+        )
+        timeout = rt.settings.request_timeout
+        answer = await request(rt.broker, subjects.budget_reserve, ask, Reservation, timeout=timeout)
+        if answer.admitted and answer.amount_usd != ask.amount_usd:
+            released = ReleaseBudget(task_id=task.task_id, reason="re-planned after a retry")
+            await request(rt.broker, subjects.budget_release, released, Released, timeout=timeout)
+            answer = await request(rt.broker, subjects.budget_reserve, ask, Reservation, timeout=timeout)
+        return answer
+
+    async def reserve(p: Plan) -> ModelSelected | TaskRejected:
+        """Hold the chosen model's p90 on the task's budgets; on a refusal, the next cheaper
+        candidate that the restrictions in force allow; if none, the task is rejected. Each model
+        is validated against the limits as they are at that moment before it is reserved."""
+        notes: list[str] = []
+        refusals: list[tuple[Candidate, Reservation]] = []
+        limits = p.limits
+        queue = [p.pick.candidate]
         while queue:
-            model = queue.pop(0)
-            answer = await request(
-                rt.broker,
-                subjects.budget_reserve,
-                ReserveBudget(
-                    task_id=task.task_id,
-                    scope=task.scope,
-                    amount_usd=estimates[model.id].cost_usd_p90,
-                    model=model.id,
-                    tier=model.tier,
-                ),
-                Reservation,
-                timeout=rt.settings.request_timeout,
-            )
+            candidate = queue.pop(0)
+            limits = replace(limits, demoted=snapshots.demoted, latency_p95_ms=snapshots.latency_p95_ms)
+            try:
+                validate(candidate, catalog, limits)
+            except ValueError as exc:
+                notes.append(f"{exc}; not reserved")
+                queue = queue or cheaper_candidates(p.screened.candidates, candidate, limits)
+                continue
+            answer = await hold(p.task, candidate)
             if answer.admitted:
-                return model, answer, refusals
-            refusals.append((model.id, answer))
+                if refusals:
+                    notes.append("budget: " + "; ".join(f"{c.model.id} refused ({r.detail})" for c, r in refusals))
+                    notes.append(f"downgraded to {candidate.model.id} at ${fixed_point(candidate.cost)}")
+                refused = frozenset(c.model.id for c, _ in refusals)
+                return selection(p, candidate, answer, "; ".join(notes), limits, refused)
+            refusals.append((candidate, answer))
             if answer.reason == "approval_required":
                 break  # a cheaper model needs the approval too
-            r = answer.restrictions
-            queue = cheaper_candidates(
-                catalog,
-                estimates,
-                model,
-                max_tier=r.max_tier,
-                restricted=frozenset(r.restricted_models),
-                max_cost=r.max_cost_per_request,
-            )
-        return None, None, refusals
+            limits = replace(limits, restrictions=answer.restrictions)
+            queue = cheaper_candidates(p.screened.candidates, candidate, limits)
+        if not refusals:
+            return rejection(p.task, RejectionReason.no_model_within_constraints, "; ".join(notes))
+        last = refusals[-1][1]
+        return rejection(
+            p.task,
+            _REJECTION.get(last.reason or "", RejectionReason.no_model_within_constraints),
+            f"{last.detail} (tried {', '.join(c.model.id for c, _ in refusals)})",
+            last.budget_id,
+        )
 
     async def on_task_arrived(task: TaskArrived) -> None:
-        with tracer.start_as_current_span("routewise.decide") as span:
-            span.set_attribute("routewise.task_id", str(task.task_id))
-            async with rt.pool.acquire() as conn:
-                if await conn.fetchval("SELECT 1 FROM inbox WHERE event_id = $1", task.event_id):
-                    return  # this very event was applied: deciding again would hold budget for nothing
-                previous = await conn.fetchval("SELECT status FROM decisions WHERE task_id = $1", task.task_id)
-            if previous == "selected":
+        started = time.perf_counter()
+        async with in_progress.one_at_a_time(task.task_id):  # two events of one task: one after the other
+            with tracer.start_as_current_span("routewise.decide") as span:
+                span.set_attribute("routewise.task_id", str(task.task_id))
+                await decide_task(task, started, span)
+        rt.outbox.poke()
+
+    async def decide_task(task: TaskArrived, started: float, span: Span) -> None:
+        async with rt.pool.acquire() as conn:
+            seen = await conn.fetchrow(
+                """SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1) AS applied,
+                          (SELECT status FROM decisions WHERE task_id = $2) AS previous""",
+                task.event_id,
+                task.task_id,
+            )
+            assert seen is not None
+            if seen["applied"]:
+                return  # this very event was applied: deciding again would hold budget for nothing
+            if seen["previous"] == "selected":
                 log.info("task already decided; ignoring repeat", task_id=str(task.task_id))
                 return  # (a rejected task may be submitted again, e.g. after an approval)
-            outcome = await decide(task)
-            subject = subjects.model_selected if isinstance(outcome, ModelSelected) else subjects.task_rejected
-            async with unit_of_work(rt.pool) as conn:
-                if not await claim(conn, task.event_id, subjects.task_arrived):
-                    return
-                inserted = await conn.fetchval(
-                    """INSERT INTO decisions (task_id, arrived_event_id, status, org_id, scope, task_type, model,
-                           provider, tier, estimated_cost_usd, reason, outcome_event)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                       ON CONFLICT (task_id) DO UPDATE SET arrived_event_id = EXCLUDED.arrived_event_id,
-                           status = EXCLUDED.status, model = EXCLUDED.model, provider = EXCLUDED.provider,
-                           tier = EXCLUDED.tier, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
-                           reason = EXCLUDED.reason, outcome_event = EXCLUDED.outcome_event, decided_at = now()
-                       WHERE decisions.status = 'rejected'
-                       RETURNING 1""",
-                    task.task_id,
-                    task.event_id,
-                    "selected" if isinstance(outcome, ModelSelected) else "rejected",
-                    task.scope.org_id,
-                    task.scope.model_dump(mode="json"),
-                    task.task_type,
-                    *_decision_columns(outcome),
-                    outcome.model_dump(mode="json"),
-                )
-                if inserted:
-                    await enqueue(conn, subject, outcome)
-            if isinstance(outcome, ModelSelected):
-                span.set_attribute("routewise.model", outcome.model)
-                span.set_attribute("routewise.strategy", outcome.strategy)
-                span.set_attribute("routewise.estimated_cost_usd", str(outcome.estimated_cost_usd))
-                log.info(
-                    "model selected", model=outcome.model, tier=outcome.tier.value, cost=str(outcome.estimated_cost_usd)
-                )
-            else:
-                span.set_attribute("routewise.rejection_reason", outcome.reason.value)
-                log.info("task rejected", reason=outcome.reason.value, detail=outcome.detail)
-        rt.outbox.poke()
+            policy, prefs = await settings_for(conn, task)
+        planned = await plan(task, policy, prefs, keep_estimate=True, started=started)
+        if isinstance(planned, Refused):
+            outcome: ModelSelected | TaskRejected = planned.rejection
+            learning = None
+        else:
+            outcome = await reserve(planned)
+            learning = (planned.feats.pattern, planned.feats.complexity, planned.text)
+        subject = subjects.model_selected if isinstance(outcome, ModelSelected) else subjects.task_rejected
+        async with unit_of_work(rt.pool) as conn:
+            if not await claim(conn, task.event_id, subjects.task_arrived):
+                return
+            if await repo.record_decision(conn, task, outcome, learning):
+                await enqueue(conn, subject, outcome)
+        if isinstance(outcome, ModelSelected):
+            span.set_attribute("routewise.model", outcome.model)
+            span.set_attribute("routewise.strategy", outcome.strategy)
+            span.set_attribute("routewise.confidence", outcome.confidence)
+            span.set_attribute("routewise.estimated_cost_usd", str(outcome.estimated_cost_usd))
+            span.set_attribute("routewise.candidates", [c.model for c in outcome.candidates])
+            span.set_attribute("routewise.candidate_count", len(outcome.candidates))
+            log.info(
+                "model selected",
+                model=outcome.model,
+                tier=outcome.tier.value,
+                strategy=outcome.strategy,
+                cost=str(outcome.estimated_cost_usd),
+            )
+        else:
+            span.set_attribute("routewise.rejection_reason", outcome.reason.value)
+            log.info("task rejected", reason=outcome.reason.value, detail=outcome.detail)
+
+    async def preview(task: TaskArrived) -> RoutingPreview:
+        """The decision without a reservation: the budgets' restrictions in force are asked for
+        and applied instead (when budget-enforcer answers)."""
+        started = time.perf_counter()
+        async with rt.pool.acquire() as conn:
+            policy, prefs = await settings_for(conn, task)
+        restrictions, budget_note = None, "preview: no budget reserved"
+        try:
+            status = await request(
+                rt.broker,
+                subjects.budget_status,
+                GetBudgetStatus(scope=task.scope),
+                BudgetStatus,
+                timeout=rt.settings.request_timeout,
+            )
+            restrictions = status.cost_restrictions
+            if status.remaining_usd is not None:
+                budget_note += f" (${fixed_point(status.remaining_usd)} left on the tightest budget)"
+        except RemoteError as exc:
+            budget_note += f"; budgets not consulted ({exc.code})"
+        planned = await plan(task, policy, prefs, keep_estimate=False, started=started, restrictions=restrictions)
+        if isinstance(planned, Refused):
+            return RoutingPreview(
+                selected=None,
+                rejected=planned.rejection,
+                policy=planned.policy,
+                target_tier=planned.tier,
+                excluded=planned.excluded,
+            )
+        return RoutingPreview(
+            selected=selection(planned, planned.pick.candidate, None, budget_note, planned.limits),
+            rejected=None,
+            policy=planned.policy.name,
+            target_tier=planned.tier,
+            excluded=planned.screened.excluded,
+        )
+
+    async def on_feedback(conn: Connection, event: FeedbackRecorded) -> None:
+        """Teach the model's text learner how good its answer to this prompt was."""
+        task = await repo.task_features(conn, event.task_id)
+        model = catalog.get(event.model)
+        if task is None or model is None:
+            log.info("feedback not learnt: task or model unknown to the selector", task_id=str(event.task_id))
+            return
+        try:
+            snap = snapshots.get(model.id)
+        except ValueError:
+            snap = None  # unreadable snapshot: learn over the prior
+        base, _ = base_estimate(model, snap, task["complexity"], task["pattern"], task["task_type"])
+        current = await repo.lock_text_model(conn, model.id)
+        known = await repo.weights_of(conn, model.id, task["features"])
+        update = learn(current.bias, current.bias_g, known, task["features"], logit(base), event.quality)
+        await repo.save_update(conn, model.id, current.version + 1, update)
+
+    async def refresh_learner() -> None:
+        """Load what changed in every model's text learner since this replica last looked."""
+        async with rt.pool.acquire() as conn:
+            for model, (bias, examples, version) in (await repo.text_model_versions(conn)).items():
+                known = text_models.get(model) or TextModel()
+                if known.version == version:
+                    continue
+                for feature, weight in await repo.weights_since(conn, model, known.version):
+                    known.weights[feature] = weight
+                known.bias, known.examples, known.version = bias, examples, version
+                text_models[model] = known
+
+    async def refresh_learner_forever() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(learner_changed.wait(), LEARNER_REFRESH_S)
+            learner_changed.clear()
+            try:
+                await refresh_learner()
+            except Exception:
+                log.exception("learner refresh failed; retrying")
+
+    async def started(_: Runtime) -> None:
+        client = await rt.broker.connect()
+        kv = await open_bucket(client.jetstream(), subjects.performance_bucket)
+        rt.spawn(snapshots.follow(kv), "performance-snapshots")
+        await refresh_learner()
+        rt.spawn(refresh_learner_forever(), "learner-refresh")
+        async with rt.pool.acquire() as conn:
+            for policy in await repo.list_policies(conn):
+                unknown = [m for m in policy.models if catalog.get(m) is None]
+                if unknown:
+                    log.warning(
+                        "policy names models the catalog lacks; they are skipped", policy=policy.name, models=unknown
+                    )
 
     async def get_decision(req: GetDecision) -> Decision:
         row = await rt.pool.fetchrow("SELECT * FROM decisions WHERE task_id = $1", req.task_id)
@@ -209,16 +527,72 @@ def register(router: NatsRouter, rt: Runtime) -> None:
             estimated_cost_usd=row["estimated_cost_usd"],
             reason=row["reason"],
             decided_at=row["decided_at"],
+            trace_context=row["trace_context"],
         )
 
-    consume(router, rt.settings, NAME, subjects.task_arrived, TaskArrived, on_task_arrived)
+    async def list_policies(_: ListPolicies) -> PolicyList:
+        async with rt.pool.acquire() as conn:
+            return PolicyList(policies=await repo.list_policies(conn), default_policy=repo.DEFAULT_POLICY)
+
+    async def set_policy(req: SetPolicy) -> RoutingPolicy:
+        unknown = [m for m in req.models if catalog.get(m) is None]
+        if unknown:
+            raise RoutewiseError(
+                f"not in the model catalog: {', '.join(unknown)} (known: {', '.join(m.id for m in catalog.models)})",
+                code="unknown_model",
+            )
+        async with unit_of_work(rt.pool) as conn:
+            saved = await repo.set_policy(conn, req)
+        log.info("routing policy set", policy=req.name, models=req.models, by=req.actor)
+        return saved
+
+    async def get_preferences(req: GetTierPreferences) -> TierPreferencesReply:
+        async with rt.pool.acquire() as conn:
+            stored = await repo.preferences(conn, req.workspace_id)
+        return TierPreferencesReply(
+            preferences=stored or TierPreferences(workspace_id=req.workspace_id), stored=stored is not None
+        )
+
+    async def set_preferences(req: SetTierPreferences) -> TierPreferencesReply:
+        providers = {m.provider for m in catalog.models}
+        unknown = [p for p in req.preferences.preferred_providers if p not in providers]
+        if unknown:
+            raise RoutewiseError(
+                f"no catalog model is served by {', '.join(unknown)} (providers: {', '.join(sorted(providers))})",
+                code="unknown_provider",
+            )
+        async with unit_of_work(rt.pool) as conn:
+            stored = await repo.set_preferences(conn, req.preferences, req.actor)
+        log.info("tier preferences set", workspace=req.preferences.workspace_id, by=req.actor)
+        return TierPreferencesReply(preferences=stored, stored=True)
+
+    async def delete_preferences(req: DeleteTierPreferences) -> TierPreferencesReply:
+        async with unit_of_work(rt.pool) as conn:
+            if not await repo.delete_preferences(conn, req.workspace_id):
+                raise RoutewiseError(f"workspace {req.workspace_id} has no stored preferences", code="not_found")
+        log.info("tier preferences deleted", workspace=req.workspace_id, by=req.actor)
+        return TierPreferencesReply(preferences=TierPreferences(workspace_id=req.workspace_id), stored=False)
+
+    rt.on_startup(started)
+    consume(
+        router,
+        rt.settings,
+        NAME,
+        subjects.task_arrived,
+        TaskArrived,
+        on_task_arrived,
+        workers=rt.settings.decision_workers,
+    )
+    rt.consume_once(
+        router, subjects.feedback_recorded, FeedbackRecorded, on_feedback, after_commit=lambda _: learner_changed.set()
+    )
     reply(router, subjects.routing_decision, NAME, GetDecision, get_decision)
-
-
-def _decision_columns(outcome: ModelSelected | TaskRejected) -> tuple[object, ...]:
-    if isinstance(outcome, ModelSelected):
-        return (outcome.model, outcome.provider, outcome.tier.value, outcome.estimated_cost_usd, None)
-    return (None, None, None, None, outcome.reason.value)
+    reply(router, subjects.routing_decide, NAME, TaskArrived, preview, workers=rt.settings.decision_workers)
+    reply(router, subjects.routing_policies_list, NAME, ListPolicies, list_policies)
+    reply(router, subjects.routing_policies_set, NAME, SetPolicy, set_policy)
+    reply(router, subjects.routing_tiers_get, NAME, GetTierPreferences, get_preferences)
+    reply(router, subjects.routing_tiers_set, NAME, SetTierPreferences, set_preferences)
+    reply(router, subjects.routing_tiers_delete, NAME, DeleteTierPreferences, delete_preferences)
 
 
 SPEC = ServiceSpec(name=NAME, migrations=Path(__file__).parent / "migrations", register=register)

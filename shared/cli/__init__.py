@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.cli import budgets, core, costs, dev, performance  # noqa: F401  (each module adds its commands to the app)
+from shared.cli import budgets, core, costs, dev, metrics, performance, routing  # noqa: F401  (each module adds its commands to the app)
 from shared.cli.common import app, err_console
 from shared.errors import RemoteError
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Annotated
 from uuid import UUID
 
@@ -21,6 +20,7 @@ from shared.cli.common import (
     fail,
     resolve_settings,
     table,
+    usd_option,
     who_am_i,
 )
 from shared.events import BudgetAlert
@@ -92,15 +92,6 @@ def parse_threshold(text: str, as_json: bool) -> ThresholdSpec:
     return build(
         ThresholdSpec, as_json, percent=int(percent), actions=actions, restricted_models=models, max_tier=max_tier
     )
-
-
-def _money(value: str | None, option: str, as_json: bool) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        return Decimal(value)
-    except InvalidOperation:
-        raise fail(f"{option} must be an amount of USD, not {value!r}", as_json, "invalid_request") from None
 
 
 def _when(value: str | None, option: str, as_json: bool) -> datetime | None:
@@ -177,11 +168,11 @@ def create(
         scope_type=scope_type,
         scope_id=scope_id,
         period=period,
-        limit_usd=_money(limit, "--limit", as_json),
+        limit_usd=usd_option(limit, "--limit", as_json),
         mode="hard" if hard else "soft",
         timezone=tz,
         starts_at=_when(start, "--start", as_json),
-        max_cost_per_request=_money(max_per_request, "--max-per-request", as_json),
+        max_cost_per_request=usd_option(max_per_request, "--max-per-request", as_json),
         thresholds=[parse_threshold(t, as_json) for t in thresholds] if thresholds else None,
         actor=actor or who_am_i(),
     )
@@ -212,10 +203,10 @@ def update(
         budget_id=budget_id,
         actor=actor or who_am_i(),
         name=name,
-        limit_usd=_money(limit, "--limit", as_json),
+        limit_usd=usd_option(limit, "--limit", as_json),
         mode=None if hard is None else ("hard" if hard else "soft"),
         timezone=tz,
-        max_cost_per_request=None if clear else _money(max_per_request, "--max-per-request", as_json),
+        max_cost_per_request=None if clear else usd_option(max_per_request, "--max-per-request", as_json),
         clear_max_cost_per_request=clear,
         thresholds=[parse_threshold(t, as_json) for t in thresholds] if thresholds else None,
     )
@@ -387,7 +378,7 @@ def extend(
         ExtendBudget,
         as_json,
         budget_id=budget_id,
-        amount_usd=_money(by, "--by", as_json),
+        amount_usd=usd_option(by, "--by", as_json),
         until=_when(until, "--until", as_json),
         reason=reason,
         actor=actor or who_am_i(),

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -25,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "[default: …]" must stay visible
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -87,7 +89,7 @@ def fail(message: str, as_json: bool, code: str = "error") -> typer.Exit:
     if as_json:
         print(json.dumps({"error": {"code": code, "message": message}}))
     else:
-        err_console.print(f"[bold red]error[/]: {message}")
+        err_console.print(f"[bold red]error[/]: {escape(message)}")
     return typer.Exit(1)
 
 
@@ -151,6 +153,21 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for row in rows:  # cells are data: never read as rich markup ("[factual]" stays visible)
         out.add_row(*["—" if v is None else escape(str(v)) for v in row])
     return out
+
+
+def usd_option(value: str | None, option: str, as_json: bool, *, what: str = "an amount of USD") -> Decimal | None:
+    """A USD amount given on the command line (None stays None); a bad one is a clear error."""
+    if value is None:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        raise fail(f"{option} must be {what}, not {value!r}", as_json, "invalid_request") from None
+
+
+def csv_list(value: str | None) -> list[str] | None:
+    """A comma-separated option as a list ("" is an empty list, None stays None)."""
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def who_am_i() -> str:

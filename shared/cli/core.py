@@ -8,9 +8,32 @@ from uuid import UUID
 
 import typer
 
-from shared.cli.common import JsonOpt, NatsUrlOpt, app, build, emit, fail, resolve_settings, run_async
+from shared.cli.common import (
+    JsonOpt,
+    NatsUrlOpt,
+    app,
+    ask,
+    build,
+    console,
+    csv_list,
+    emit,
+    fail,
+    resolve_settings,
+    run_async,
+    table,
+)
 from shared.errors import RoutewiseError
-from shared.events import CostRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from shared.events import (
+    Constraints,
+    CostRecorded,
+    ModelSelected,
+    Scope,
+    Strategy,
+    TaskArrived,
+    TaskRejected,
+    fixed_point,
+)
+from shared.requests import RoutingPreview
 
 
 def decision_view(outcome: ModelSelected | TaskRejected, trace_id: str | None) -> dict[str, Any]:
@@ -25,7 +48,11 @@ def decision_view(outcome: ModelSelected | TaskRejected, trace_id: str | None) -
             "baseline_model": outcome.baseline_model,
             "baseline_cost_usd": str(outcome.baseline_cost_usd),
             "strategy": outcome.strategy,
+            "confidence": outcome.confidence,
+            "experimental": outcome.experimental,
+            "fallback_chain": ", ".join(outcome.fallback_chain),
             "reasoning": outcome.reasoning,
+            "reservation_id": str(outcome.reservation_id) if outcome.reservation_id else None,
             "trace_id": trace_id,
         }
     return {
@@ -45,18 +72,54 @@ def task(
     team: Annotated[str | None, typer.Option("--team")] = None,
     user: Annotated[str | None, typer.Option("--user")] = None,
     workspace: Annotated[str | None, typer.Option("--workspace")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Routing policy [default: the task type's].")] = None,
+    auto_route: Annotated[bool, typer.Option("--auto-route", help="Let the learner route (hybrid strategy).")] = False,
+    strategy: Annotated[
+        Strategy | None, typer.Option("--strategy", help="Force complexity, learning or hybrid.")
+    ] = None,
+    quality_bias: Annotated[
+        float | None,
+        typer.Option("--quality-bias", min=0, max=1, help="0 = cheapest good enough … 1 = best quality."),
+    ] = None,
+    max_cost: Annotated[str | None, typer.Option("--max-cost", help="Most the task may cost (USD, p90).")] = None,
+    min_quality: Annotated[float | None, typer.Option("--min-quality", min=0, max=1)] = None,
+    providers: Annotated[str | None, typer.Option("--providers", help="Only these providers, comma-separated.")] = None,
+    preview: Annotated[
+        bool, typer.Option("--preview", help="Show the decision and its scores; reserve and publish nothing.")
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the decision.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the decision.")] = 30.0,
     nats_url: NatsUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Publish a task and print the decision."""
+    """Publish a task and print the decision (or, with --preview, what it would be and why)."""
     from shared.client import RoutewiseClient
     from shared.telemetry import current_trace_id, setup_tracing
 
     settings = resolve_settings(nats_url)
     scope = build(Scope, as_json, org_id=org, team_id=team, user_id=user, workspace_id=workspace)
-    event = build(TaskArrived, as_json, scope=scope, task_type=task_type, prompt=prompt)
+    constraints = build(
+        Constraints,
+        as_json,
+        max_cost_usd=max_cost,
+        min_quality=min_quality,
+        allowed_providers=csv_list(providers),
+    )
+    event = build(
+        TaskArrived,
+        as_json,
+        scope=scope,
+        task_type=task_type,
+        prompt=prompt,
+        policy=policy,
+        auto_route=auto_route,
+        strategy=strategy,
+        quality_bias=quality_bias,
+        constraints=constraints,
+    )
+    if preview:
+        show_preview(ask(nats_url, lambda s: s.routing_decide, event, RoutingPreview, as_json), as_json)
+        return
     provider = setup_tracing("routewise-cli")
     trace_id: str | None = None
 
@@ -80,8 +143,42 @@ def task(
         raise fail(
             f"no decision for task {event.task_id} within {timeout}s (is the selector running?)", as_json, "timeout"
         )
-    emit(decision_view(outcome, trace_id), as_json, "Decision")
+    view = decision_view(outcome, trace_id)
+    if settings.jaeger_url and trace_id:
+        view["trace_url"] = f"{settings.jaeger_url.rstrip('/')}/trace/{trace_id}"
+    emit(view, as_json, "Decision")
     if isinstance(outcome, TaskRejected):
+        raise typer.Exit(2)
+
+
+def show_preview(result: RoutingPreview, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json())
+    elif result.selected is None:
+        assert result.rejected is not None
+        emit(decision_view(result.rejected, None), as_json, "Preview: the task would be rejected")
+    else:
+        chosen = result.selected
+        view = decision_view(chosen, None)
+        for key in ("task_id", "reservation_id", "trace_id"):
+            view.pop(key)
+        view = {"policy": result.policy, "target_tier": result.target_tier, **view}
+        emit(view, as_json, "Preview (nothing reserved or published)")
+        rows = [
+            [
+                ("→ " if c.model == chosen.model else "  ") + c.model,
+                c.tier.value,
+                f"{c.predicted_quality:.2f}",
+                f"{c.confidence:.2f}",
+                fixed_point(c.estimated_cost_usd),
+            ]
+            for c in chosen.candidates
+        ]
+        title = "Candidates: predicted quality and estimated cost"
+        console.print(table(title, ["model", "tier", "quality", "confidence", "estimated $"], rows))
+        if result.excluded:
+            console.print(table("Not candidates", ["model", "why"], [[m, w] for m, w in result.excluded.items()]))
+    if result.rejected is not None:
         raise typer.Exit(2)
 
 
@@ -102,6 +199,7 @@ def record(
     """Record what the call for a task really cost (for the model chosen for it)."""
     from shared.client import RoutewiseClient
     from shared.requests import Decision, GetDecision, Price, PriceUsage
+    from shared.telemetry import setup_tracing
 
     settings = resolve_settings(nats_url)
     amount: Decimal | None = None
@@ -151,10 +249,19 @@ def record(
                 success=failed is None,
                 error_type=failed,
             )
-            await rw.record_cost(event)
+            # the cost joins the task's trace: its span is a child of the selector's decision span
+            from opentelemetry import propagate, trace
+
+            parent = propagate.extract(decision.trace_context)
+            with trace.get_tracer("routewise.cli").start_as_current_span("routewise record", context=parent):
+                await rw.record_cost(event)
             return event
 
-    event = run_async(go, as_json)
+    provider = setup_tracing("routewise-cli")
+    try:
+        event = run_async(go, as_json)
+    finally:
+        provider.shutdown()  # exports the record span, when an OTLP endpoint is configured
     emit(
         {
             "task_id": str(event.task_id),

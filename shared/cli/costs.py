@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated
 
 import typer
 
 from shared.catalog import default_catalog
-from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, fail, table, who_am_i
+from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table, usd_option, who_am_i
 from shared.events import Scope, Tier
 from shared.requests import (
     CompareTiers,
@@ -130,16 +130,8 @@ prices_app = typer.Typer(help="Prices: genai-prices plus this deployment's overr
 app.add_typer(prices_app, name="prices")
 
 
-def _money(value: str | None, option: str, as_json: bool) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise fail(
-            f"{option} must be a decimal USD amount per million tokens, not {value!r}", as_json, "invalid_request"
-        ) from None
-    return amount
+def _per_million(value: str | None, option: str, as_json: bool) -> Decimal | None:
+    return usd_option(value, option, as_json, what="a decimal USD amount per million tokens")
 
 
 def _print_prices(entries: list[PriceEntry], title: str) -> None:
@@ -200,10 +192,10 @@ def prices_set(
         as_json,
         model=model,
         provider=provider,
-        input_mtok=_money(input_price, "--input", as_json),
-        output_mtok=_money(output_price, "--output", as_json),
-        cache_read_mtok=_money(cache_read, "--cache-read", as_json),
-        cache_write_mtok=_money(cache_write, "--cache-write", as_json),
+        input_mtok=_per_million(input_price, "--input", as_json),
+        output_mtok=_per_million(output_price, "--output", as_json),
+        cache_read_mtok=_per_million(cache_read, "--cache-read", as_json),
+        cache_write_mtok=_per_million(cache_write, "--cache-write", as_json),
         context_window=context_window,
         actor=actor or who_am_i(),
     )

@@ -194,12 +194,12 @@ async def _demo(settings: Settings) -> None:
             )
         console.print(table)
         budget = summary = None
-        for _ in range(50):  # the costs are events: give the consumers a moment
+        for _ in range(100):  # decisions and costs are events: give the consumers a moment
             budget = await rw.request(
                 settings.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
             )
             summary = await rw.request(settings.subjects.metrics_summary, GetMetricsSummary(org_id=org), MetricsSummary)
-            if budget.costs_recorded >= 3 and summary.costs_recorded >= 3:
+            if budget.costs_recorded >= 3 and summary.costs_recorded >= 3 and summary.selected + summary.rejected >= 3:
                 break
             await asyncio.sleep(0.1)
         assert budget is not None and summary is not None

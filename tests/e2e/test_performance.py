@@ -14,7 +14,6 @@ from decimal import Decimal
 import nats
 import pytest
 
-from services.performance_tracker.app import snapshot_key
 from services.performance_tracker.domain import wilson
 from shared.client import RoutewiseClient
 from shared.events import (
@@ -27,6 +26,7 @@ from shared.events import (
     utcnow,
 )
 from shared.requests import ModelStats, Performance, PerformanceSnapshot, QueryPerformance
+from shared.subjects import snapshot_key
 from tests.conftest import Database, RunningStack, running
 from tests.helpers import eventually
 

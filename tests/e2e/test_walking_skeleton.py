@@ -382,17 +382,19 @@ async def test_a_decision_holds_its_budget_and_the_cost_settles_it(running_stack
 
 async def test_a_hard_budget_forces_a_downgrade_then_a_rejection(running_stack: RunningStack) -> None:
     from shared.catalog import default_catalog
-    from shared.requests import CostEstimate, EstimateCost
+    from shared.requests import CostEstimate, EstimateCost, ListPolicies, PolicyList
 
     catalog = default_catalog()
     async with RoutewiseClient(running_stack.settings) as rw:
+        policies = await rw.request(rw.subjects.routing_policies_list, ListPolicies(), PolicyList)
+        code = next(p for p in policies.policies if p.name == "code")  # what the selector estimates for "code"
         quote = await rw.request(
             rw.subjects.cost_estimate,
-            EstimateCost(prompt=HARD_PROMPT, models=[m.id for m in catalog.models], task_type="code"),
+            EstimateCost(prompt=HARD_PROMPT, models=code.models, task_type="code", max_output_tokens=code.max_tokens),
             CostEstimate,
         )
         p90 = {e.model: e.cost_usd_p90 for e in quote.estimates}
-        micro = max(p90[m.id] for m in catalog.in_tier(Tier.micro))
+        micro = max(p90[m] for m in code.models if catalog.require(m).tier is Tier.micro)
         org = f"tight-{uuid.uuid4().hex[:8]}"
         await org_budget(running_stack, org, str(micro * Decimal("1.01")))  # only micro models fit
         decided = await rw.submit_task(
@@ -418,7 +420,7 @@ async def test_a_hard_budget_forces_a_downgrade_then_a_rejection(running_stack: 
         )
     assert isinstance(rejected, TaskRejected), rejected
     assert rejected.reason is RejectionReason.budget_exhausted
-    assert "tried" in rejected.detail
+    assert "tried" in rejected.detail and rejected.budget_id is not None
 
 
 async def test_a_task_needing_approval_is_rejected_then_approved_and_decided(running_stack: RunningStack) -> None:

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import nats
 
-from services.performance_tracker.app import snapshot_key, write_snapshot
+from services.performance_tracker.app import write_snapshot
 from shared.requests import ModelHealth, PerformanceSnapshot
 from shared.settings import Settings
+from shared.subjects import snapshot_key
 
 
 def snap(version: int) -> PerformanceSnapshot:

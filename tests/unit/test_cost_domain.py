@@ -10,12 +10,14 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from services.cost_predictor.domain import (
+    MIN_CACHED_PREFIX,
     Estimator,
     budget_impact,
     compare_tiers,
     count_tokens,
     price,
     price_entry,
+    token_counts,
 )
 from services.cost_predictor.prediction import observe, predict
 from services.cost_predictor.pricing import Override, PriceBook
@@ -122,6 +124,41 @@ def test_token_counts_come_from_a_real_bpe() -> None:
     chat = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hi")]
     # per message: 3 + role + content; plus 3 to prime the reply
     assert count_tokens(None, chat, "o200k_base") == 3 + (3 + 1 + 3) + (3 + 1 + 1)
+
+
+def test_cache_aware_estimates_price_earlier_turns_as_cache_reads() -> None:
+    chat = [
+        ChatMessage(role="system", content="You are a careful support agent. " * 300),
+        ChatMessage(role="user", content="My card was declined."),
+        ChatMessage(role="assistant", content="Let me check that for you."),
+        ChatMessage(role="user", content="What now?"),
+    ]
+    total, prefix = token_counts(None, chat, "o200k_base")
+    assert total == count_tokens(None, chat, "o200k_base")
+    assert prefix == count_tokens(None, chat[:3], "o200k_base") - 3  # the three earlier messages, no reply priming
+    assert prefix >= MIN_CACHED_PREFIX
+    models = ["gpt-4.1", "claude-sonnet-4-5"]
+    full = {
+        e.model: e for e in estimate(EstimateCost(messages=chat, models=models, expected_output_tokens=50)).estimates
+    }
+    cached = {
+        e.model: e
+        for e in estimate(
+            EstimateCost(messages=chat, models=models, expected_output_tokens=50, cached_prefix=True)
+        ).estimates
+    }
+    for model in models:
+        assert cached[model].input_tokens == full[model].input_tokens
+        assert cached[model].cost_usd_p50 < full[model].cost_usd_p50
+    gpt = calc_price(
+        Usage(input_tokens=full["gpt-4.1"].input_tokens, cache_read_tokens=prefix, output_tokens=50),
+        model_ref="gpt-4.1",
+        provider_id="openai",
+    )
+    assert cached["gpt-4.1"].cost_usd_p50 == gpt.total_price
+    assert token_counts(None, [ChatMessage(role="user", content="Only turn")], "o200k_base")[1] == 0
+    short = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hi")]
+    assert token_counts(None, short, "o200k_base")[1] == 0  # too short for a provider to cache
 
 
 def test_estimates_say_when_a_count_is_approximate_and_when_a_prompt_does_not_fit() -> None:

@@ -1,0 +1,87 @@
+"""The performance snapshots the selector routes with: a live copy of performance-tracker's KV
+bucket, kept by a watcher, so no decision waits on a request for model statistics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from shared.requests import PerformanceSnapshot
+from shared.subjects import snapshot_key
+
+log = structlog.get_logger(__name__)
+
+
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """The bucket, created (as performance-tracker would) when the selector starts first."""
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+
+
+class Snapshots:
+    """The newest snapshot of each model. A value that does not parse is kept as an error the
+    learner raises (so hybrid falls back to complexity, saying why), while the health and
+    latency filters, which must keep working, go on with the model's last good snapshot."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, PerformanceSnapshot] = {}
+        self._errors: dict[str, str] = {}
+        self.demoted: frozenset[str] = frozenset()
+        self.latency_p95_ms: dict[str, float] = {}
+
+    def get(self, model: str) -> PerformanceSnapshot | None:
+        """The model's snapshot; raises when its newest value is unreadable."""
+        key = snapshot_key(model)
+        if key in self._errors:
+            raise ValueError(f"performance snapshot of {model} is unreadable: {self._errors[key]}")
+        return self._snapshots.get(key)
+
+    def put(self, key: str, value: bytes | None) -> None:
+        """Take the bucket's new value for ``key`` (empty: the key was deleted)."""
+        self._errors.pop(key, None)
+        if not value:
+            self._snapshots.pop(key, None)
+        else:
+            try:
+                snap = PerformanceSnapshot.model_validate_json(value)
+            except ValidationError as exc:
+                self._errors[key] = str(exc.errors()[0]["msg"])
+                log.warning("unreadable performance snapshot", key=key, error=self._errors[key])
+                return
+            current = self._snapshots.get(key)
+            if current is not None and current.version > snap.version:
+                return
+            self._snapshots[key] = snap
+        known = self._snapshots.values()
+        self.demoted = frozenset(s.model for s in known if s.health.state == "demoted")
+        self.latency_p95_ms = {
+            s.model: day.latency_p95_ms
+            for s in known
+            if (day := s.windows.get("24h")) is not None and day.latency_p95_ms is not None
+        }
+
+    async def follow(self, kv: KeyValue, retry_s: float = 1.0) -> None:
+        """Apply every put to the bucket, from its current content on, until cancelled; a broken
+        watch is started again (from the bucket's content, so nothing is missed)."""
+        while True:
+            try:
+                watcher = await kv.watchall()
+                try:
+                    async for entry in watcher:
+                        if entry is not None and entry.key:
+                            self.put(entry.key, entry.value)
+                finally:
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("performance snapshot watch failed; watching again")
+            await asyncio.sleep(retry_s)
