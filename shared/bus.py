@@ -67,9 +67,21 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != 10058:  # stream name already in use with a different config
+            # 10058: the name is in use with another config. 10065: "subjects overlap" — also
+            # what a replica starting at the same moment gets while the other one creates the
+            # stream. Either way, if the stream by our name exists now, bring it up to date; a
+            # foreign stream holding our subjects is a real conflict and stops the service.
+            if exc.err_code not in (10058, 10065) or not await _stream_exists(js, stream.name):
                 raise
             await js.update_stream(config)
+
+
+async def _stream_exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
 
 
 class InvalidMessage(PermanentError):

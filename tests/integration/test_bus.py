@@ -167,6 +167,19 @@ async def test_a_malformed_message_goes_straight_to_dead_letter_and_the_consumer
     assert expected_error in letter.headers["Routewise-DeadLetter-Error"]
 
 
+async def test_replicas_starting_together_all_set_up_the_streams(settings: Settings) -> None:
+    """Replicas of a service start at the same moment on a fresh namespace; none may fail."""
+    clients = [await nats.connect(settings.nats_url) for _ in range(6)]
+    try:
+        await asyncio.gather(*(ensure_streams(nc.jetstream(), settings) for nc in clients))
+        js = clients[0].jetstream()
+        names = {stream.name for stream in settings.subjects.streams}
+        assert {(await js.stream_info(name)).config.name for name in names} == names
+    finally:
+        for nc in clients:
+            await nc.close()
+
+
 async def test_the_stream_drops_a_republished_event_id(settings: Settings) -> None:
     seen: list[uuid.UUID] = []
 
