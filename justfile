@@ -35,6 +35,10 @@ test *ARGS:
 test-fast:
     uv run --frozen pytest -m "not e2e"
 
+# the opt-in test that exports a task's trace to a real Arize Phoenix and reads it back
+test-trace-backend:
+    uv run --frozen --group phoenix pytest -m trace_backend tests/e2e/test_tracing.py
+
 # --- lint ---
 
 # ruff lint and format check, mypy strict

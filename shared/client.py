@@ -6,19 +6,23 @@
         await rw.record_cost(CostRecorded(...))
 
 Each task is one trace: ``submit_task`` starts the root span and sends its context with
-TaskArrived.
+TaskArrived; ``record_cost`` continues it under the selector's decision span, so the cost and
+everything it triggers (settlement, budget alerts, performance, metrics) belong to the task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TypeVar
+from uuid import UUID
 
 import nats
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
@@ -27,6 +31,7 @@ from pydantic import BaseModel
 from shared.bus import msg_id_headers, parse_reply, request_errors
 from shared.errors import RemoteError
 from shared.events import CostRecorded, Event, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from shared.requests import Decision, GetDecision
 from shared.settings import Settings
 
 Res = TypeVar("Res", bound=BaseModel)
@@ -37,6 +42,9 @@ async def _quiet(_: Exception) -> None:
 
 
 tracer = trace.get_tracer("routewise.client")
+log = structlog.get_logger(__name__)
+TRACE_LOOKUP_TIMEOUT_S = 2.0
+"""How long ``record_cost`` waits for the decision's trace context before publishing without it."""
 
 
 class RoutewiseClient:
@@ -131,8 +139,34 @@ class RoutewiseClient:
                 for sub in subs:
                     await sub.unsubscribe()
 
-    async def record_cost(self, cost: CostRecorded) -> None:
-        await self.publish(self.subjects.cost_recorded, cost)
+    async def record_cost(self, cost: CostRecorded, *, trace_context: Mapping[str, str] | None = None) -> None:
+        """Publish what a call really cost, inside its task's trace.
+
+        The cost's span is a child of the selector's decision span: ``trace_context`` is the
+        decision's (``Decision.trace_context``); without it the selector is asked for it (one
+        request). A cost is never lost for tracing: if the decision cannot be fetched within
+        ``TRACE_LOOKUP_TIMEOUT_S``, the cost is published in a trace of its own.
+        """
+        if trace_context is None:
+            trace_context = await self._decision_trace(cost.task_id)
+        parent = propagate.extract(dict(trace_context))
+        with tracer.start_as_current_span("routewise.cost", context=parent, kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("routewise.task_id", str(cost.task_id))
+            span.set_attribute("routewise.model", cost.model)
+            await self.publish(self.subjects.cost_recorded, cost)
+
+    async def _decision_trace(self, task_id: UUID) -> Mapping[str, str]:
+        try:
+            decision = await self.request(
+                self.subjects.routing_decision,
+                GetDecision(task_id=task_id),
+                Decision,
+                timeout=min(self.settings.request_timeout, TRACE_LOOKUP_TIMEOUT_S),
+            )
+        except RemoteError as exc:
+            log.warning("cost recorded outside its task's trace", task_id=str(task_id), error=exc.code)
+            return {}
+        return decision.trace_context
 
     async def record_feedback(self, feedback: FeedbackRecorded) -> None:
         await self.publish(self.subjects.feedback_recorded, feedback)

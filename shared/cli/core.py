@@ -249,12 +249,7 @@ def record(
                 success=failed is None,
                 error_type=failed,
             )
-            # the cost joins the task's trace: its span is a child of the selector's decision span
-            from opentelemetry import propagate, trace
-
-            parent = propagate.extract(decision.trace_context)
-            with trace.get_tracer("routewise.cli").start_as_current_span("routewise record", context=parent):
-                await rw.record_cost(event)
+            await rw.record_cost(event, trace_context=decision.trace_context)  # joins the task's trace
             return event
 
     provider = setup_tracing("routewise-cli")

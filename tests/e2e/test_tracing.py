@@ -4,26 +4,38 @@ real processes to a receiver this test runs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
+import nats
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
+from shared.client import RoutewiseClient
+from shared.embedded import free_port
+from shared.events import BudgetAlert, Scope
 from shared.subjects import SERVICES
 from tests.conftest import Database, RunningStack, running
+from tests.helpers import a_cost, eventually
 
 pytestmark = pytest.mark.e2e
+OTLP_EXPORT_FAST = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
 
 
 class Receiver:
@@ -81,7 +93,7 @@ def traced(
     nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningStack, Receiver]]:
     receiver = Receiver()
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, **OTLP_EXPORT_FAST}
     with running(
         nats_url, database, tmp_path_factory.mktemp("trace-logs"), dict.fromkeys(SERVICES, 1), extra_env=otel
     ) as stack:
@@ -89,9 +101,28 @@ def traced(
     receiver.server.shutdown()
 
 
-def cli(stack: RunningStack, receiver: Receiver, *args: str) -> subprocess.CompletedProcess[str]:
+def wait_for_spans(
+    receiver: Receiver, trace_id: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 20
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while not done(spans := receiver.of_trace(trace_id)):
+        assert time.monotonic() < deadline, f"spans of the trace so far: {[(s['service'], s['name']) for s in spans]}"
+        time.sleep(0.3)
+    return spans
+
+
+def ancestors(spans: list[dict[str, Any]], span: dict[str, Any]) -> list[str]:
+    by_id = {s["span_id"]: s for s in spans}
+    chain = []
+    while span["parent"]:
+        span = by_id[span["parent"]]
+        chain.append(span["span_id"])
+    return chain
+
+
+def cli(stack: RunningStack, otlp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = stack.cli_env() | {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url,
         "ROUTEWISE_JAEGER_URL": "http://jaeger.example:16686/",
     }
     return subprocess.run(
@@ -101,18 +132,18 @@ def cli(stack: RunningStack, receiver: Receiver, *args: str) -> subprocess.Compl
 
 def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[RunningStack, Receiver]) -> None:
     stack, receiver = traced
-    decided = cli(stack, receiver, "task", "Compare two caching strategies and evaluate the trade-offs.", "--json")
+    decided = cli(stack, receiver.url, "task", "Compare two caching strategies and evaluate the trade-offs.", "--json")
     assert decided.returncode == 0, decided.stderr
     decision = json.loads(decided.stdout)
     trace_id, task_id = decision["trace_id"], decision["task_id"]
     assert decision["trace_url"] == f"http://jaeger.example:16686/trace/{trace_id}"
-    recorded = cli(stack, receiver, "record", task_id, "--input-tokens", "300", "--output-tokens", "200", "--json")
+    recorded = cli(stack, receiver.url, "record", task_id, "--input-tokens", "300", "--output-tokens", "200", "--json")
     assert recorded.returncode == 0, recorded.stderr
 
     wanted = {"routewise-cli", *(f"routewise-{s}" for s in SERVICES)}
     deadline = time.monotonic() + 20
     spans = receiver.of_trace(trace_id)
-    while {s["service"] for s in spans} != wanted or not any(s["name"] == "routewise record" for s in spans):
+    while {s["service"] for s in spans} != wanted or not any(s["name"] == "routewise.cost" for s in spans):
         assert time.monotonic() < deadline, f"spans of the trace so far: {[(s['service'], s['name']) for s in spans]}"
         time.sleep(0.3)
         spans = receiver.of_trace(trace_id)
@@ -133,28 +164,169 @@ def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[Ru
     assert decide["attributes"]["routewise.strategy"].string_value == "complexity"
     assert decide["attributes"]["routewise.candidate_count"].int_value > 1
 
-    def ancestors(span: dict[str, Any]) -> list[str]:
-        chain = []
-        while span["parent"]:
-            span = by_id[span["parent"]]
-            chain.append(span["span_id"])
-        return chain
-
     # ModelSelected, published later by the outbox, is consumed under the decision span
     selected_consumers = {
         s["service"]
         for s in spans
-        if s["name"].endswith("models.selected process") and decide["span_id"] in ancestors(s)
+        if s["name"].endswith("models.selected process") and decide["span_id"] in ancestors(spans, s)
     }
     assert {"routewise-performance_tracker", "routewise-metrics"} <= selected_consumers
 
-    record = next(s for s in spans if s["name"] == "routewise record")
-    assert decide["span_id"] in ancestors(record)  # the cost continues the decision's trace
+    record = next(s for s in spans if s["name"] == "routewise.cost")
+    assert record["service"] == "routewise-cli"
+    assert decide["span_id"] in ancestors(spans, record)  # the cost continues the decision's trace
     # every service that consumed the cost did so inside that trace, below the record span
-    cost_consumers = {s["service"] for s in spans if record["span_id"] in ancestors(s)}
+    cost_consumers = {s["service"] for s in spans if record["span_id"] in ancestors(spans, s)}
     assert {
         "routewise-budget_enforcer",
         "routewise-performance_tracker",
         "routewise-metrics",
         "routewise-cost_predictor",
     } <= cost_consumers
+
+
+async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_raises(
+    traced: tuple[RunningStack, Receiver],
+) -> None:
+    """The SDK finds the decision's trace by itself; the alert the cost raises is in that trace."""
+    stack, receiver = traced
+    org = f"org-{uuid.uuid4().hex[:8]}"
+    decided = cli(stack, receiver.url, "task", "Summarise this paragraph in one line.", "--org", org, "--json")
+    assert decided.returncode == 0, decided.stderr
+    decision = json.loads(decided.stdout)
+    trace_id = decision["trace_id"]
+    created = stack.cli("budgets", "create", "--scope", f"org:{org}", "--limit", "0.01", "--soft", "--json")
+    assert created.returncode == 0, created.stdout + created.stderr
+
+    settings = stack.settings
+    nc = await nats.connect(settings.nats_url)
+    alerts: list[nats.aio.msg.Msg] = []
+
+    async def on_alert(msg: nats.aio.msg.Msg) -> None:
+        alerts.append(msg)
+
+    await nc.subscribe(settings.subjects.budget_alert("org", org), cb=on_alert)
+    async with RoutewiseClient(settings) as rw:  # no trace context given: the SDK asks the selector
+        await rw.record_cost(
+            a_cost(
+                Scope(org_id=org),
+                "0.006",
+                task_id=uuid.UUID(decision["task_id"]),
+                model=decision["model"],
+                provider=decision["provider"],
+            )
+        )
+    await eventually(lambda: asyncio.sleep(0, result=len(alerts) == 1), timeout=15)
+    await nc.close()
+
+    alert = BudgetAlert.model_validate_json(alerts[0].data)
+    assert alert.threshold_percent == 50
+    alert_trace = (alerts[0].headers or {})["traceparent"].split("-")[1]
+    assert alert_trace == trace_id, "the alert carries the trace of the cost that crossed the threshold"
+
+    def settled(spans: list[dict[str, Any]]) -> bool:
+        return any(
+            s["service"] == "routewise-budget_enforcer" and s["name"].endswith("costs.recorded process") for s in spans
+        ) and any(s["name"].endswith(f"alerts.org.{org} publish") for s in spans)
+
+    spans = await asyncio.to_thread(wait_for_spans, receiver, trace_id, settled)
+    decide = next(s for s in spans if s["name"] == "routewise.decide")
+    settle = next(
+        s for s in spans if s["service"] == "routewise-budget_enforcer" and s["name"].endswith("costs.recorded process")
+    )
+    assert decide["span_id"] in ancestors(spans, settle)  # the cost continues the decision's trace
+    published = next(s for s in spans if s["name"].endswith(f"alerts.org.{org} publish"))
+    assert published["service"] == "routewise-budget_enforcer"
+    assert settle["span_id"] in ancestors(spans, published)  # published by the settlement that crossed 50 %
+
+
+@pytest.fixture(scope="module")
+def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Arize Phoenix (the ``phoenix`` dependency group) on free ports; yields its URL."""
+    server = Path(sys.executable).with_name("phoenix")
+    if not server.exists():
+        pytest.fail("Arize Phoenix is not installed: run `uv sync --group phoenix` (or run `just test-trace-backend`)")
+    port = free_port()
+    env = os.environ | {
+        "PHOENIX_WORKING_DIR": str(tmp_path_factory.mktemp("phoenix")),
+        "PHOENIX_HOST": "127.0.0.1",
+        "PHOENIX_PORT": str(port),
+        "PHOENIX_GRPC_PORT": str(free_port()),
+        "PHOENIX_TELEMETRY_ENABLED": "false",
+    }
+    log = (tmp_path_factory.getbasetemp() / "phoenix.log").open("w")
+    proc = subprocess.Popen([str(server), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"Phoenix exited with code {proc.returncode}; see {log.name}"
+            assert time.monotonic() < deadline, f"Phoenix did not answer within 120 s; see {log.name}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.trace_backend
+def test_a_task_trace_reaches_arize_phoenix_whole(
+    nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory, phoenix: str
+) -> None:
+    """Opt in (``-m trace_backend``): every process exports to Phoenix's OTLP/HTTP endpoint, and its
+    REST API gives the task's trace back with the whole tree."""
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": phoenix, **OTLP_EXPORT_FAST}
+    with running(
+        nats_url, database, tmp_path_factory.mktemp("phoenix-logs"), dict.fromkeys(SERVICES, 1), extra_env=otel
+    ) as stack:
+        decided = cli(stack, phoenix, "task", "Explain the trade-offs of write-through caching.", "--json")
+        assert decided.returncode == 0, decided.stderr
+        decision = json.loads(decided.stdout)
+        recorded = cli(stack, phoenix, "record", decision["task_id"], "--input-tokens", "300", "--output-tokens", "90")
+        assert recorded.returncode == 0, recorded.stderr
+
+        def read_back() -> list[dict[str, Any]]:
+            reply = httpx.get(
+                f"{phoenix}/v1/projects/default/spans",
+                params={"trace_id": decision["trace_id"], "limit": 1000},
+                timeout=10,
+            )
+            reply.raise_for_status()
+            return [
+                {
+                    "name": s["name"],
+                    "span_id": s["context"]["span_id"],
+                    "parent": s["parent_id"] or "",
+                    "attributes": s["attributes"],
+                }
+                for s in reply.json()["data"]
+            ]
+
+        def cost_consumed(spans: list[dict[str, Any]]) -> int:
+            return sum(s["name"].endswith("costs.recorded process") for s in spans)
+
+        deadline = time.monotonic() + 30
+        spans = read_back()
+        while cost_consumed(spans) < 4:  # budget-enforcer, cost-predictor, performance-tracker, metrics
+            assert time.monotonic() < deadline, f"spans in Phoenix so far: {sorted(s['name'] for s in spans)}"
+            time.sleep(0.5)
+            spans = read_back()
+
+    by_id = {s["span_id"]: s for s in spans}
+    assert [s["name"] for s in spans if not s["parent"]] == ["routewise task"]
+    assert all(s["parent"] in by_id for s in spans if s["parent"]), "every parent is in the trace Phoenix stored"
+    decide = next(s for s in spans if s["name"] == "routewise.decide")
+    assert decide["attributes"]["routewise.task_id"] == decision["task_id"]
+    assert decide["attributes"]["routewise.model"] == decision["model"]
+    cost = next(s for s in spans if s["name"] == "routewise.cost")
+    assert decide["span_id"] in ancestors(spans, cost)
+    consumers = [s for s in spans if s["name"].endswith("costs.recorded process")]
+    assert all(cost["span_id"] in ancestors(spans, s) for s in consumers)
+    # the decision's requests and its ModelSelected are below the decision span
+    for suffix in ("cost.estimate process", "budget.reserve process", "models.selected process"):
+        below = [s for s in spans if s["name"].endswith(suffix)]
+        assert below and all(decide["span_id"] in ancestors(spans, s) for s in below), suffix
