@@ -600,7 +600,14 @@ class CostSavings(Contract):
     tasks: int
 
 
-class StrategyMetrics(Contract):
+class Rated(Contract):
+    rated: int = 0
+    """How many of these tasks have a quality rating (FeedbackRecorded)."""
+    avg_quality: float | None = None
+    """Their mean quality, 0..1 (the latest rating of each task)."""
+
+
+class StrategyMetrics(Rated):
     strategy: str
     count: int
     avg_cost: Usd | None
@@ -613,7 +620,7 @@ class ConfidenceMetrics(Contract):
     avg_cost: Usd | None
 
 
-class ModelShare(Contract):
+class ModelShare(Rated):
     model: str
     count: int
     share_pct: float
@@ -621,10 +628,14 @@ class ModelShare(Contract):
 
 
 class EstimateError(Contract):
+    """How far the chosen model's estimate was from what its call cost, over the tasks that made
+    exactly that one call (retries and fallbacks are not what was estimated)."""
+
     tasks: int
     mape_pct: float | None
+    """Mean of |estimate − actual| / actual."""
     bias_pct: float | None
-    """Mean of (actual − estimate) / estimate: positive when calls cost more than estimated."""
+    """Mean of (estimate − actual) / actual: positive when estimates run high (as cost.accuracy)."""
 
 
 class PeriodCost(Contract):
@@ -633,7 +644,7 @@ class PeriodCost(Contract):
     tasks: int
 
 
-class Breakdown(Contract):
+class Breakdown(Rated):
     key: str
     tasks: int
     selected: int
@@ -643,6 +654,8 @@ class Breakdown(Contract):
     actual_cost: Usd
     estimated_saved: SignedUsd
     percent_saved: float | None
+    actual_saved: SignedUsd = Decimal(0)
+    """Baseline priced at the real tokens minus the actual cost, over the priced tasks."""
 
 
 class MetricsReport(Contract):
@@ -660,6 +673,10 @@ class MetricsReport(Contract):
     by_confidence: list[ConfidenceMetrics]
     selection_patterns: list[ModelShare]
     rejections: dict[str, int]
+    """Tasks rejected in the period, by the reason of their latest rejection (including those
+    selected later, after an approval or a retry)."""
+    rejected_then_selected: int = 0
+    """Of those, how many were selected later."""
     fallback_rate: float | None
     """Share of tasks with a recorded cost that made more than one call or ran another model."""
     estimate_error: EstimateError

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.metrics.report import report
 from shared.bus import reply, request
+from shared.catalog import Catalog, default_catalog
 from shared.db import Connection
 from shared.errors import RemoteError
 from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
@@ -28,6 +29,15 @@ PRICE_EVERY_S = 1.0
 # cost.price errors that mean "the baseline cannot be priced", not "try again later"
 _UNPRICEABLE = {"unknown_price", "ambiguous_model", "invalid_request"}
 
+
+TO_PRICE = """
+SELECT task_id, baseline_model, input_tokens, output_tokens, coalesce(cached_input_tokens, 0) AS cached
+FROM task_ledger
+WHERE baseline_model IS NOT NULL AND input_tokens IS NOT NULL
+  AND baseline_priced_tokens IS DISTINCT FROM
+      ARRAY[input_tokens, output_tokens, coalesce(cached_input_tokens, 0)]::bigint[]
+ORDER BY cost_recorded_at LIMIT $1"""
+"""Rows whose baseline is not priced at their current tokens (matches the task_ledger_to_price index)."""
 
 _SCOPE = "task_id, org_id, team_id, user_id, workspace_id"
 """The ledger's identity columns, the first five parameters of every upsert (see ``_scope``)."""
@@ -44,7 +54,7 @@ def _scope(task_id: UUID, scope: Scope) -> tuple[object, ...]:
 class Meters:
     """Prometheus meters of routing outcomes, counted once per applied event (after its commit)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, catalog: Catalog) -> None:
         self.decisions = Counter(
             "routewise_decisions_total", "Tasks given a model", ["strategy", "tier", "policy"], registry=registry
         )
@@ -59,8 +69,12 @@ class Meters:
             "routewise_estimated_savings_usd_total", "Baseline estimate minus chosen estimate (USD)", registry=registry
         )
         self.actual_cost = Counter(
-            "routewise_actual_cost_usd_total", "What the calls really cost (USD)", ["model"], registry=registry
+            "routewise_actual_cost_usd_total",
+            "What the calls really cost (USD), by catalog model ('other' for a model outside the catalog)",
+            ["model"],
+            registry=registry,
         )
+        self.catalog = {m.id for m in catalog.models}
         self.decision_latency = Histogram(
             "routewise_decision_latency_seconds",
             "Time the selector took to decide a task",
@@ -79,12 +93,14 @@ class Meters:
         self.rejections.labels(event.reason.value).inc()
 
     def cost(self, event: CostRecorded) -> None:
-        self.actual_cost.labels(event.model).inc(float(event.cost_usd))
+        # the model name is the application's; a label per name it invents would grow without bound
+        model = event.model if event.model in self.catalog else "other"
+        self.actual_cost.labels(model).inc(float(event.cost_usd))
 
 
 def register(router: NatsRouter, rt: Runtime) -> None:
     subjects = rt.subjects
-    meters = Meters(rt.registry)
+    meters = Meters(rt.registry, default_catalog())
     to_price = asyncio.Event()
 
     async def price_baselines(limit: int = 200) -> int:
@@ -92,15 +108,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         since it was last priced (cost-predictor, genai-prices). Runs beside the consumers, so an
         event never waits on cost-predictor; a row is only updated if its tokens did not change
         meanwhile. Returns how many rows it priced."""
-        rows = await rt.pool.fetch(
-            """SELECT task_id, baseline_model, input_tokens, output_tokens, coalesce(cached_input_tokens, 0) AS cached
-               FROM task_ledger
-               WHERE baseline_model IS NOT NULL AND input_tokens IS NOT NULL
-                 AND baseline_priced_tokens IS DISTINCT FROM
-                     ARRAY[input_tokens, output_tokens, coalesce(cached_input_tokens, 0)]::bigint[]
-               ORDER BY cost_recorded_at LIMIT $1""",
-            limit,
-        )
+        rows = await rt.pool.fetch(TO_PRICE, limit)
         for row in rows:
             tokens = [row["input_tokens"], row["output_tokens"], row["cached"]]
             cost: Decimal | None = None
@@ -158,7 +166,8 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         )
 
     async def on_selected(conn: Connection, event: ModelSelected) -> None:
-        # a task rejected, then approved and selected, ends selected: the later decision wins
+        # a task rejected, then approved and selected, ends selected (the later decision wins)
+        # and keeps its rejection reason and time for the report
         await conn.execute(
             f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, status,
                    model, provider, tier, strategy, estimated_cost_usd, baseline_model, baseline_cost_usd,
@@ -166,8 +175,7 @@ def register(router: NatsRouter, rt: Runtime) -> None:
                VALUES ($1, $2, $3, $4, $5, $6, 'selected', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                    $19)
                ON CONFLICT (task_id) DO UPDATE SET {_SCOPE_UPDATE}, task_type = EXCLUDED.task_type,
-                   status = 'selected', rejection_reason = NULL,
-                   model = EXCLUDED.model, provider = EXCLUDED.provider, tier = EXCLUDED.tier,
+                   status = 'selected', model = EXCLUDED.model, provider = EXCLUDED.provider, tier = EXCLUDED.tier,
                    strategy = EXCLUDED.strategy, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
                    baseline_model = EXCLUDED.baseline_model, baseline_cost_usd = EXCLUDED.baseline_cost_usd,
                    decided_at = EXCLUDED.decided_at, policy = EXCLUDED.policy, pattern = EXCLUDED.pattern,
@@ -192,19 +200,26 @@ def register(router: NatsRouter, rt: Runtime) -> None:
         )
 
     async def on_rejected(conn: Connection, event: TaskRejected) -> None:
-        # a rejection applied after a later selection of the same task changes nothing
+        # the rejection is remembered even if the task is selected later (approved, retried)
         await conn.execute(
-            f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, status, rejection_reason, decided_at)
-               VALUES ($1, $2, $3, $4, $5, $6, 'rejected', $7, $8)
+            f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, status, rejection_reason, rejected_at, decided_at)
+               VALUES ($1, $2, $3, $4, $5, $6, 'rejected', $7, $8, $8)
                ON CONFLICT (task_id) DO UPDATE SET {_SCOPE_UPDATE}, task_type = EXCLUDED.task_type,
-                   status = 'rejected', rejection_reason = EXCLUDED.rejection_reason, decided_at = EXCLUDED.decided_at,
-                   model = NULL, provider = NULL, tier = NULL, strategy = NULL, estimated_cost_usd = NULL,
-                   baseline_model = NULL, baseline_cost_usd = NULL, policy = NULL, pattern = NULL,
-                   confidence = NULL, experimental = NULL, fallback_reason = NULL
-               WHERE t.decided_at IS NULL OR EXCLUDED.decided_at >= t.decided_at""",
+                   rejection_reason = EXCLUDED.rejection_reason, rejected_at = EXCLUDED.rejected_at
+               WHERE t.rejected_at IS NULL OR EXCLUDED.rejected_at >= t.rejected_at""",
             *_scope(event.task_id, event.scope),
             event.task_type,
             event.reason.value,
+            event.occurred_at,
+        )
+        # ...and it is the task's outcome unless a later decision selected a model
+        await conn.execute(
+            """UPDATE task_ledger SET status = 'rejected', decided_at = $2,
+                   model = NULL, provider = NULL, tier = NULL, strategy = NULL, estimated_cost_usd = NULL,
+                   baseline_model = NULL, baseline_cost_usd = NULL, policy = NULL, pattern = NULL,
+                   confidence = NULL, experimental = NULL, fallback_reason = NULL
+               WHERE task_id = $1 AND (decided_at IS NULL OR $2 >= decided_at)""",
+            event.task_id,
             event.occurred_at,
         )
 

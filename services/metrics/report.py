@@ -1,9 +1,11 @@
 """The metrics report: savings, strategies, confidence, model shares, rejections, fallbacks,
 estimate error and cost per day/week/month, read from the task ledger in one snapshot.
 
-The ledger is one row per task; every aggregate reads the scope's rows of the period (decision
-time, else arrival time). Daily rollups per scope are the next step when reports over a large
-ledger get slow.
+The ledger is one row per task; every aggregate reads the scope's rows of the period
+(``reported_at``: decision time, else arrival time). Each query is a range scan of an index on
+(scope, reported_at), so a report reads the period's rows only, not the whole ledger
+(bench/metrics_report.py measures it). Daily rollups per scope would be the next step for
+periods of many millions of tasks.
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ _DIMENSION = {
     "scope": "org_id || coalesce('/' || team_id, '') || coalesce('/' || user_id, '')",
 }
 _COST = "coalesce(actual_cost_usd, estimated_cost_usd)"
+_QUALITY = "count(quality) AS rated, avg(quality) AS quality"
+"""How many of the rows were rated (FeedbackRecorded), and their mean quality."""
+_ONE_CALL = "cost_events = 1 AND actual_model = model AND actual_cost_usd > 0"
+"""The task made exactly the call that was estimated: its estimate error is meaningful."""
 
 
 def _where(req: GetMetricsReport) -> tuple[str, list[Any]]:
-    where = "coalesce(decided_at, arrived_at, created_at) >= now() - make_interval(days => $1)"
+    where = "reported_at >= now() - make_interval(days => $1)"
     args: list[Any] = [req.days]
     if req.scope_type is not None:
         where += f" AND {_SCOPE_COLUMN[req.scope_type]} = $2"
@@ -91,7 +97,7 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
     )
     strategies = await conn.fetch(
         f"""SELECT strategy, count(*) AS n, avg({_COST}) AS avg_cost,
-                   100.0 * avg((confidence >= {HIGH_CONFIDENCE})::int) AS high
+                   100.0 * avg((confidence >= {HIGH_CONFIDENCE})::int) AS high, {_QUALITY}
             {ledger} AND status = 'selected' GROUP BY strategy ORDER BY n DESC, strategy""",
         *args,
     )
@@ -101,21 +107,20 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
         *args,
     )
     models = await conn.fetch(
-        f"""SELECT model, count(*) AS n, avg({_COST}) AS avg_cost, sum(count(*)) OVER () AS total
+        f"""SELECT model, count(*) AS n, avg({_COST}) AS avg_cost, sum(count(*)) OVER () AS total, {_QUALITY}
             {ledger} AND status = 'selected' GROUP BY model ORDER BY n DESC, model""",
         *args,
     )
     rejections = await conn.fetch(
-        f"SELECT rejection_reason, count(*) AS n {ledger} AND status = 'rejected' GROUP BY rejection_reason",
+        f"""SELECT rejection_reason, count(*) AS n, count(*) FILTER (WHERE status = 'selected') AS later_selected
+            {ledger} AND rejected_at IS NOT NULL GROUP BY rejection_reason""",
         *args,
     )
     outcomes = await conn.fetchrow(
         f"""SELECT avg((cost_events > 1 OR actual_model IS DISTINCT FROM model)::int) AS fallback_rate,
-                   count(*) FILTER (WHERE estimated_cost_usd > 0) AS n,
-                   avg(abs(actual_cost_usd - estimated_cost_usd) / estimated_cost_usd)
-                       FILTER (WHERE estimated_cost_usd > 0) AS mape,
-                   avg((actual_cost_usd - estimated_cost_usd) / estimated_cost_usd)
-                       FILTER (WHERE estimated_cost_usd > 0) AS bias
+                   count(*) FILTER (WHERE {_ONE_CALL}) AS n,
+                   avg(abs(estimated_cost_usd - actual_cost_usd) / actual_cost_usd) FILTER (WHERE {_ONE_CALL}) AS mape,
+                   avg((estimated_cost_usd - actual_cost_usd) / actual_cost_usd) FILTER (WHERE {_ONE_CALL}) AS bias
             {ledger} AND status = 'selected' AND actual_cost_usd IS NOT NULL""",
         *args,
     )
@@ -139,7 +144,10 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
                        count(*) FILTER (WHERE status = 'rejected') AS rejected,
                        coalesce(sum(estimated_cost_usd), 0) AS estimated,
                        coalesce(sum(baseline_cost_usd), 0) AS baseline,
-                       coalesce(sum(actual_cost_usd), 0) AS actual
+                       coalesce(sum(actual_cost_usd), 0) AS actual,
+                       coalesce(sum(baseline_actual_cost_usd - actual_cost_usd) FILTER (WHERE {_PRICED}), 0)
+                           AS actual_saved,
+                       {_QUALITY}
                 {ledger} GROUP BY 1 ORDER BY n DESC, 1""",
             *args,
         )
@@ -154,6 +162,8 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
                 actual_cost=r["actual"],
                 estimated_saved=r["baseline"] - r["estimated"],
                 percent_saved=_percent_saved(r["baseline"] - r["estimated"], r["baseline"]),
+                actual_saved=r["actual_saved"],
+                **_quality(r),
             )
             for r in rows
         ]
@@ -169,6 +179,7 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
                 count=r["n"],
                 avg_cost=_money(r["avg_cost"]),
                 high_confidence_pct=round(float(r["high"] or 0), 2),
+                **_quality(r),
             )
             for r in strategies
         ],
@@ -181,10 +192,12 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
                 count=r["n"],
                 share_pct=round(100 * r["n"] / r["total"], 2),
                 avg_cost=_money(r["avg_cost"]),
+                **_quality(r),
             )
             for r in models
         ],
         rejections={r["rejection_reason"] or "unknown": r["n"] for r in rejections},
+        rejected_then_selected=sum(r["later_selected"] for r in rejections),
         fallback_rate=None if outcomes["fallback_rate"] is None else round(float(outcomes["fallback_rate"]), 4),
         estimate_error=EstimateError(
             tasks=outcomes["n"],
@@ -202,3 +215,9 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
 def _money(value: Decimal | None) -> Decimal | None:
     """An average as a Usd value (12 places at most)."""
     return None if value is None else value.quantize(Decimal("1e-12"))
+
+
+def _quality(row: Any) -> dict[str, Any]:
+    """The rated count and mean quality (0..1, 4 places) of a row built with ``_QUALITY``."""
+    quality = row["quality"]
+    return {"rated": row["rated"], "avg_quality": None if quality is None else round(float(quality), 4)}

@@ -10,7 +10,7 @@ import typer
 from shared.cli.budgets import parse_scope
 from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table
 from shared.events import fixed_point
-from shared.requests import CostSavings, GetMetricsReport, MetricsDimension, MetricsReport, PeriodCost
+from shared.requests import CostSavings, GetMetricsReport, MetricsDimension, MetricsReport, PeriodCost, Rated
 
 
 def _usd(amount: Decimal | None) -> str:
@@ -19,6 +19,10 @@ def _usd(amount: Decimal | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} %"
+
+
+def _quality(rated: Rated) -> str:
+    return "—" if rated.avg_quality is None else f"{rated.avg_quality:.2f} ({rated.rated})"
 
 
 def _savings_row(name: str, s: CostSavings) -> list[Any]:
@@ -56,15 +60,20 @@ def metrics(
         + (f" ({r.actual_unpriced_tasks} not priced yet or without a price)" if r.actual_unpriced_tasks else "")
     )
     if r.by_strategy:
-        body = [[s.strategy, s.count, _usd(s.avg_cost), _pct(s.high_confidence_pct)] for s in r.by_strategy]
-        console.print(table("By strategy", ["strategy", "tasks", "avg cost", "high confidence"], body))
+        body = [
+            [s.strategy, s.count, _usd(s.avg_cost), _pct(s.high_confidence_pct), _quality(s)] for s in r.by_strategy
+        ]
+        columns = ["strategy", "tasks", "avg cost", "high confidence", "quality (rated)"]
+        console.print(table("By strategy", columns, body))
     if r.by_confidence:
         body = [[c.confidence, c.count, _usd(c.avg_cost)] for c in r.by_confidence]
         console.print(table("By confidence", ["confidence (high ≥ 0.7, medium ≥ 0.3)", "tasks", "avg cost"], body))
     if r.selection_patterns:
-        body = [[m.model, m.count, _pct(m.share_pct), _usd(m.avg_cost)] for m in r.selection_patterns]
-        console.print(table("Models chosen", ["model", "tasks", "share", "avg cost"], body))
+        body = [[m.model, m.count, _pct(m.share_pct), _usd(m.avg_cost), _quality(m)] for m in r.selection_patterns]
+        console.print(table("Models chosen", ["model", "tasks", "share", "avg cost", "quality (rated)"], body))
     rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(r.rejections.items())) or "none"
+    if r.rejected_then_selected:
+        rejected += f" ({r.rejected_then_selected} selected later)"
     e = r.estimate_error
     console.print(
         f"rejections: {rejected}; fallback rate: {_pct(None if r.fallback_rate is None else r.fallback_rate * 100)}; "
@@ -83,8 +92,20 @@ def metrics(
                 _usd(b.baseline_cost),
                 _usd(b.actual_cost),
                 _pct(b.percent_saved),
+                _usd(b.actual_saved),
+                _quality(b),
             ]
             for b in r.breakdown
         ]
-        columns = [r.by or "", "tasks", "rejected", "estimated", "baseline", "actual", "saved %"]
+        columns = [
+            r.by or "",
+            "tasks",
+            "rejected",
+            "estimated",
+            "baseline",
+            "actual",
+            "est. saved %",
+            "actual saved",
+            "quality (rated)",
+        ]
         console.print(table(f"By {r.by}", columns, body))

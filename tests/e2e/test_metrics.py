@@ -90,7 +90,7 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
         async def settled() -> MetricsReport | None:
             r = await rw.request(rw.subjects.metrics_report, ask, MetricsReport)
             done = r.actual_savings.tasks == 2 and r.actual_unpriced_tasks == 0
-            return r if done and sum(r.rejections.values()) == 1 else None
+            return r if done and sum(r.rejections.values()) == 2 else None
 
         report = await eventually(settled, timeout=20, interval=0.3)
 
@@ -115,18 +115,24 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
         assert report.actual_savings.intelligent_cost == Decimal("0.0009")
         assert report.actual_savings.total_saved == report.actual_savings.baseline_cost - Decimal("0.0009")
 
-        assert report.rejections == {"no_model_within_constraints": 1}  # the stale rejection changed nothing
+        # the stale rejection does not undo the selection, but the report remembers it
+        assert report.rejections == {"no_model_within_constraints": 1, "approval_required": 1}
+        assert report.rejected_then_selected == 1
         assert [(s.strategy, s.count) for s in report.by_strategy] == [("complexity", 3)]
         assert sum(m.count for m in report.selection_patterns) == 3
         assert report.fallback_rate == 0.5  # one of the two tasks that ran needed a second call
-        errors = [
-            (Decimal("0.0004") - selected[0].estimated_cost_usd) / selected[0].estimated_cost_usd,
-            (Decimal("0.0005") - selected[1].estimated_cost_usd) / selected[1].estimated_cost_usd,
-        ]
-        assert report.estimate_error.tasks == 2
-        assert report.estimate_error.bias_pct == pytest.approx(float(sum(errors) / 2 * 100), abs=0.01)
+        # the estimate error is measured on the task that made exactly the call that was estimated
+        assert report.estimate_error.tasks == 1
+        error = (selected[0].estimated_cost_usd - Decimal("0.0004")) / Decimal("0.0004")
+        assert report.estimate_error.bias_pct == pytest.approx(float(error * 100), abs=0.01)
+        assert report.estimate_error.mape_pct == pytest.approx(float(abs(error) * 100), abs=0.01)
+        # quality: the one rating, on the first task's strategy and model
+        assert [(s.rated, s.avg_quality) for s in report.by_strategy] == [(1, 0.9)]
+        rated = [(m.model, m.rated, m.avg_quality) for m in report.selection_patterns if m.rated]
+        assert rated == [(selected[0].model, 1, 0.9)]
         assert sum(p.cost for p in report.cost_per_day) == Decimal("0.0009")
         assert report.breakdown is not None and sum(b.tasks for b in report.breakdown) == 4
+        assert sum(b.actual_saved for b in report.breakdown) == report.actual_savings.total_saved
 
         # a replay of every cost past JetStream's duplicate window (new Nats-Msg-Ids, same event
         # ids) reaches metrics and changes nothing; a later marker cost shows the replays were consumed
