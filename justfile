@@ -76,6 +76,11 @@ bench-performance *ARGS:
 bench-selector *ARGS:
     uv run --frozen python -m bench.selector {{ARGS}}
 
+# metrics reports over a 1,000,000-task ledger, and the indexes they use (bench/results/metrics_report.json)
+[group('bench')]
+bench-metrics *ARGS:
+    uv run --frozen python -m bench.metrics_report {{ARGS}}
+
 # the learning strategy's APGR and CPT on ../shared/data/routing-eval (bench/results/routing_eval.json)
 [group('bench')]
 routing-eval *ARGS:

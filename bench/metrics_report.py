@@ -75,7 +75,7 @@ REPORTS: list[tuple[str, dict[str, Any]]] = [
 
 async def fill(dsn: str, rows: int) -> float:
     started = time.perf_counter()
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "metrics"})
     try:
         chunk = 100_000
         for first in range(0, rows, chunk):
@@ -87,9 +87,9 @@ async def fill(dsn: str, rows: int) -> float:
 
 
 async def plan(dsn: str, sql: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "metrics"})
     try:
-        return (await conn.fetchval(sql, column=0))[0]  # type: ignore[no-any-return]
+        return json.loads(await conn.fetchval(sql))[0]  # type: ignore[no-any-return]
     finally:
         await conn.close()
 
@@ -102,7 +102,7 @@ async def period_rows(dsn: str, ask: GetMetricsReport) -> tuple[int, bool]:
     column = {"org": "org_id", "team": "team_id"}.get(ask.scope_type or "")
     where = "reported_at >= now() - make_interval(days => $1)" + (f" AND {column} = $2" if column else "")
     args: list[Any] = [ask.days, *([ask.scope_id] if column else [])]
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "metrics"})
     try:
         count = await conn.fetchval(f"SELECT count(*) FROM task_ledger WHERE {where}", *args)
         explained = await conn.fetchval(
