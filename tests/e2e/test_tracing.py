@@ -140,18 +140,30 @@ def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[Ru
     recorded = cli(stack, receiver.url, "record", task_id, "--input-tokens", "300", "--output-tokens", "200", "--json")
     assert recorded.returncode == 0, recorded.stderr
 
-    wanted = {"routewise-cli", *(f"routewise-{s}" for s in SERVICES)}
-    deadline = time.monotonic() + 20
-    spans = receiver.of_trace(trace_id)
-    while {s["service"] for s in spans} != wanted or not any(s["name"] == "routewise.cost" for s in spans):
-        assert time.monotonic() < deadline, f"spans of the trace so far: {[(s['service'], s['name']) for s in spans]}"
-        time.sleep(0.3)
-        spans = receiver.of_trace(trace_id)
-        # the consumers of the cost export a moment after the CLI exits
-        if {s["service"] for s in spans} == wanted:
-            time.sleep(1.0)
-            spans = receiver.of_trace(trace_id)
+    cost_consumers = {
+        "routewise-budget_enforcer",
+        "routewise-performance_tracker",
+        "routewise-metrics",
+        "routewise-cost_predictor",
+    }
 
+    def below(spans: list[dict[str, Any]], name: str, suffix: str) -> set[str]:
+        """The services with a span ending in ``suffix`` below the span named ``name``."""
+        top = next((s for s in spans if s["name"] == name), None)
+        if top is None:
+            return set()
+        by_id = {s["span_id"]: s for s in spans}
+        if any(s["parent"] and s["parent"] not in by_id for s in spans):
+            return set()  # a parent not exported yet: wait for the rest
+        return {s["service"] for s in spans if s["name"].endswith(suffix) and top["span_id"] in ancestors(spans, s)}
+
+    def complete(spans: list[dict[str, Any]]) -> bool:
+        return cost_consumers <= below(spans, "routewise.cost", "costs.recorded process") and {
+            "routewise-performance_tracker",
+            "routewise-metrics",
+        } <= below(spans, "routewise.decide", "models.selected process")
+
+    spans = wait_for_spans(receiver, trace_id, complete)
     by_id = {s["span_id"]: s for s in spans}
     roots = [s for s in spans if not s["parent"]]
     assert [(r["service"], r["name"]) for r in roots] == [("routewise-cli", "routewise task")]
@@ -164,25 +176,11 @@ def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[Ru
     assert decide["attributes"]["routewise.strategy"].string_value == "complexity"
     assert decide["attributes"]["routewise.candidate_count"].int_value > 1
 
-    # ModelSelected, published later by the outbox, is consumed under the decision span
-    selected_consumers = {
-        s["service"]
-        for s in spans
-        if s["name"].endswith("models.selected process") and decide["span_id"] in ancestors(spans, s)
-    }
-    assert {"routewise-performance_tracker", "routewise-metrics"} <= selected_consumers
-
     record = next(s for s in spans if s["name"] == "routewise.cost")
     assert record["service"] == "routewise-cli"
-    assert decide["span_id"] in ancestors(spans, record)  # the cost continues the decision's trace
-    # every service that consumed the cost did so inside that trace, below the record span
-    cost_consumers = {s["service"] for s in spans if record["span_id"] in ancestors(spans, s)}
-    assert {
-        "routewise-budget_enforcer",
-        "routewise-performance_tracker",
-        "routewise-metrics",
-        "routewise-cost_predictor",
-    } <= cost_consumers
+    # the cost continues the decision's trace; ModelSelected, published later by the outbox, and
+    # every consumer of the cost are below it (complete() waited for exactly that)
+    assert decide["span_id"] in ancestors(spans, record)
 
 
 async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_raises(
