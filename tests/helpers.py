@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from shared.events import CostRecorded, Scope
+from shared.events import CostRecorded, ModelSelected, Scope
 
 T = TypeVar("T")
 
@@ -48,3 +48,17 @@ def a_cost(
         cost_usd=Decimal(amount),
         **fields,
     )  # type: ignore[arg-type]
+
+
+def a_call(decision: ModelSelected, input_tokens: int, output_tokens: int, cost: str | Decimal) -> CostRecorded:
+    """The call a decision led to: its model, scope and task type, with these tokens and cost."""
+    return CostRecorded(
+        task_id=decision.task_id,
+        scope=decision.scope,
+        task_type=decision.task_type,
+        model=decision.model,
+        provider=decision.provider,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=Decimal(cost),
+    )

@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.client import RoutewiseClient
 from shared.events import (
     Constraints,
-    CostRecorded,
     FeedbackRecorded,
     ModelSelected,
     RejectionReason,
@@ -26,7 +25,7 @@ from shared.events import (
 )
 from shared.requests import GetMetricsReport, MetricsReport
 from tests.conftest import RunningStack
-from tests.helpers import eventually
+from tests.helpers import a_call, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +34,6 @@ PROMPTS = (
     "Compare two approaches to caching in a web service and evaluate the trade-offs.",
     "Summarise the plot of Hamlet in two sentences.",
 )
-
-
-def a_call(decision: ModelSelected, input_tokens: int, output_tokens: int, cost: str) -> CostRecorded:
-    return CostRecorded(
-        task_id=decision.task_id,
-        scope=decision.scope,
-        task_type=decision.task_type,
-        model=decision.model,
-        provider=decision.provider,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=Decimal(cost),
-    )
 
 
 async def test_the_report_equals_totals_computed_by_hand_and_replays_change_nothing(

@@ -102,11 +102,13 @@ def traced(
 
 
 def wait_for_spans(
-    receiver: Receiver, trace_id: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 20
+    read: Callable[[], list[dict[str, Any]]], done: Callable[[list[dict[str, Any]]], bool], timeout: float = 20
 ) -> list[dict[str, Any]]:
+    """The spans ``read`` gives once ``done`` holds for them; fails with what was there if never."""
     deadline = time.monotonic() + timeout
-    while not done(spans := receiver.of_trace(trace_id)):
-        assert time.monotonic() < deadline, f"spans of the trace so far: {[(s['service'], s['name']) for s in spans]}"
+    while not done(spans := read()):
+        shown = sorted((s.get("service", ""), s["name"]) for s in spans)
+        assert time.monotonic() < deadline, f"spans of the trace so far: {shown}"
         time.sleep(0.3)
     return spans
 
@@ -163,7 +165,7 @@ def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[Ru
             "routewise-metrics",
         } <= below(spans, "routewise.decide", "models.selected process")
 
-    spans = wait_for_spans(receiver, trace_id, complete)
+    spans = wait_for_spans(lambda: receiver.of_trace(trace_id), complete)
     by_id = {s["span_id"]: s for s in spans}
     roots = [s for s in spans if not s["parent"]]
     assert [(r["service"], r["name"]) for r in roots] == [("routewise-cli", "routewise task")]
@@ -227,7 +229,7 @@ async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_
             s["service"] == "routewise-budget_enforcer" and s["name"].endswith("costs.recorded process") for s in spans
         ) and any(s["name"].endswith(f"alerts.org.{org} publish") for s in spans)
 
-    spans = await asyncio.to_thread(wait_for_spans, receiver, trace_id, settled)
+    spans = await asyncio.to_thread(wait_for_spans, lambda: receiver.of_trace(trace_id), settled)
     decide = next(s for s in spans if s["name"] == "routewise.decide")
     settle = next(
         s for s in spans if s["service"] == "routewise-budget_enforcer" and s["name"].endswith("costs.recorded process")
@@ -304,15 +306,11 @@ def test_a_task_trace_reaches_arize_phoenix_whole(
                 for s in reply.json()["data"]
             ]
 
-        def cost_consumed(spans: list[dict[str, Any]]) -> int:
-            return sum(s["name"].endswith("costs.recorded process") for s in spans)
+        def cost_consumed(spans: list[dict[str, Any]]) -> bool:
+            # budget-enforcer, cost-predictor, performance-tracker, metrics
+            return sum(s["name"].endswith("costs.recorded process") for s in spans) >= 4
 
-        deadline = time.monotonic() + 30
-        spans = read_back()
-        while cost_consumed(spans) < 4:  # budget-enforcer, cost-predictor, performance-tracker, metrics
-            assert time.monotonic() < deadline, f"spans in Phoenix so far: {sorted(s['name'] for s in spans)}"
-            time.sleep(0.5)
-            spans = read_back()
+        spans = wait_for_spans(read_back, cost_consumed, timeout=30)
 
     by_id = {s["span_id"]: s for s in spans}
     assert [s["name"] for s in spans if not s["parent"]] == ["routewise task"]

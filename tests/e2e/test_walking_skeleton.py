@@ -16,7 +16,7 @@ from shared.client import RoutewiseClient
 from shared.events import CostRecorded, ModelSelected, RejectionReason, Scope, TaskArrived, TaskRejected, Tier
 from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_call, a_cost, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -364,17 +364,7 @@ async def test_a_decision_holds_its_budget_and_the_cost_settles_it(running_stack
             rw.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
         )
         assert held.budgets[0].reserved_usd > decision.estimated_cost_usd  # the p90 is held
-        await rw.record_cost(
-            CostRecorded(
-                task_id=decision.task_id,
-                scope=decision.scope,
-                model=decision.model,
-                provider=decision.provider,
-                input_tokens=10,
-                output_tokens=10,
-                cost_usd=Decimal("0.0001"),
-            )
-        )
+        await rw.record_cost(a_call(decision, 10, 10, "0.0001"))
         settled = await spend_once_recorded(rw, running_stack, org, 1)
     assert settled.budgets[0].reserved_usd == 0
     assert settled.budgets[0].current_spend_usd == Decimal("0.0001")
@@ -403,17 +393,7 @@ async def test_a_hard_budget_forces_a_downgrade_then_a_rejection(running_stack: 
         assert isinstance(decided, ModelSelected), decided
         assert decided.tier is Tier.micro
         assert "downgraded to" in decided.reasoning and "refused" in decided.reasoning
-        await rw.record_cost(
-            CostRecorded(
-                task_id=decided.task_id,
-                scope=decided.scope,
-                model=decided.model,
-                provider=decided.provider,
-                input_tokens=1,
-                output_tokens=1,
-                cost_usd=micro,
-            )
-        )  # the budget is now all but spent
+        await rw.record_cost(a_call(decided, 1, 1, micro))  # the budget is now all but spent
         await spend_once_recorded(rw, running_stack, org, 1)
         rejected = await rw.submit_task(
             TaskArrived(scope=Scope(org_id=org), prompt=HARD_PROMPT, task_type="code"), wait=30
