@@ -26,6 +26,7 @@ import asyncpg
 
 from bench.common import environment, write_results
 from services.metrics.app import TO_PRICE
+from services.metrics.report import period_filter
 from shared.client import RoutewiseClient
 from shared.requests import GetMetricsReport, MetricsReport
 from shared.settings import Settings
@@ -86,10 +87,11 @@ async def fill(dsn: str, rows: int) -> float:
     return time.perf_counter() - started
 
 
-async def plan(dsn: str, sql: str) -> dict[str, Any]:
+async def plan(dsn: str, sql: str, *args: Any) -> dict[str, Any]:
+    """``sql``'s EXPLAIN (FORMAT JSON) output, parsed."""
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "metrics"})
     try:
-        return json.loads(await conn.fetchval(sql))[0]  # type: ignore[no-any-return]
+        return json.loads(await conn.fetchval(sql, *args))[0]  # type: ignore[no-any-return]
     finally:
         await conn.close()
 
@@ -99,18 +101,17 @@ def uses_index(node: dict[str, Any]) -> bool:
 
 
 async def period_rows(dsn: str, ask: GetMetricsReport) -> tuple[int, bool]:
-    column = {"org": "org_id", "team": "team_id"}.get(ask.scope_type or "")
-    where = "reported_at >= now() - make_interval(days => $1)" + (f" AND {column} = $2" if column else "")
-    args: list[Any] = [ask.days, *([ask.scope_id] if column else [])]
+    """How many rows the report's period and scope hold, and whether reading them uses an index."""
+    where, args = period_filter(ask)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "metrics"})
     try:
         count = await conn.fetchval(f"SELECT count(*) FROM task_ledger WHERE {where}", *args)
-        explained = await conn.fetchval(
-            f"EXPLAIN (FORMAT JSON) SELECT sum(actual_cost_usd) FROM task_ledger WHERE {where}", *args
-        )
     finally:
         await conn.close()
-    return count, uses_index(json.loads(explained)[0]["Plan"])
+    explained = await plan(
+        dsn, f"EXPLAIN (FORMAT JSON) SELECT sum(actual_cost_usd) FROM task_ledger WHERE {where}", *args
+    )
+    return count, uses_index(explained["Plan"])
 
 
 async def measure(settings: Settings, dsn: str, repeat: int) -> list[dict[str, Any]]:

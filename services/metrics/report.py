@@ -53,7 +53,8 @@ _ONE_CALL = "cost_events = 1 AND actual_model = model AND actual_cost_usd > 0"
 """The task made exactly the call that was estimated: its estimate error is meaningful."""
 
 
-def _where(req: GetMetricsReport) -> tuple[str, list[Any]]:
+def period_filter(req: GetMetricsReport) -> tuple[str, list[Any]]:
+    """The WHERE condition (and its arguments) selecting the report's scope and period."""
     where = "reported_at >= now() - make_interval(days => $1)"
     args: list[Any] = [req.days]
     if req.scope_type is not None:
@@ -80,7 +81,7 @@ def _savings(tasks: int, cost: Decimal | None, baseline: Decimal | None, days: i
 
 
 async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
-    where, args = _where(req)
+    where, args = period_filter(req)
     ledger = f"FROM task_ledger WHERE {where}"
     estimated = await conn.fetchrow(
         f"SELECT count(*) AS n, sum(estimated_cost_usd) AS cost, sum(baseline_cost_usd) AS baseline "
