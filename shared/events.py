@@ -167,6 +167,12 @@ class TaskArrived(Event):
         return "\n".join(m.content for m in self.messages or [])
 
 
+HIGH_CONFIDENCE = 0.7
+"""A decision's confidence from which it counts as high: the selector's hybrid strategy trusts a
+learned choice (validating it against complexity's) from here on, and the metrics report's
+"high" bucket starts here."""
+
+
 class CandidateScore(Contract):
     model: str
     provider: str

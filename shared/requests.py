@@ -614,6 +614,10 @@ class StrategyMetrics(Rated):
     high_confidence_pct: float
 
 
+MEDIUM_CONFIDENCE = 0.3
+"""The report's "medium" confidence bucket starts here ("high" at ``HIGH_CONFIDENCE``)."""
+
+
 class ConfidenceMetrics(Contract):
     confidence: Literal["high", "medium", "low"]
     count: int

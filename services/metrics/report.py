@@ -14,7 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 from shared.db import Connection
+from shared.events import HIGH_CONFIDENCE
 from shared.requests import (
+    MEDIUM_CONFIDENCE,
     Breakdown,
     ConfidenceMetrics,
     CostSavings,
@@ -26,7 +28,6 @@ from shared.requests import (
     StrategyMetrics,
 )
 
-HIGH_CONFIDENCE, MEDIUM_CONFIDENCE = 0.7, 0.3
 _CONFIDENCE = (
     f"CASE WHEN confidence IS NULL THEN NULL WHEN confidence >= {HIGH_CONFIDENCE} THEN 'high' "
     f"WHEN confidence >= {MEDIUM_CONFIDENCE} THEN 'medium' ELSE 'low' END"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from shared.catalog import Catalog, CatalogModel
-from shared.events import Constraints, Strategy, Tier, fixed_point
+from shared.events import HIGH_CONFIDENCE, Constraints, Strategy, Tier, fixed_point
 from shared.requests import CostRestrictions, ModelEstimate, TierPreferences
 
 _REASONING = re.compile(
@@ -226,9 +226,6 @@ class Pick:
 
 
 QUALITY_TARGET_AT_ZERO_BIAS = 0.70
-HIGH_CONFIDENCE = 0.7
-"""From this confidence on, hybrid validates a learned choice against complexity's; below it the
-learned choice is experimental."""
 
 
 def quality_target(bias: float) -> float:

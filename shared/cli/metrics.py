@@ -9,8 +9,16 @@ import typer
 
 from shared.cli.budgets import parse_scope
 from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table
-from shared.events import fixed_point
-from shared.requests import CostSavings, GetMetricsReport, MetricsDimension, MetricsReport, PeriodCost, Rated
+from shared.events import HIGH_CONFIDENCE, fixed_point
+from shared.requests import (
+    MEDIUM_CONFIDENCE,
+    CostSavings,
+    GetMetricsReport,
+    MetricsDimension,
+    MetricsReport,
+    PeriodCost,
+    Rated,
+)
 
 
 def _usd(amount: Decimal | None) -> str:
@@ -67,7 +75,8 @@ def metrics(
         console.print(table("By strategy", columns, body))
     if r.by_confidence:
         body = [[c.confidence, c.count, _usd(c.avg_cost)] for c in r.by_confidence]
-        console.print(table("By confidence", ["confidence (high ≥ 0.7, medium ≥ 0.3)", "tasks", "avg cost"], body))
+        bucket = f"confidence (high ≥ {HIGH_CONFIDENCE}, medium ≥ {MEDIUM_CONFIDENCE})"
+        console.print(table("By confidence", [bucket, "tasks", "avg cost"], body))
     if r.selection_patterns:
         body = [[m.model, m.count, _pct(m.share_pct), _usd(m.avg_cost), _quality(m)] for m in r.selection_patterns]
         console.print(table("Models chosen", ["model", "tasks", "share", "avg cost", "quality (rated)"], body))
