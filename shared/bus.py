@@ -100,13 +100,13 @@ def _js_metadata(msg: Msg) -> Any | None:
 class DeadLetterMiddleware(BaseMiddleware):
     """Decides what happens to a JetStream message whose handler raised.
 
-    Permanent errors, and the last allowed delivery, publish the original message with
+    Payloads that are not their contract, permanent errors, and the last allowed delivery, publish the original message with
     the reason to ``<ns>.deadletter.<service>`` and terminate it; other failures are
     nak'ed with the configured backoff. A message delivered again after its last allowed
     delivery (the consumer crashed or timed out on it) is dead-lettered without running the
     handler, so a poison message cannot crash-loop a service. If the dead letter cannot be
-    written, the message is kept (nak'ed with backoff): nothing is dropped silently. Core
-    NATS messages (request/reply) pass through.
+    written, the message is kept (nak'ed with backoff): nothing is dropped silently. A core
+    NATS request whose payload is not its contract is answered with ``invalid_request``.
     """
 
     settings: Settings
@@ -120,7 +120,12 @@ class DeadLetterMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
         raw = cast(Msg, self.msg)
         meta = _js_metadata(raw)
-        if meta is not None and int(meta.num_delivered) > self.settings.max_deliver:
+        if meta is None:  # a request: an invalid one is answered, never left without a reply
+            try:
+                return await call_next(msg)
+            except ValidationError as exc:
+                return error_reply("invalid_request", _validation_message(exc), _validation_details(exc))
+        if int(meta.num_delivered) > self.settings.max_deliver:
             error = RuntimeError("earlier deliveries ended without a result (the consumer crashed or timed out)")
             await self._settle(raw, meta, "max_deliver_exceeded", error)
             return None
@@ -138,7 +143,10 @@ class DeadLetterMiddleware(BaseMiddleware):
         meta = _js_metadata(raw)
         if meta is None:
             return False
-        if isinstance(exc_val, PermanentError):
+        if isinstance(exc_val, ValidationError):  # the payload is not the contract: retrying cannot help
+            invalid = InvalidMessage(f"not a valid {exc_val.title}: {_validation_message(exc_val)}")
+            await self._settle(raw, meta, invalid.code, invalid)
+        elif isinstance(exc_val, PermanentError):
             await self._settle(raw, meta, exc_val.code, exc_val)
         elif int(meta.num_delivered) >= self.settings.max_deliver:
             await self._settle(raw, meta, "max_deliver_exceeded", exc_val)
@@ -199,13 +207,27 @@ def consume(
 ) -> None:
     """Register a durable pull consumer of ``subject`` that calls ``handler(event)``.
 
-    Ack after success; on failure the DeadLetterMiddleware decides between retry and
-    dead letter. Two replicas share the durable and split the messages. With ``workers`` > 1,
-    that many messages are handled at once (for handlers that mostly wait on the network).
+    The subscriber is typed with the contract, so FastStream validates the payload and documents
+    it in the service's AsyncAPI; a payload that is not a valid ``event_type`` goes straight to
+    the dead letter (DeadLetterMiddleware). Ack after success; on failure the middleware decides
+    between retry and dead letter. Two replicas share the durable and split the messages. With
+    ``workers`` > 1, that many messages are handled at once (for handlers that mostly wait on
+    the network).
     """
     stream = settings.subjects.stream_for(subject)
 
-    @router.subscriber(
+    async def _consumer(event: Event) -> None:
+        task_id = getattr(event, "task_id", None)
+        with structlog.contextvars.bound_contextvars(
+            event_id=str(event.event_id),
+            event_type=event_type.__name__,
+            task_id=str(task_id) if task_id else None,
+        ):
+            await handler(cast(E, event))
+
+    _consumer.__annotations__ = {"event": event_type, "return": None}
+    _consumer.__name__ = _consumer.__qualname__ = event_type.__name__
+    router.subscriber(
         subject,
         stream=JStream(stream.name, declare=False),
         durable=durable(service, subject),
@@ -217,19 +239,8 @@ def consume(
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         title=f"{service}:{subject}",
-    )
-    async def _consumer(msg: NatsMessage) -> None:
-        try:
-            event = event_type.model_validate_json(msg.body)
-        except ValidationError as exc:
-            raise InvalidMessage(f"not a valid {event_type.__name__}: {exc}") from exc
-        task_id = getattr(event, "task_id", None)
-        with structlog.contextvars.bound_contextvars(
-            event_id=str(event.event_id),
-            event_type=event_type.__name__,
-            task_id=str(task_id) if task_id else None,
-        ):
-            await handler(event)
+        description=(event_type.__doc__ or "").strip() or None,
+    )(_consumer)
 
 
 def reply(
@@ -237,6 +248,7 @@ def reply(
     subject: str,
     service: str,
     request_type: type[Req],
+    reply_type: type[BaseModel],
     handler: Callable[[Req], Awaitable[BaseModel]],
     *,
     workers: int = 1,
@@ -244,44 +256,62 @@ def reply(
     """Register a request/reply handler that always answers.
 
     Replies are the handler's model, or ``{"error": {code, message, details}}`` for an
-    invalid request (``invalid_request``), a RoutewiseError (its code), or anything else
-    (``internal``). Replicas share a queue group, so each request is answered once.
+    invalid request (``invalid_request``, answered by the DeadLetterMiddleware), a
+    RoutewiseError (its code), or anything else (``internal``). Replicas share a queue group,
+    so each request is answered once. The request and reply types are the subscriber's
+    documented payloads (AsyncAPI).
     """
 
-    @router.subscriber(subject, queue=service, title=f"{service}:{subject}", max_workers=workers)
-    async def _responder(msg: NatsMessage) -> dict[str, Any]:
+    async def _responder(request: BaseModel) -> dict[str, Any]:
         try:
-            request = request_type.model_validate_json(msg.body)
-        except (ValidationError, ValueError) as exc:
-            return _error("invalid_request", _validation_message(exc), _validation_details(exc))
-        try:
-            result = await handler(request)
+            result = await handler(cast(Req, request))
         except RoutewiseError as exc:
-            return _error(exc.code, exc.message, exc.details)
+            return error_reply(exc.code, exc.message, exc.details)
         except Exception as exc:
             log.exception("request failed", subject=subject)
-            return _error("internal", f"{type(exc).__name__}: {exc}")
+            return error_reply("internal", f"{type(exc).__name__}: {exc}")
         return result.model_dump(mode="json")
 
+    _responder.__annotations__ = {"request": request_type, "return": dict[str, Any]}
+    _responder.__name__ = _responder.__qualname__ = request_type.__name__
+    router.subscriber(
+        subject,
+        queue=service,
+        title=f"{service}:{subject}",
+        max_workers=workers,
+        description=(request_type.__doc__ or "").strip() or None,
+    )(_responder)
+    router.publisher(
+        subject,
+        schema=reply_type,
+        title=f"{service}:{subject}:reply",
+        description=f"The answer to {request_type.__name__}: {reply_type.__name__}, or an ErrorReply.",
+    )
 
-def _error(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+
+def error_reply(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return ErrorReply(error=ErrorInfo(code=code, message=message, details=details or {})).model_dump(mode="json")
 
 
-def _validation_message(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "request"
-            parts.append(f"{where}: {err['msg']}")
-        return "; ".join(parts)
-    return str(exc)
+def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors of a payload validated as a typed subscriber's one parameter, located in the
+    payload itself (FastStream puts the parameter's name first in each location)."""
+    errors: list[dict[str, Any]] = json.loads(exc.json(include_url=False, include_input=False))
+    for err in errors:
+        err["loc"] = err["loc"][1:]
+    return errors
 
 
-def _validation_details(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, ValidationError):
-        return {"errors": json.loads(exc.json(include_url=False, include_input=False))}
-    return {}
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in _contract_errors(exc):
+        where = ".".join(str(p) for p in err["loc"]) or "request"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _validation_details(exc: ValidationError) -> dict[str, Any]:
+    return {"errors": _contract_errors(exc)}
 
 
 def parse_reply(data: bytes, reply_type: type[Res]) -> Res:

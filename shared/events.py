@@ -59,6 +59,8 @@ class Contract(BaseModel):
 
 class Event(Contract):
     CURRENT_VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str]
+    """The ``Subjects`` field the event travels on (``Subjects.of``)."""
 
     event_id: UUID = Field(default_factory=uuid4)
     occurred_at: UtcDatetime = Field(default_factory=utcnow)
@@ -134,6 +136,8 @@ PolicyName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][
 class TaskArrived(Event):
     """An application asks Routewise to choose a model for a task."""
 
+    SUBJECT: ClassVar[str] = "task_arrived"
+
     task_id: UUID = Field(default_factory=uuid4)
     scope: Scope
     task_type: TaskType = "normal"
@@ -186,6 +190,8 @@ class CandidateScore(Contract):
 class ModelSelected(Event):
     """The selector's decision for a task."""
 
+    SUBJECT: ClassVar[str] = "model_selected"
+
     task_id: UUID
     scope: Scope
     task_type: TaskType
@@ -224,6 +230,8 @@ class RejectionReason(StrEnum):
 
 
 class TaskRejected(Event):
+
+    SUBJECT: ClassVar[str] = "task_rejected"
     task_id: UUID
     scope: Scope
     task_type: TaskType
@@ -235,6 +243,8 @@ class TaskRejected(Event):
 
 class CostRecorded(Event):
     """What a call really cost, reported by the application after running it."""
+
+    SUBJECT: ClassVar[str] = "cost_recorded"
 
     task_id: UUID
     scope: Scope
@@ -264,6 +274,8 @@ class CostRecorded(Event):
 class FeedbackRecorded(Event):
     """How good an answer was (0..1), possibly long after its cost."""
 
+    SUBJECT: ClassVar[str] = "feedback_recorded"
+
     task_id: UUID
     scope: Scope
     model: str
@@ -274,6 +286,8 @@ class FeedbackRecorded(Event):
 
 class BudgetAlert(Event):
     """Spend on a budget reached a threshold for the first time in a period."""
+
+    SUBJECT: ClassVar[str] = "budget_alerts"
 
     budget_id: UUID
     budget_name: str
@@ -298,6 +312,8 @@ HealthState = Literal["healthy", "demoted", "probation"]
 
 class ModelHealthChanged(Event):
     """performance-tracker took a model out of rotation, put it on probation, or brought it back."""
+
+    SUBJECT: ClassVar[str] = "model_health_changed"
 
     model: str
     previous: HealthState

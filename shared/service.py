@@ -1,8 +1,23 @@
-"""One bootstrap for every service: settings → logging → tracing → broker with middlewares
-→ Postgres pool and migrations → streams → the service's handlers → HTTP health,
-readiness and Prometheus metrics.
+"""One bootstrap for every service: a service is a table, the runtime does the wiring.
 
-A service module provides a ``ServiceSpec`` and calls ``run(spec)`` from its ``__main__``.
+A service declares, in its ``app.py``:
+
+- ``events``: ``{CostRecorded: handlers.settle_cost, ...}``: each event applied exactly once.
+  The runtime consumes the event's subject durably, validates the payload against the
+  contract (a malformed message goes straight to the dead letter), opens a transaction,
+  claims the event's id in the inbox and calls ``handler(event, uow, deps)``; events the
+  handler publishes through ``uow`` go out by the outbox, woken after the commit.
+  ``consumer(handler, inbox=False)`` hands the event to ``handler(event, deps)`` alone (for a
+  handler that makes its own transactions, like the selector's decision).
+- ``requests``: ``{"budget_reserve": handlers.reserve, ...}`` (a ``Subjects`` field): the
+  runtime answers every request with ``handler(request, deps)``'s result, or an error reply.
+- ``notices``: core-NATS notices without payload that run ``handler(deps)``.
+- ``jobs``: ``every(seconds, handler)``: ``handler(deps)`` repeated for the life of the service.
+- ``deps``: an async factory that builds the service's dependencies once, at start-up.
+
+Handlers are plain module-level functions that know nothing of NATS or FastStream, so a test
+imports and calls them. ``run(service)`` is the entry point of ``python -m services.<name>``;
+``Runtime`` starts the same service inside another process (the in-process system of the tests).
 """
 
 from __future__ import annotations
@@ -11,10 +26,12 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import structlog
@@ -24,49 +41,184 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, make_asgi_app
+from pydantic import BaseModel
 
-from shared.bus import DeadLetterMiddleware, consume, ensure_streams
-from shared.db import Connection, claim, create_pool, migrate, unit_of_work
-from shared.events import Event
+from shared.bus import DeadLetterMiddleware, consume, ensure_streams, reply
+from shared.db import Connection, claim, create_pool, migrate
+from shared.events import Event, utcnow
 from shared.logs import setup_logging
-from shared.outbox import OutboxRelay
+from shared.outbox import OutboxRelay, enqueue
 from shared.settings import Settings
 from shared.subjects import Subjects
 from shared.telemetry import setup_tracing
 
 log = structlog.get_logger(__name__)
 E = TypeVar("E", bound=Event)
+D = TypeVar("D", bound="Deps")
+
+
+class UnitOfWork:
+    """One transaction: its connection, the events it publishes (through the outbox, in the same
+    transaction) and what must happen once it has committed."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.published = 0
+        self._after_commit: list[Callable[[], None]] = []
+
+    async def publish(self, subject: str, event: Event) -> None:
+        """Publish ``event`` on ``subject`` if, and once, this transaction commits."""
+        await enqueue(self.conn, subject, event)
+        self.published += 1
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the transaction's writes are visible to others."""
+        self._after_commit.append(action)
+
+    def committed(self) -> None:
+        for action in self._after_commit:
+            action()
+
+
+@dataclass
+class Deps:
+    """What every handler may use. A service subclasses it with its long-lived objects (price
+    book, snapshots, learner) and builds it once at start-up; a test builds it by hand."""
+
+    pool: asyncpg.Pool
+    settings: Settings
+    clock: Callable[[], datetime] = utcnow
+    wake_outbox: Callable[[], None] = lambda: None
+
+    @property
+    def subjects(self) -> Subjects:
+        return self.settings.subjects
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        """One connection, one transaction: commit on success, roll back on any error. After the
+        commit the outbox is woken (when the work published) and the after-commit actions run."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            uow = UnitOfWork(conn)
+            yield uow
+        if uow.published:
+            self.wake_outbox()
+        uow.committed()
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        """A read-only, repeatable-read transaction: every figure read in it is from one moment."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+
+
+EventHandler = Callable[[Any, UnitOfWork, Any], Awaitable[None]]
+PlainEventHandler = Callable[[Any, Any], Awaitable[None]]
+RequestHandler = Callable[[Any, Any], Awaitable[BaseModel]]
+JobHandler = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """An event subscription's options beyond the handler (see ``consumer``)."""
+
+    handler: EventHandler | PlainEventHandler
+    inbox: bool = True
+    workers: Callable[[Settings], int] = lambda _: 1
+
+
+def consumer(
+    handler: EventHandler | PlainEventHandler,
+    *,
+    inbox: bool = True,
+    workers: Callable[[Settings], int] = lambda _: 1,
+) -> Consumer:
+    """``inbox=False``: the handler gets ``(event, deps)`` and claims the event itself;
+    ``workers``: how many events one replica handles at once (from the settings)."""
+    return Consumer(handler, inbox, workers)
+
+
+@dataclass(frozen=True)
+class Answer:
+    handler: RequestHandler
+    workers: Callable[[Settings], int] = lambda _: 1
+
+
+def answer(handler: RequestHandler, *, workers: Callable[[Settings], int] = lambda _: 1) -> Answer:
+    return Answer(handler, workers)
+
+
+@dataclass(frozen=True)
+class Job:
+    """``run(deps)`` for the life of the service, ``interval(settings)`` seconds apart (sooner when
+    ``wake(deps)`` is set). A failure is logged and the job runs again at its next turn."""
+
+    run: JobHandler
+    interval: Callable[[Settings], float]
+    wake: Callable[[Any], asyncio.Event] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.run.__name__.replace("_", "-")
+
+
+def every(
+    seconds: float | Callable[[Settings], float], run: JobHandler, *, wake: Callable[[Any], asyncio.Event] | None = None
+) -> Job:
+    interval = seconds if callable(seconds) else (lambda _: seconds)
+    return Job(run, interval, wake)
+
+
+@dataclass(frozen=True)
+class Service(Generic[D]):
+    name: str  # also the Postgres schema
+    migrations: Path
+    deps: Callable[[Runtime], Awaitable[D]]
+    events: Mapping[type[Event], EventHandler | Consumer] = field(default_factory=dict)
+    requests: Mapping[str, RequestHandler | Answer] = field(default_factory=dict)
+    notices: Mapping[str, JobHandler] = field(default_factory=dict)
+    jobs: Sequence[Job] = ()
+    publishes: Sequence[type[Event]] = ()
+    """Events the service publishes (documented in its AsyncAPI)."""
+
+
+def _first_parameter_type(handler: Callable[..., Any]) -> type[BaseModel]:
+    hints = typing.get_type_hints(handler)
+    first = next(iter(hints))
+    kind = hints[first]
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        raise TypeError(f"{handler.__qualname__}: the first parameter must be a contract type, not {kind!r}")
+    return kind
+
+
+def _return_type(handler: Callable[..., Any]) -> type[BaseModel]:
+    kind = typing.get_type_hints(handler).get("return")
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        raise TypeError(f"{handler.__qualname__} must declare the contract type it answers with")
+    return kind
 
 
 @dataclass
 class Runtime:
-    """What handlers need at run time. ``pool`` and ``outbox`` exist once the service started."""
+    """One running service: its settings, broker, pool, outbox, dependencies and jobs."""
 
-    name: str
+    service: Service[Any]
     settings: Settings
     broker: NatsBroker
     tracer_provider: TracerProvider
     registry: CollectorRegistry
     _pool: asyncpg.Pool | None = None
     _outbox: OutboxRelay | None = None
+    _deps: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _started_hooks: list[Callable[[Runtime], Awaitable[None]]] = field(default_factory=list)
 
-    def on_startup(self, hook: Callable[[Runtime], Awaitable[None]]) -> None:
-        """Run ``hook`` once the pool, migrations and streams are ready, before any message is taken."""
-        self._started_hooks.append(hook)
+    @property
+    def name(self) -> str:
+        return self.service.name
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run a background task for the life of the service (cancelled at shutdown)."""
-        self._tasks.append(asyncio.create_task(coro, name=name))
-
-    async def cancel_tasks(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+    @property
+    def subjects(self) -> Subjects:
+        return self.settings.subjects
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -75,45 +227,145 @@ class Runtime:
         return self._pool
 
     @property
-    def outbox(self) -> OutboxRelay:
-        if self._outbox is None:
-            raise RuntimeError(f"{self.name} has no outbox yet (not started)")
-        return self._outbox
+    def deps(self) -> Any:
+        if self._deps is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._deps
 
-    @property
-    def subjects(self) -> Subjects:
-        return self.settings.subjects
+    def base_deps(self) -> dict[str, Any]:
+        """The fields of ``Deps`` as this runtime fills them, for a service's factory."""
+        outbox = self._outbox
+        return {"pool": self.pool, "settings": self.settings, "wake_outbox": outbox.poke if outbox else lambda: None}
 
-    def consume_once(
-        self,
-        router: NatsRouter,
-        subject: str,
-        event_type: type[E],
-        apply: Callable[[Connection, E], Awaitable[None]],
-        *,
-        after_commit: Callable[[E], None] | None = None,
-    ) -> None:
-        """Consume ``subject`` durably and apply each event exactly once: ``apply``'s writes and
-        the inbox row for the event's id commit in one transaction, so a redelivery is a no-op.
-        ``after_commit`` runs once those writes are visible to others."""
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task for the life of the service (cancelled at shutdown)."""
+        self._tasks.append(asyncio.create_task(coro, name=name))
 
-        async def handler(event: E) -> None:
-            async with unit_of_work(self.pool) as conn:
-                applied = await claim(conn, event.event_id, subject)
-                if applied:
-                    await apply(conn, event)
-            if applied and after_commit is not None:
-                after_commit(event)
+    # --- wiring ---------------------------------------------------------------------------
 
-        consume(router, self.settings, self.name, subject, event_type, handler)
+    def router(self) -> NatsRouter:
+        """The service's table as typed FastStream subscribers (and publishers, for AsyncAPI)."""
+        router = NatsRouter()
+        subjects, settings, name = self.subjects, self.settings, self.name
+        for event_type, entry in self.service.events.items():
+            spec = entry if isinstance(entry, Consumer) else Consumer(entry)
+            subject = subjects.of(event_type)
+            consume(
+                router,
+                settings,
+                name,
+                subject,
+                event_type,
+                self._applier(spec, subject),
+                workers=spec.workers(settings),
+            )
+        for subject_name, request_entry in self.service.requests.items():
+            ans = request_entry if isinstance(request_entry, Answer) else Answer(request_entry)
+            reply(
+                router,
+                getattr(subjects, subject_name),
+                name,
+                _first_parameter_type(ans.handler),
+                _return_type(ans.handler),
+                self._answerer(ans.handler),
+                workers=ans.workers(settings),
+            )
+        for subject_name, notice in self.service.notices.items():
+            subject = getattr(subjects, subject_name)
+            router.subscriber(subject, title=f"{name}:{subject}")(self._notice(notice))
+        for event_type in self.service.publishes:
+            subject = subjects.of(event_type)
+            router.publisher(subject, schema=event_type, title=f"{name}:{subject}:publish")
+        return router
 
+    def _applier(self, spec: Consumer, subject: str) -> Callable[[Event], Awaitable[None]]:
+        if not spec.inbox:
+            plain = typing.cast(PlainEventHandler, spec.handler)
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str  # also the Postgres schema
-    migrations: Path
-    register: Callable[[NatsRouter, Runtime], None]
-    """Adds the service's subscribers to the router; called once, at build time."""
+            async def handle(event: Event) -> None:
+                await plain(event, self.deps)
+
+            return handle
+        handler = typing.cast(EventHandler, spec.handler)
+
+        async def apply_once(event: Event) -> None:
+            deps: Deps = self.deps
+            async with deps.transaction() as uow:
+                if await claim(uow.conn, event.event_id, subject):
+                    await handler(event, uow, deps)
+
+        return apply_once
+
+    def _answerer(self, handler: RequestHandler) -> Callable[[BaseModel], Awaitable[BaseModel]]:
+        async def answer_request(request: BaseModel) -> BaseModel:
+            return await handler(request, self.deps)
+
+        return answer_request
+
+    def _notice(self, handler: JobHandler) -> Callable[[], Awaitable[None]]:
+        async def on_notice() -> None:
+            await handler(self.deps)
+
+        return on_notice
+
+    async def _run_job(self, job: Job) -> None:
+        interval = job.interval(self.settings)
+        while True:
+            if job.wake is None:
+                await asyncio.sleep(interval)
+            else:
+                wake = job.wake(self.deps)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)
+                wake.clear()
+            try:
+                await job.run(self.deps)
+            except Exception:
+                log.exception("job failed; it runs again at its next turn", job=job.name)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    async def start_dependencies(self) -> None:
+        """Pool, migrations, streams, outbox and the service's dependencies, before any message."""
+        settings = self.settings
+        self._pool = await create_pool(settings.database_url or "", self.name, max_size=settings.db_pool_size)
+        await migrate(self._pool, self.name, self.service.migrations)
+        client = await self.broker.connect()
+        await ensure_streams(client.jetstream(), settings)
+        self._outbox = OutboxRelay(self._pool, self.broker, settings)
+        self._deps = await self.service.deps(self)
+
+    def start_background(self) -> None:
+        if self._outbox is not None:
+            self._outbox.start()
+        for job in self.service.jobs:
+            self.spawn(self._run_job(job), job.name)
+
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._outbox:
+            await self._outbox.stop()
+
+    async def close(self) -> None:
+        if self._pool:
+            await self._pool.close()
+        self.tracer_provider.shutdown()
+
+    async def start(self) -> None:
+        """Start the whole service inside this process (no HTTP): what the in-process system runs."""
+        await self.start_dependencies()
+        await self.broker.start()
+        self.start_background()
+
+    async def stop(self) -> None:
+        await self.stop_background()
+        await self.broker.stop()
+        await self.close()
 
 
 def build_broker(
@@ -133,71 +385,53 @@ def build_broker(
     )
 
 
-def build_app(spec: ServiceSpec, settings: Settings | None = None) -> tuple[AsgiFastStream, Runtime]:
-    settings = settings or Settings()
+def build_runtime(service: Service[Any], settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Runtime:
+    """The service's broker with every subscriber of its table, not yet connected."""
     if not settings.database_url:
-        raise SystemExit(f"ROUTEWISE_DATABASE_URL is not set: {spec.name} needs its own Postgres role's DSN")
-    setup_logging(spec.name, settings.log_level)
-    tracer_provider = setup_tracing(f"routewise-{spec.name}")
+        raise SystemExit(f"ROUTEWISE_DATABASE_URL is not set: {service.name} needs its own Postgres role's DSN")
+    tracer_provider = tracer_provider or setup_tracing(f"routewise-{service.name}")
     registry = CollectorRegistry()
-    broker = build_broker(settings, spec.name, tracer_provider, registry)
-    rt = Runtime(spec.name, settings, broker, tracer_provider, registry)
+    broker = build_broker(settings, service.name, tracer_provider, registry)
+    rt = Runtime(service, settings, broker, tracer_provider, registry)
+    broker.include_router(rt.router())
+    return rt
 
-    router = NatsRouter()
-    spec.register(router, rt)
-    broker.include_router(router)
 
-    async def on_startup() -> None:
-        rt._pool = await create_pool(settings.database_url or "", spec.name, max_size=settings.db_pool_size)
-        await migrate(rt._pool, spec.name, spec.migrations)
-        client = await broker.connect()
-        await ensure_streams(client.jetstream(), settings)
-        rt._outbox = OutboxRelay(rt._pool, broker, settings)
-        for hook in rt._started_hooks:  # before any subscriber takes a message
-            await hook(rt)
+def build_app(service: Service[Any], settings: Settings | None = None) -> tuple[AsgiFastStream, Runtime]:
+    settings = settings or Settings()
+    setup_logging(service.name, settings.log_level)
+    rt = build_runtime(service, settings)
 
     async def after_startup() -> None:
-        rt.outbox.start()
+        rt.start_background()
         log.info("service ready", nats_url=settings.nats_url, http_port=settings.http_port)
-
-    async def on_shutdown() -> None:
-        await rt.cancel_tasks()
-        if rt._outbox:
-            await rt._outbox.stop()
-
-    async def after_shutdown() -> None:
-        if rt._pool:
-            await rt._pool.close()
-        tracer_provider.shutdown()
 
     @get
     async def healthz(scope: Any) -> AsgiResponse:
-        return _json(200, {"status": "alive", "service": spec.name})
+        return _json(200, {"status": "alive", "service": service.name})
 
     @get
     async def readyz(scope: Any) -> AsgiResponse:
         checks: dict[str, str] = {}
-        checks["nats"] = "ok" if await broker.ping(timeout=1.0) else "down"
+        checks["nats"] = "ok" if await rt.broker.ping(timeout=1.0) else "down"
         try:
-            if rt._pool is None:
-                raise RuntimeError("not started")
-            async with rt._pool.acquire(timeout=1.0) as conn:
+            async with rt.pool.acquire(timeout=1.0) as conn:
                 await conn.fetchval("SELECT 1")
             checks["postgres"] = "ok"
         except Exception as exc:
             checks["postgres"] = f"down: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values()) and broker.running
-        return _json(200 if ready else 503, {"ready": ready, "service": spec.name, "checks": checks})
+        ready = all(v == "ok" for v in checks.values()) and rt.broker.running
+        return _json(200 if ready else 503, {"ready": ready, "service": service.name, "checks": checks})
 
     app = AsgiFastStream(
-        broker,
-        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(registry))],
-        on_startup=[on_startup],
+        rt.broker,
+        asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(rt.registry))],
+        on_startup=[rt.start_dependencies],
         after_startup=[after_startup],
-        on_shutdown=[on_shutdown],
-        after_shutdown=[after_shutdown],
+        on_shutdown=[rt.stop_background],
+        after_shutdown=[rt.close],
         asyncapi_path="/docs/asyncapi",
-        logger=logging.getLogger(f"routewise.{spec.name}"),
+        logger=logging.getLogger(f"routewise.{service.name}"),
     )
     return app, rt
 
@@ -206,10 +440,10 @@ def _json(status: int, body: dict[str, Any]) -> AsgiResponse:
     return AsgiResponse(json.dumps(body).encode(), status_code=status, headers={"content-type": "application/json"})
 
 
-def run(spec: ServiceSpec) -> None:
+def run(service: Service[Any]) -> None:
     """Entry point of ``python -m services.<name>``."""
     settings = Settings()
-    app, _ = build_app(spec, settings)
+    app, _ = build_app(service, settings)
     # log_config=None: uvicorn's loggers go through the same JSON renderer as everything else
     options: dict[str, Any] = {
         "host": settings.http_host,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics")
 
@@ -101,6 +102,11 @@ class Subjects:
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
+    def of(self, event_type: type[Any]) -> str:
+        """The subject an event type travels on (its ``SUBJECT``); alerts: all of them."""
+        subject: str = getattr(self, event_type.SUBJECT)
+        return f"{subject}.>" if event_type.SUBJECT == "budget_alerts" else subject
 
     def budget_alert(self, scope_type: str, scope_id: str) -> str:
         return f"{self.budget_alerts}.{scope_type}.{scope_id}"

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,8 @@ import asyncpg
 import nats
 import pytest
 
+from shared.db import create_pool, migrate
+from shared.inprocess import System, in_process, service
 from shared.provision import drop_database, dsn_with, provision
 from shared.settings import Settings
 from shared.stack import Stack
@@ -84,6 +86,31 @@ async def settings(nats_url: str) -> AsyncIterator[Settings]:
     namespace = new_namespace()
     yield Settings(nats_url=nats_url, namespace=namespace, max_deliver=3, retry_backoff=[0.2], request_timeout=5)
     await delete_streams(nats_url, namespace)
+
+
+@pytest.fixture
+async def system(settings: Settings, database: Database) -> AsyncIterator[System]:
+    """All five services in this process (typed subscribers, inbox, outbox, jobs) on the test's
+    namespace and the module's database: most end-to-end flows run here, in milliseconds."""
+    async with in_process(settings, database.dsns) as running:
+        yield running
+
+
+@pytest.fixture
+async def service_pool(database: Database) -> AsyncIterator[Callable[[str], Awaitable[asyncpg.Pool]]]:
+    """``await service_pool(name)``: a pool on that service's role and schema, migrated: for
+    calling its handlers directly."""
+    pools: list[asyncpg.Pool] = []
+
+    async def open_pool(name: str) -> asyncpg.Pool:
+        pool = await create_pool(database.dsns[name], name, max_size=4)
+        await migrate(pool, name, service(name).migrations)
+        pools.append(pool)
+        return pool
+
+    yield open_pool
+    for pool in pools:
+        await pool.close()
 
 
 @pytest.fixture

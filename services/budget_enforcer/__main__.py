@@ -1,4 +1,4 @@
-from services.budget_enforcer.app import SPEC
+from services.budget_enforcer.app import SERVICE
 from shared.service import run
 
-run(SPEC)
+run(SERVICE)

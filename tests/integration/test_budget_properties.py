@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.budget_enforcer import repository as repo
-from services.budget_enforcer.app import SPEC
+from services.budget_enforcer.app import SERVICE
 from services.budget_enforcer.domain import DEFAULT_THRESHOLDS, in_force, percent_of
 from shared.db import claim, create_pool, migrate, unit_of_work
 from shared.events import CostRecorded, Scope
@@ -33,7 +33,7 @@ async def budget_schema(database: Database) -> AsyncIterator[asyncpg.Pool]:
     await admin.execute(f'CREATE SCHEMA "{schema}"')
     pool = await create_pool(database.admin_dsn, schema, max_size=20)
     try:
-        await migrate(pool, schema, SPEC.migrations)
+        await migrate(pool, schema, SERVICE.migrations)
         yield pool
     finally:
         await pool.close()

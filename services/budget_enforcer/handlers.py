@@ -1,0 +1,147 @@
+"""budget-enforcer's service layer: reservations, settlement, alerts, status and administration.
+
+Plain functions: each takes its event or request and the service's dependencies; none knows
+NATS. ``app.py`` maps subjects to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from services.budget_enforcer import repository as repo
+from shared.events import CostRecorded, TaskRejected
+from shared.requests import (
+    Approval,
+    ApproveTask,
+    Budget,
+    BudgetList,
+    BudgetStatus,
+    CreateBudget,
+    DeleteBudget,
+    ExtendBudget,
+    GetBudget,
+    GetBudgetStatus,
+    ListBudgets,
+    ReleaseBudget,
+    Released,
+    Reservation,
+    ReserveBudget,
+    UpdateBudget,
+)
+from shared.service import Deps, Runtime, UnitOfWork
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class BudgetDeps(Deps):
+    @property
+    def ttl(self) -> timedelta:
+        """How long a reservation holds before it expires unsettled."""
+        return timedelta(seconds=self.settings.reservation_ttl)
+
+
+async def build(rt: Runtime) -> BudgetDeps:
+    return BudgetDeps(**rt.base_deps())
+
+
+def sweep_interval(settings: Settings) -> float:
+    """Unsettled reservations expire promptly: at most a quarter of their TTL late."""
+    return min(5.0, settings.reservation_ttl / 4)
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+async def settle_cost(event: CostRecorded, uow: UnitOfWork, deps: BudgetDeps) -> None:
+    """Charge the call's cost on every budget of its scope, settle the task's hold, and raise each
+    threshold it crosses once per period."""
+    alerts = await repo.settle(uow.conn, event)
+    for scope_type, alert in alerts:
+        await uow.publish(deps.subjects.budget_alert(scope_type, alert.scope_id), alert)
+    if alerts:
+        log.info("budget thresholds reached", alerts=[(a.budget_name, a.threshold_percent) for _, a in alerts])
+
+
+async def release_rejected(event: TaskRejected, uow: UnitOfWork, deps: BudgetDeps) -> None:
+    """A rejected task holds nothing."""
+    await repo.close_reservation(uow.conn, event.task_id, "released")
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+async def reserve(req: ReserveBudget, deps: BudgetDeps) -> Reservation:
+    async with deps.transaction() as uow:
+        result = await repo.reserve(uow.conn, req, deps.clock(), deps.ttl)
+    log.info(
+        "reservation", task_id=str(req.task_id), admitted=result.admitted, reason=result.reason, amount=str(req.amount_usd)
+    )
+    return result
+
+
+async def release(req: ReleaseBudget, deps: BudgetDeps) -> Released:
+    async with deps.transaction() as uow:
+        before, after = await repo.close_reservation(uow.conn, req.task_id, "released")
+    return Released(task_id=req.task_id, released=before == "held" and after == "released", status=after)
+
+
+async def status(req: GetBudgetStatus, deps: BudgetDeps) -> BudgetStatus:
+    # one snapshot: spend, holds and counts from the same moment, even while costs settle
+    async with deps.snapshot() as conn:
+        return await repo.status(conn, req.scopes(), deps.clock())
+
+
+async def create(req: CreateBudget, deps: BudgetDeps) -> Budget:
+    async with deps.transaction() as uow:
+        return await repo.create_budget(uow.conn, req, deps.clock())
+
+
+async def update(req: UpdateBudget, deps: BudgetDeps) -> Budget:
+    async with deps.transaction() as uow:
+        return await repo.update_budget(uow.conn, req)
+
+
+async def delete(req: DeleteBudget, deps: BudgetDeps) -> Budget:
+    async with deps.transaction() as uow:
+        return await repo.delete_budget(uow.conn, req.budget_id, req.actor)
+
+
+async def show(req: GetBudget, deps: BudgetDeps) -> Budget:
+    async with deps.pool.acquire() as conn:
+        return await repo.get_budget(conn, req.budget_id)
+
+
+async def list_budgets(req: ListBudgets, deps: BudgetDeps) -> BudgetList:
+    async with deps.pool.acquire() as conn:
+        return BudgetList(budgets=await repo.list_budgets(conn, req.scope_type, req.scope_id))
+
+
+async def approve(req: ApproveTask, deps: BudgetDeps) -> Approval:
+    async with deps.transaction() as uow:
+        return await repo.approve(uow.conn, req)
+
+
+async def extend(req: ExtendBudget, deps: BudgetDeps) -> Budget:
+    async with deps.transaction() as uow:
+        return await repo.extend(uow.conn, req, deps.clock())
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+async def expire_due(deps: BudgetDeps) -> int:
+    """Expire the holds whose TTL ran out, one per transaction (the usual lock order); returns how many."""
+    now = deps.clock()
+    expired = 0
+    for task_id in await repo.expired_reservations(deps.pool, now):
+        async with deps.transaction() as uow:
+            _, after = await repo.close_reservation(uow.conn, task_id, "expired", expired_before=now)
+        if after == "expired":
+            expired += 1
+            log.info("reservation expired unsettled", task_id=str(task_id))
+    return expired

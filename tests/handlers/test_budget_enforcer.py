@@ -1,0 +1,182 @@
+"""budget-enforcer's handlers called directly: real Postgres, no bus, an injected clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from services.budget_enforcer import handlers
+from services.budget_enforcer.handlers import BudgetDeps
+from shared.events import RejectionReason, Scope, TaskRejected
+from shared.requests import (
+    ApproveTask,
+    CreateBudget,
+    DeleteBudget,
+    ExtendBudget,
+    GetBudget,
+    GetBudgetStatus,
+    ListBudgets,
+    ReleaseBudget,
+    ReserveBudget,
+    UpdateBudget,
+)
+from shared.service import Deps
+from shared.settings import Settings
+from tests.helpers import a_cost
+
+NOW = datetime.now(UTC).replace(microsecond=0)  # extensions in force are read by the database clock
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def deps(service_pool: Callable[[str], Awaitable[asyncpg.Pool]], settings: Settings) -> BudgetDeps:
+    pool = await service_pool("budget_enforcer")
+    return BudgetDeps(pool=pool, settings=settings.model_copy(update={"reservation_ttl": 60}), clock=Clock(NOW))
+
+
+def an_org() -> Scope:
+    return Scope(org_id=f"org-{uuid.uuid4().hex[:8]}")
+
+
+async def a_budget(deps: Deps, scope: Scope, limit: str = "10", **extra: object) -> uuid.UUID:
+    budget = await handlers.create(
+        CreateBudget.model_validate(
+            {
+                "name": "monthly",
+                "scope_type": "org",
+                "scope_id": scope.org_id,
+                "period": "monthly",
+                "limit_usd": limit,
+                "actor": "test",
+                **extra,
+            }
+        ),
+        deps,
+    )
+    return budget.id
+
+
+async def test_a_reservation_holds_on_the_budget_until_released(deps: BudgetDeps) -> None:
+    scope = an_org()
+    await a_budget(deps, scope)
+    task = uuid.uuid4()
+
+    held = await handlers.reserve(ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(4), model="gpt-4o"), deps)
+    status = await handlers.status(GetBudgetStatus(scope=scope), deps)
+    released = await handlers.release(ReleaseBudget(task_id=task), deps)
+    after = await handlers.status(GetBudgetStatus(scope=scope), deps)
+
+    assert held.admitted and held.expires_at == NOW + timedelta(seconds=60)
+    assert status.budgets[0].reserved_usd == Decimal(4)
+    assert released.released and released.status == "released"
+    assert after.budgets[0].reserved_usd == 0
+
+
+async def test_a_hard_limit_refuses_what_does_not_fit(deps: BudgetDeps) -> None:
+    scope = an_org()
+    budget_id = await a_budget(deps, scope, limit="1")
+
+    refused = await handlers.reserve(
+        ReserveBudget(task_id=uuid.uuid4(), scope=scope, amount_usd=Decimal(2), model="gpt-4o"), deps
+    )
+
+    assert not refused.admitted and refused.reason == "budget_exhausted" and refused.budget_id == budget_id
+
+
+async def test_settling_a_cost_charges_it_and_publishes_each_threshold_once(
+    deps: BudgetDeps, admin: asyncpg.Connection
+) -> None:
+    scope = an_org()
+    await a_budget(deps, scope, limit="10")
+
+    for amount in ("6", "1"):  # 60 % crosses 50 once; 70 % crosses nothing new
+        async with deps.transaction() as uow:
+            await handlers.settle_cost(a_cost(scope, amount, at=NOW), uow, deps)
+
+    status = await handlers.status(GetBudgetStatus(scope=scope), deps)
+    alerts = await admin.fetch(
+        "SELECT subject, payload FROM budget_enforcer.outbox WHERE subject = $1",
+        deps.subjects.budget_alert("org", scope.org_id),
+    )
+    assert status.spent_usd == Decimal(7)
+    assert [a["payload"] for a in alerts] and len(alerts) == 1 and b'"threshold_percent":50' in alerts[0]["payload"]
+
+
+async def test_a_rejected_task_releases_its_hold(deps: BudgetDeps) -> None:
+    scope = an_org()
+    await a_budget(deps, scope)
+    task = uuid.uuid4()
+    await handlers.reserve(ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(3), model="gpt-4o"), deps)
+    rejected = TaskRejected(
+        task_id=task, scope=scope, task_type="normal", reason=RejectionReason.budget_exhausted, detail="x"
+    )
+
+    async with deps.transaction() as uow:
+        await handlers.release_rejected(rejected, uow, deps)
+
+    assert (await handlers.status(GetBudgetStatus(scope=scope), deps)).budgets[0].reserved_usd == 0
+
+
+async def test_a_hold_past_its_ttl_expires(deps: BudgetDeps) -> None:
+    scope = an_org()
+    await a_budget(deps, scope)
+    await handlers.reserve(ReserveBudget(task_id=uuid.uuid4(), scope=scope, amount_usd=Decimal(3), model="m"), deps)
+    assert isinstance(deps.clock, Clock)
+
+    assert await handlers.expire_due(deps) == 0  # not yet
+    deps.clock.now = NOW + timedelta(seconds=61)
+    expired = await handlers.expire_due(deps)
+
+    assert expired >= 1
+    assert (await handlers.status(GetBudgetStatus(scope=scope), deps)).budgets[0].reserved_usd == 0
+
+
+async def test_budgets_are_created_shown_listed_updated_extended_and_deleted(deps: BudgetDeps) -> None:
+    scope = an_org()
+    budget_id = await a_budget(deps, scope, limit="5")
+
+    shown = await handlers.show(GetBudget(budget_id=budget_id), deps)
+    listed = await handlers.list_budgets(ListBudgets(scope_type="org", scope_id=scope.org_id), deps)
+    updated = await handlers.update(UpdateBudget(budget_id=budget_id, actor="test", limit_usd=Decimal(8)), deps)
+    extended = await handlers.extend(
+        ExtendBudget(budget_id=budget_id, amount_usd=Decimal(2), until=NOW + timedelta(days=1), reason="launch", actor="t"),
+        deps,
+    )
+    deleted = await handlers.delete(DeleteBudget(budget_id=budget_id, actor="test"), deps)
+
+    assert shown.limit_usd == Decimal(5) and [b.id for b in listed.budgets] == [budget_id]
+    assert updated.limit_usd == Decimal(8)
+    assert [e.amount_usd for e in extended.extensions] == [Decimal(2)]
+    assert deleted.id == budget_id
+    assert (await handlers.list_budgets(ListBudgets(scope_type="org", scope_id=scope.org_id), deps)).budgets == []
+
+
+async def test_an_approval_lets_a_task_past_require_approval(deps: BudgetDeps) -> None:
+    scope = an_org()
+    await a_budget(
+        deps, scope, limit="10", thresholds=[{"percent": 10, "actions": ["notify", "require-approval"]}]
+    )
+    async with deps.transaction() as uow:
+        await handlers.settle_cost(a_cost(scope, "2", at=NOW), uow, deps)
+    task = uuid.uuid4()
+    ask = ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(1), model="gpt-4o")
+
+    before = await handlers.reserve(ask, deps)
+    approval = await handlers.approve(ApproveTask(task_id=task, actor="lead", reason="needed"), deps)
+    after = await handlers.reserve(ask, deps)
+
+    assert not before.admitted and before.reason == "approval_required"
+    assert approval.actor == "lead"
+    assert after.admitted
