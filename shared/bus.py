@@ -100,9 +100,10 @@ def _js_metadata(msg: Msg) -> Any | None:
 class DeadLetterMiddleware(BaseMiddleware):
     """Decides what happens to a JetStream message whose handler raised.
 
-    Payloads that are not their contract, permanent errors, and the last allowed delivery, publish the original message with
-    the reason to ``<ns>.deadletter.<service>`` and terminate it; other failures are
-    nak'ed with the configured backoff. A message delivered again after its last allowed
+    Payloads that are not their contract (``contract_decoder``), permanent errors, and the last
+    allowed delivery, publish the original message with the reason to
+    ``<ns>.deadletter.<service>`` and terminate it; other failures are nak'ed with the
+    configured backoff. A message delivered again after its last allowed
     delivery (the consumer crashed or timed out on it) is dead-lettered without running the
     handler, so a poison message cannot crash-loop a service. If the dead letter cannot be
     written, the message is kept (nak'ed with backoff): nothing is dropped silently. A core
@@ -120,12 +121,7 @@ class DeadLetterMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
         raw = cast(Msg, self.msg)
         meta = _js_metadata(raw)
-        if meta is None:  # a request: an invalid one is answered, never left without a reply
-            try:
-                return await call_next(msg)
-            except ValidationError as exc:
-                return error_reply("invalid_request", _validation_message(exc), _validation_details(exc))
-        if int(meta.num_delivered) > self.settings.max_deliver:
+        if meta is not None and int(meta.num_delivered) > self.settings.max_deliver:
             error = RuntimeError("earlier deliveries ended without a result (the consumer crashed or timed out)")
             await self._settle(raw, meta, "max_deliver_exceeded", error)
             return None
@@ -141,12 +137,14 @@ class DeadLetterMiddleware(BaseMiddleware):
             return False
         raw = cast(Msg, self.msg)
         meta = _js_metadata(raw)
-        if meta is None:
+        if meta is None:  # a request: one that is not its contract is answered, never left without a reply
+            if isinstance(exc_val, InvalidMessage) and raw.reply:
+                details = dict(exc_val.details)
+                answer = error_reply("invalid_request", details.pop("message", exc_val.message), details)
+                await raw.respond(json.dumps(answer).encode())
+                return True
             return False
-        if isinstance(exc_val, ValidationError):  # the payload is not the contract: retrying cannot help
-            invalid = InvalidMessage(f"not a valid {exc_val.title}: {_validation_message(exc_val)}")
-            await self._settle(raw, meta, invalid.code, invalid)
-        elif isinstance(exc_val, PermanentError):
+        if isinstance(exc_val, PermanentError):
             await self._settle(raw, meta, exc_val.code, exc_val)
         elif int(meta.num_delivered) >= self.settings.max_deliver:
             await self._settle(raw, meta, "max_deliver_exceeded", exc_val)
@@ -194,6 +192,24 @@ class DeadLetterMiddleware(BaseMiddleware):
         log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=repr(exc))
 
 
+def contract_decoder(contract: type[BaseModel]) -> Callable[[NatsMessage], Awaitable[BaseModel]]:
+    """A FastStream decoder that validates the raw JSON as ``contract`` (pydantic's JSON mode, once):
+    the typed subscriber then receives the instance as it is. A payload that is not the contract
+    raises InvalidMessage, which the DeadLetterMiddleware dead-letters (events) or answers
+    (requests); a bug inside a handler that builds an invalid model is not that, and is retried."""
+
+    async def decode(msg: NatsMessage) -> BaseModel:
+        try:
+            return contract.model_validate_json(msg.body)
+        except (ValidationError, ValueError) as exc:
+            raise InvalidMessage(
+                f"not a valid {contract.__name__}: {exc}",
+                details={"message": _validation_message(exc), **_validation_details(exc)},
+            ) from exc
+
+    return decode
+
+
 def consume(
     router: NatsRouter,
     settings: Settings,
@@ -207,9 +223,9 @@ def consume(
 ) -> None:
     """Register a durable pull consumer of ``subject`` that calls ``handler(event)``.
 
-    The subscriber is typed with the contract, so FastStream validates the payload and documents
-    it in the service's AsyncAPI; a payload that is not a valid ``event_type`` goes straight to
-    the dead letter (DeadLetterMiddleware). Ack after success; on failure the middleware decides
+    The subscriber is typed with the contract, so the service's AsyncAPI documents its payload;
+    a payload that is not a valid ``event_type`` goes straight to the dead letter
+    (``contract_decoder``). Ack after success; on failure the middleware decides
     between retry and dead letter. Two replicas share the durable and split the messages. With
     ``workers`` > 1, that many messages are handled at once (for handlers that mostly wait on
     the network).
@@ -238,6 +254,7 @@ def consume(
             ack_wait=settings.ack_wait,
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=contract_decoder(event_type),
         title=f"{service}:{subject}",
         description=(event_type.__doc__ or "").strip() or None,
     )(_consumer)
@@ -277,6 +294,7 @@ def reply(
     router.subscriber(
         subject,
         queue=service,
+        decoder=contract_decoder(request_type),
         title=f"{service}:{subject}",
         max_workers=workers,
         description=(request_type.__doc__ or "").strip() or None,
@@ -293,25 +311,20 @@ def error_reply(code: str, message: str, details: dict[str, Any] | None = None) 
     return ErrorReply(error=ErrorInfo(code=code, message=message, details=details or {})).model_dump(mode="json")
 
 
-def _contract_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """The errors of a payload validated as a typed subscriber's one parameter, located in the
-    payload itself (FastStream puts the parameter's name first in each location)."""
-    errors: list[dict[str, Any]] = json.loads(exc.json(include_url=False, include_input=False))
-    for err in errors:
-        err["loc"] = err["loc"][1:]
-    return errors
+def _validation_message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "request"
+            parts.append(f"{where}: {err['msg']}")
+        return "; ".join(parts)
+    return str(exc)
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in _contract_errors(exc):
-        where = ".".join(str(p) for p in err["loc"]) or "request"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def _validation_details(exc: ValidationError) -> dict[str, Any]:
-    return {"errors": _contract_errors(exc)}
+def _validation_details(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, ValidationError):
+        return {"errors": json.loads(exc.json(include_url=False, include_input=False))}
+    return {}
 
 
 def parse_reply(data: bytes, reply_type: type[Res]) -> Res:

@@ -230,7 +230,6 @@ class RejectionReason(StrEnum):
 
 
 class TaskRejected(Event):
-
     SUBJECT: ClassVar[str] = "task_rejected"
     task_id: UUID
     scope: Scope

@@ -5,9 +5,12 @@ seconds a process takes to start."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import importlib
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,33 +30,70 @@ def service(name: str) -> Service[Any]:
 @dataclass
 class System:
     settings: Settings
-    runtimes: dict[str, Runtime]
+    runtimes: dict[str, list[Runtime]]
+    """Each service's running replicas."""
 
-    def deps(self, name: str) -> Any:
+    def deps(self, name: str, replica: int = 0) -> Any:
         """A running service's dependencies (its pool, price book, snapshots, ...)."""
-        return self.runtimes[name].deps
+        return self.runtimes[name][replica].deps
 
 
 @asynccontextmanager
 async def in_process(
     settings: Settings,
     dsns: dict[str, str],
-    services: Iterable[str] = SERVICES,
+    services: Mapping[str, int] | Iterable[str] = SERVICES,
     tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[System]:
-    """Start ``services`` (each with its own DSN from ``dsns``) in this process; stop them after."""
+    """Start ``services`` (names, or {name: replicas}; each with its own DSN from ``dsns``) in
+    this process; stop them after."""
     provider = tracer_provider or TracerProvider()
+    replicas = services if isinstance(services, Mapping) else dict.fromkeys(services, 1)
     system = System(settings, {})
+    started: list[Runtime] = []
     try:
-        for name in services:
+        for name, count in replicas.items():
             own = settings.model_copy(update={"database_url": dsns[name]})
-            rt = build_runtime(service(name), own, tracer_provider=provider)
-            system.runtimes[name] = rt
-            await rt.start()
+            for _ in range(count):
+                rt = build_runtime(service(name), own, tracer_provider=provider)
+                system.runtimes.setdefault(name, []).append(rt)
+                started.append(rt)
+                await rt.start()
         yield system
     finally:
-        for rt in reversed(list(system.runtimes.values())):
+        for rt in reversed(started):
             await rt.stop_background()
             await rt.broker.stop()
             if rt._pool is not None:
                 await rt._pool.close()
+
+
+@contextmanager
+def in_background(
+    settings: Settings, dsns: dict[str, str], services: Mapping[str, int] | Iterable[str] = SERVICES
+) -> Iterator[System]:
+    """``in_process`` on an event loop of its own, in a thread: for synchronous callers (a test
+    module's fixture, a benchmark) that talk to the system over the bus as to processes.
+    ``services``: names, or {name: replicas}."""
+    started: concurrent.futures.Future[System] = concurrent.futures.Future()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        try:
+            async with in_process(settings, dsns, services) as system:
+                started.set_result(system)
+                await stop.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            raise
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="routewise-in-process", daemon=True)
+    thread.start()
+    try:
+        yield started.result(timeout=120)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(60)
+        loop.close()

@@ -43,6 +43,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, make_asgi_app
 from pydantic import BaseModel
 
+from shared import retention
 from shared.bus import DeadLetterMiddleware, consume, ensure_streams, reply
 from shared.db import Connection, claim, create_pool, migrate
 from shared.events import Event, utcnow
@@ -167,6 +168,16 @@ def every(
 ) -> Job:
     interval = seconds if callable(seconds) else (lambda _: seconds)
     return Job(run, interval, wake)
+
+
+async def prune_inbox_outbox(deps: Deps) -> None:
+    """Every service's inbox and outbox, past their retention (``shared.retention``)."""
+    async with deps.transaction() as uow:
+        s = deps.settings
+        await retention.prune_inbox_outbox(uow.conn, deps.clock(), s.inbox_retention_days, s.outbox_retention_days)
+
+
+PRUNE_INBOX_OUTBOX = every(lambda s: s.prune_interval, prune_inbox_outbox)
 
 
 @dataclass(frozen=True)
@@ -338,7 +349,7 @@ class Runtime:
     def start_background(self) -> None:
         if self._outbox is not None:
             self._outbox.start()
-        for job in self.service.jobs:
+        for job in (*self.service.jobs, PRUNE_INBOX_OUTBOX):
             self.spawn(self._run_job(job), job.name)
 
     async def stop_background(self) -> None:
@@ -385,7 +396,9 @@ def build_broker(
     )
 
 
-def build_runtime(service: Service[Any], settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Runtime:
+def build_runtime(
+    service: Service[Any], settings: Settings, *, tracer_provider: TracerProvider | None = None
+) -> Runtime:
     """The service's broker with every subscriber of its table, not yet connected."""
     if not settings.database_url:
         raise SystemExit(f"ROUTEWISE_DATABASE_URL is not set: {service.name} needs its own Postgres role's DSN")

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         default=900.0, gt=0, description="Seconds a budget reservation holds before it expires unsettled."
     )
     outbox_interval: float = Field(default=1.0, gt=0, description="Seconds between outbox sweeps.")
+    inbox_retention_days: float = Field(
+        default=7.0, ge=1, description="Days an applied event's id is kept (past any redelivery or republish)."
+    )
+    outbox_retention_days: float = Field(default=7.0, gt=0, description="Days a published outbox row is kept.")
+    prune_interval: float = Field(default=3600.0, gt=0, description="Seconds between retention prunes.")
 
     @field_validator("namespace")
     @classmethod
