@@ -7,8 +7,10 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import nats
 import pytest
 
 from shared.db import create_pool, migrate
-from shared.inprocess import System, in_process, service
+from shared.inprocess import System, in_background, in_process, service
 from shared.provision import drop_database, dsn_with, provision
 from shared.settings import Settings
 from shared.stack import Stack
@@ -122,14 +124,24 @@ async def admin(database: Database) -> AsyncIterator[asyncpg.Connection]:
 
 @dataclass
 class RunningStack:
-    stack: Stack
+    """Routewise running for a test module: the five services (or some) as separate processes
+    (``running``), or inside the test process on a thread of their own (``in_process_stack``).
+    Either way tests talk to it over the real bus, and the CLI runs as a user would run it."""
+
     nats_url: str
     namespace: str
     database: Database
+    stack: Stack | None = None
+    system: System | None = None
 
     @property
     def settings(self) -> Settings:
         return Settings(nats_url=self.nats_url, namespace=self.namespace, request_timeout=10)
+
+    @property
+    def processes(self) -> Stack:
+        assert self.stack is not None, "this test needs the services as processes (running(...))"
+        return self.stack
 
     def cli_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")}
@@ -137,15 +149,45 @@ class RunningStack:
         return env
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``routewise ARGS`` against this stack, as a user would."""
-        return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
-            capture_output=True,
-            text=True,
-            env=self.cli_env(),
-            timeout=60,
-            check=False,
-        )
+        """Run ``routewise ARGS`` against this stack: a process of its own when the services are
+        processes; in this process (typer's runner, on a thread of its own) when they are not."""
+        if self.stack is not None:
+            return subprocess.run(
+                [sys.executable, "-m", "shared.cli", *args],
+                capture_output=True,
+                text=True,
+                env=self.cli_env(),
+                timeout=60,
+                check=False,
+            )
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(run_cli, list(args), self.cli_env()).result(timeout=60)
+
+
+_CLI_LOCK = threading.Lock()
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process, as ``routewise ARGS`` with ``env`` (one at a time: the runner
+    swaps the process's environment and standard streams while it runs)."""
+    from typer.testing import CliRunner
+
+    from shared.cli import app
+
+    with _CLI_LOCK:
+        result = CliRunner().invoke(app, args, env={k: None for k in os.environ if k not in env} | env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["routewise", *args], result.exit_code, result.stdout, result.stderr)
+
+
+def settings_from_env(namespace: str, nats_url: str, env: dict[str, str] | None = None) -> Settings:
+    """Quick retries, and any ``ROUTEWISE_*`` overrides in ``env`` (as a service process would read them)."""
+    overrides = {"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]", **(env or {})}
+    with _CLI_LOCK, pytest.MonkeyPatch.context() as patch:
+        for key, value in overrides.items():
+            patch.setenv(key, value)
+        return Settings(nats_url=nats_url, namespace=namespace)
 
 
 @contextmanager
@@ -167,16 +209,40 @@ def running(
             for i in range(replicas):
                 stack.start_service(name, instance=str(i + 1) if i else "")
         stack.wait_ready(timeout=90)
-        yield RunningStack(stack, nats_url, namespace, database)
+        yield RunningStack(nats_url, namespace, database, stack=stack)
     finally:
         stack.stop()
         asyncio.run(delete_streams(nats_url, namespace))
 
 
+@contextmanager
+def in_process_stack(
+    nats_url: str, database: Database, services: dict[str, int] | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
+    """``services`` ({name: replicas}; default all five) inside this process, on a thread of their
+    own, on a fresh namespace, quick retries: the same tables, subscribers, inbox and outbox as
+    the processes, started in a fraction of a second."""
+    namespace = new_namespace()
+    settings = settings_from_env(namespace, nats_url, extra_env)
+    try:
+        with in_background(settings, database.dsns, services or dict.fromkeys(SERVICES, 1)) as system:
+            yield RunningStack(nats_url, namespace, database, system=system)
+    finally:
+        asyncio.run(delete_streams(nats_url, namespace))
+
+
 @pytest.fixture(scope="module")
-def running_stack(
+def running_stack(nats_url: str, database: Database) -> Iterator[RunningStack]:
+    """The five services inside the test process, on their own namespace."""
+    with in_process_stack(nats_url, database) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def process_stack(
     nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
-    """The five services as separate processes, on their own namespace."""
+    """The five services as separate processes, on their own namespace (for what only processes
+    show: restarts, HTTP endpoints, tracing across processes)."""
     with running(nats_url, database, tmp_path_factory.mktemp("stack-logs"), dict.fromkeys(SERVICES, 1)) as stack:
         yield stack

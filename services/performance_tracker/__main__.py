@@ -1,4 +1,4 @@
-from services.performance_tracker.app import SPEC
+from services.performance_tracker.app import SERVICE
 from shared.service import run
 
-run(SPEC)
+run(SERVICE)

@@ -267,3 +267,9 @@ async def prune(conn: Connection, now: datetime) -> None:
             await conn.execute(
                 f"DELETE FROM {table} WHERE granularity = $1 AND bucket_start < $2", granularity, now - keep
             )
+
+
+async def version(conn: Connection, model: str) -> int:
+    """How many times the model's statistics or health changed: a snapshot's version."""
+    found = await conn.fetchval("SELECT version FROM model_health WHERE model = $1", model)
+    return int(found or 0)

@@ -1,4 +1,4 @@
-from services.selector.app import SPEC
+from services.selector.app import SERVICE
 from shared.service import run
 
-run(SPEC)
+run(SERVICE)

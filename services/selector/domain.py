@@ -135,10 +135,18 @@ class Limits:
         return next(self._objections(model, estimate, quality), None)
 
     def _objections(self, model: CatalogModel, estimate: ModelEstimate | None, quality: float) -> Iterator[str]:
-        prefs, c = self.prefs, self.constraints
+        """Every reason against ``model``, the first one first (the one ``why_not`` gives)."""
         if estimate is None:
             yield "no cost estimate"
             return
+        yield from self._placement(model, estimate)
+        yield from self._caps(estimate.cost_usd_p90)
+        yield from self._budget_restrictions(model, estimate.cost_usd_p90)
+        yield from self._task_needs(model, quality)
+
+    def _placement(self, model: CatalogModel, estimate: ModelEstimate) -> Iterator[str]:
+        """The prompt's size, the task's providers, the workspace's tiers and the model's health."""
+        prefs, c = self.prefs, self.constraints
         if not estimate.fits_context:
             yield f"the prompt ({estimate.input_tokens} tokens) exceeds its context window ({estimate.context_window})"
         if c.allowed_providers is not None and model.provider not in c.allowed_providers:
@@ -149,22 +157,31 @@ class Limits:
             yield f"tier {model.tier.value} is above the workspace's max tier {prefs.max_tier.value}"
         if model.id in self.demoted:
             yield "demoted by performance-tracker (unhealthy)"
-        p90 = estimate.cost_usd_p90
+
+    def _caps(self, p90: Decimal) -> Iterator[str]:
+        """The policy's, the task's and the workspace's caps on what one task may cost."""
         for cap, whose in (
             (self.policy.max_cost, f"policy {self.policy.name}'s max per task"),
-            (c.max_cost_usd, "the task's max cost"),
-            (prefs.max_cost_per_request_usd, "the workspace's max per request"),
+            (self.constraints.max_cost_usd, "the task's max cost"),
+            (self.prefs.max_cost_per_request_usd, "the workspace's max per request"),
         ):
             if cap is not None and p90 > cap:
                 yield f"p90 estimate ${fixed_point(p90)} is above {whose} (${fixed_point(cap)})"
+
+    def _budget_restrictions(self, model: CatalogModel, p90: Decimal) -> Iterator[str]:
         r = self.restrictions
-        if r is not None:
-            if model.id in r.restricted_models:
-                yield "restricted by a budget"
-            if r.max_tier is not None and model.tier.rank > r.max_tier.rank:
-                yield f"tier {model.tier.value} is above a budget's tier cap ({r.max_tier.value})"
-            if r.max_cost_per_request is not None and p90 > r.max_cost_per_request:
-                yield f"p90 estimate ${fixed_point(p90)} is above a budget's max per request"
+        if r is None:
+            return
+        if model.id in r.restricted_models:
+            yield "restricted by a budget"
+        if r.max_tier is not None and model.tier.rank > r.max_tier.rank:
+            yield f"tier {model.tier.value} is above a budget's tier cap ({r.max_tier.value})"
+        if r.max_cost_per_request is not None and p90 > r.max_cost_per_request:
+            yield f"p90 estimate ${fixed_point(p90)} is above a budget's max per request"
+
+    def _task_needs(self, model: CatalogModel, quality: float) -> Iterator[str]:
+        """The task's minimum quality and latency SLO."""
+        c = self.constraints
         if c.min_quality is not None and quality < c.min_quality:
             yield f"predicted quality {quality:.2f} is below the task's min quality {c.min_quality:.2f}"
         latency = self.latency_p95_ms.get(model.id)

@@ -3,6 +3,7 @@ features kept for learning, and the text learner's weights."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -163,6 +164,30 @@ async def record_decision(
             features,
         )
     return bool(inserted)
+
+
+class Seen(NamedTuple):
+    """What the selector already did with a TaskArrived: applied this very event, and the task's
+    current decision status (``selected``, ``rejected`` or None)."""
+
+    applied: bool
+    previous: str | None
+
+
+async def seen(conn: Connection, event_id: UUID, task_id: UUID) -> Seen:
+    row = await conn.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1) AS applied,
+                  (SELECT status FROM decisions WHERE task_id = $2) AS previous""",
+        event_id,
+        task_id,
+    )
+    assert row is not None
+    return Seen(row["applied"], row["previous"])
+
+
+async def decision(conn: Connection, task_id: UUID) -> asyncpg.Record | None:
+    """The task's decision row (None: the selector never decided it)."""
+    return await conn.fetchrow("SELECT * FROM decisions WHERE task_id = $1", task_id)
 
 
 async def task_features(conn: Connection, task_id: UUID) -> asyncpg.Record | None:

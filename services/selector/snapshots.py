@@ -3,9 +3,12 @@ bucket, kept by a watcher, so no decision waits on a request for model statistic
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
+from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError
@@ -24,6 +27,34 @@ async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
+
+
+class SnapshotFeed(Protocol):
+    """Where the snapshots come from: each ``(key, value)`` put, from the current content on
+    (an empty value: the key was deleted)."""
+
+    def watch(self) -> AsyncIterator[tuple[str, bytes | None]]: ...
+
+
+@dataclass(frozen=True)
+class BucketFeed:
+    """``SnapshotFeed`` of performance-tracker's JetStream KV bucket."""
+
+    kv: KeyValue
+
+    @classmethod
+    async def open(cls, broker: NatsBroker, bucket: str) -> BucketFeed:
+        client = await broker.connect()
+        return cls(await open_bucket(client.jetstream(), bucket))
+
+    async def watch(self) -> AsyncIterator[tuple[str, bytes | None]]:
+        watcher = await self.kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is not None and entry.key:
+                    yield entry.key, entry.value
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
 
 
 class Snapshots:
@@ -68,20 +99,9 @@ class Snapshots:
             if (day := s.windows.get("24h")) is not None and day.latency_p95_ms is not None
         }
 
-    async def follow(self, kv: KeyValue, retry_s: float = 1.0) -> None:
-        """Apply every put to the bucket, from its current content on, until cancelled; a broken
-        watch is started again (from the bucket's content, so nothing is missed)."""
-        while True:
-            try:
-                watcher = await kv.watchall()
-                try:
-                    async for entry in watcher:
-                        if entry is not None and entry.key:
-                            self.put(entry.key, entry.value)
-                finally:
-                    await watcher.stop()  # type: ignore[no-untyped-call]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("performance snapshot watch failed; watching again")
-            await asyncio.sleep(retry_s)
+    async def follow(self, feed: SnapshotFeed) -> None:
+        """Apply every put of ``feed``, from its current content on, until the watch ends or
+        breaks (the selector's watch job then starts it again, from the content, so nothing is
+        missed)."""
+        async for key, value in feed.watch():
+            self.put(key, value)

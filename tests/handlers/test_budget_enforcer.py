@@ -151,7 +151,9 @@ async def test_budgets_are_created_shown_listed_updated_extended_and_deleted(dep
     listed = await handlers.list_budgets(ListBudgets(scope_type="org", scope_id=scope.org_id), deps)
     updated = await handlers.update(UpdateBudget(budget_id=budget_id, actor="test", limit_usd=Decimal(8)), deps)
     extended = await handlers.extend(
-        ExtendBudget(budget_id=budget_id, amount_usd=Decimal(2), until=NOW + timedelta(days=1), reason="launch", actor="t"),
+        ExtendBudget(
+            budget_id=budget_id, amount_usd=Decimal(2), until=NOW + timedelta(days=1), reason="launch", actor="t"
+        ),
         deps,
     )
     deleted = await handlers.delete(DeleteBudget(budget_id=budget_id, actor="test"), deps)
@@ -165,9 +167,7 @@ async def test_budgets_are_created_shown_listed_updated_extended_and_deleted(dep
 
 async def test_an_approval_lets_a_task_past_require_approval(deps: BudgetDeps) -> None:
     scope = an_org()
-    await a_budget(
-        deps, scope, limit="10", thresholds=[{"percent": 10, "actions": ["notify", "require-approval"]}]
-    )
+    await a_budget(deps, scope, limit="10", thresholds=[{"percent": 10, "actions": ["notify", "require-approval"]}])
     async with deps.transaction() as uow:
         await handlers.settle_cost(a_cost(scope, "2", at=NOW), uow, deps)
     task = uuid.uuid4()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import nats
 
-from services.performance_tracker.app import write_snapshot
+from services.performance_tracker.kv import write_snapshot
 from shared.requests import ModelHealth, PerformanceSnapshot
 from shared.settings import Settings
 from shared.subjects import snapshot_key

@@ -43,7 +43,7 @@ def test_every_message_a_service_consumes_answers_and_publishes_has_its_contract
 
     assert {k: channels.get(k) for k in wanted} == wanted
     for contract in wanted.values():
-        assert schemas[contract]["type"] == "object" and schemas[contract]["properties"], contract
+        assert schemas[contract]["type"] == "object", contract  # the contract's own JSON schema
 
 
 def test_the_checked_in_documents_match_the_code() -> None:

@@ -1,0 +1,649 @@
+"""selector's service layer: TaskArrived → ModelSelected | TaskRejected (through the outbox),
+previews, feedback → the text learner, policies and tier preferences, and the jobs that keep
+the learner and the performance snapshots current.
+
+Plain functions: each takes its event or request and the service's dependencies; none knows
+NATS. The other services the decision asks (cost-predictor's quotes, budget-enforcer's holds)
+are the ``Quotes`` and ``Budgets`` ports of ``SelectorDeps``. ``app.py`` maps subjects to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from uuid import UUID
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Span, Tracer
+
+from services.selector import repository as repo
+from services.selector.domain import (
+    Candidate,
+    Features,
+    Limits,
+    Pick,
+    Policy,
+    Screened,
+    cheaper_candidates,
+    decide,
+    fallback_chain,
+    features,
+    screen,
+    target_tier,
+    validate,
+)
+from services.selector.learner import (
+    TextModel,
+    base_quality,
+    confidence,
+    learn,
+    logit,
+    observed,
+    prior_quality,
+    sigmoid,
+    text_features,
+)
+from services.selector.ports import Budgets, BusBudgets, BusQuotes, Quotes
+from services.selector.snapshots import BucketFeed, SnapshotFeed, Snapshots
+from shared.catalog import Catalog, CatalogModel, default_catalog
+from shared.db import Connection, claim
+from shared.errors import RemoteError, RoutewiseError
+from shared.events import (
+    CandidateScore,
+    FeedbackRecorded,
+    ModelSelected,
+    RejectionReason,
+    TaskArrived,
+    TaskRejected,
+    Tier,
+    fixed_point,
+)
+from shared.requests import (
+    CostEstimate,
+    CostRestrictions,
+    Decision,
+    DeleteTierPreferences,
+    EstimateCost,
+    GetBudgetStatus,
+    GetDecision,
+    GetTierPreferences,
+    ListPolicies,
+    ModelEstimate,
+    PerformanceSnapshot,
+    PolicyList,
+    ReleaseBudget,
+    Reservation,
+    ReserveBudget,
+    RoutingPolicy,
+    RoutingPreview,
+    SetPolicy,
+    SetTierPreferences,
+    TierPreferences,
+    TierPreferencesReply,
+)
+from shared.service import Deps, Runtime, UnitOfWork
+
+log = structlog.get_logger(__name__)
+TRACER = "routewise.selector"
+LEARNER_REFRESH_S = 1.0
+"""How stale a replica's text learner may be (sooner when this replica learnt something)."""
+SNAPSHOT_REWATCH_S = 1.0
+"""How long after a broken watch of the performance snapshots it is started again."""
+
+# A budget's refusal as the reason a task is rejected.
+_REJECTION = {
+    "budget_exhausted": RejectionReason.budget_exhausted,
+    "approval_required": RejectionReason.approval_required,
+    "over_request_cap": RejectionReason.over_request_cap,
+    "model_restricted": RejectionReason.no_model_within_constraints,
+}
+
+# Errors of cost.estimate that mean "this task cannot be priced", not "try again later".
+_UNPRICEABLE = {"unknown_model", "unknown_price", "context_window_exceeded", "invalid_request"}
+
+
+class TaskLocks:
+    """One decision per task at a time within a replica (its consumer runs many at once)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, task_id: UUID) -> AsyncIterator[None]:
+        lock, users = self._locks.get(task_id, (asyncio.Lock(), 0))
+        self._locks[task_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[task_id]
+            if users == 1:
+                del self._locks[task_id]
+            else:
+                self._locks[task_id] = (lock, users - 1)
+
+
+@dataclass(kw_only=True)
+class SelectorDeps(Deps):
+    """The selector's long-lived state: the catalog, the live performance snapshots, this
+    replica's copy of the text learner, and the ports to the services a decision asks."""
+
+    quotes: Quotes
+    budgets: Budgets
+    snapshot_feed: SnapshotFeed
+    catalog: Catalog = field(default_factory=default_catalog)
+    tracer: Tracer = field(default_factory=lambda: trace.get_tracer(TRACER))
+    snapshots: Snapshots = field(default_factory=Snapshots)
+    in_progress: TaskLocks = field(default_factory=TaskLocks)
+    text_models: dict[str, TextModel] = field(default_factory=dict)
+    learner_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once this replica's feedback is committed: the learner refresh runs at once."""
+    watch_now: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at start-up: the first watch of the snapshots begins with the service."""
+
+
+async def build(rt: Runtime) -> SelectorDeps:
+    """The ports over the bus, the snapshots' bucket (created if performance-tracker has not yet),
+    the learner as stored; and a warning for each policy naming models the catalog lacks."""
+    subjects, timeout = rt.subjects, rt.settings.request_timeout
+    deps = SelectorDeps(
+        **rt.base_deps(),
+        quotes=BusQuotes(rt.broker, subjects, timeout),
+        budgets=BusBudgets(rt.broker, subjects, timeout),
+        snapshot_feed=await BucketFeed.open(rt.broker, subjects.performance_bucket),
+        tracer=rt.tracer_provider.get_tracer(TRACER),
+    )
+    deps.watch_now.set()
+    await refresh_learner(deps)
+    await warn_unknown_models(deps)
+    return deps
+
+
+async def warn_unknown_models(deps: SelectorDeps) -> None:
+    async with deps.pool.acquire() as conn:
+        policies = await repo.list_policies(conn)
+    for policy in policies:
+        unknown = [m for m in policy.models if deps.catalog.get(m) is None]
+        if unknown:
+            log.warning("policy names models the catalog lacks; they are skipped", policy=policy.name, models=unknown)
+
+
+# --- the decision ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before any budget is touched (all a preview shows)."""
+
+    task: TaskArrived
+    policy: Policy
+    prefs: TierPreferences
+    tier: Tier
+    feats: Features
+    text: list[int]
+    estimates: dict[str, ModelEstimate]
+    limits: Limits
+    screened: Screened
+    pick: Pick
+    started: float
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A task rejected before any budget was asked, with what was known by then (for previews)."""
+
+    rejection: TaskRejected
+    policy: str | None = None
+    tier: Tier | None = None
+    excluded: dict[str, str] = field(default_factory=dict)
+
+
+def rejection(task: TaskArrived, reason: RejectionReason, detail: str, budget_id: UUID | None = None) -> TaskRejected:
+    return TaskRejected(
+        task_id=task.task_id,
+        scope=task.scope,
+        task_type=task.task_type,
+        reason=reason,
+        detail=detail,
+        budget_id=budget_id,
+    )
+
+
+def base_estimate(
+    model: CatalogModel, snap: PerformanceSnapshot | None, complexity: float, pattern: str, task_type: str
+) -> tuple[float, int]:
+    """Quality expected from the prior and performance-tracker's statistics, and their sample count."""
+    mean, samples = observed((snap.by_pattern.get(pattern), snap.by_task_type.get(task_type))) if snap else (None, 0)
+    return base_quality(prior_quality(model.quality_prior, complexity), mean, samples), samples
+
+
+def predict(
+    deps: SelectorDeps, model: CatalogModel, feats: Features, task_type: str, text: list[int]
+) -> tuple[float, float]:
+    """(predicted quality, confidence) of ``model`` for this prompt."""
+    snap = deps.snapshots.get(model.id)
+    quality, samples = base_estimate(model, snap, feats.complexity, feats.pattern, task_type)
+    learnt = deps.text_models.get(model.id)
+    if learnt is not None and learnt.examples:
+        quality = sigmoid(logit(quality) + learnt.adjustment(text))
+    day = snap.windows.get("24h") if snap else None
+    if day is not None and day.success_rate is not None and day.requests >= 10:
+        quality *= day.success_rate  # a failed call delivers nothing
+    return round(quality, 4), confidence(samples)
+
+
+def predictions(
+    deps: SelectorDeps, models: list[CatalogModel], feats: Features, task_type: str, text: list[int]
+) -> tuple[dict[str, tuple[float, float]], str | None]:
+    """Each model's (quality, confidence), and why the learner could not say (priors only then)."""
+    try:
+        return {m.id: predict(deps, m, feats, task_type, text) for m in models}, None
+    except Exception as exc:  # the learner must never stop a decision
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("quality prediction failed; priors only", error=error)
+        return {m.id: (round(prior_quality(m.quality_prior, feats.complexity), 4), 0.0) for m in models}, error
+
+
+async def settings_for(conn: Connection, task: TaskArrived) -> tuple[Policy | str, TierPreferences]:
+    """The task's policy (or why it has none) and its workspace's preferences."""
+    prefs = await repo.preferences(conn, task.scope.workspace_id) or TierPreferences(
+        workspace_id=task.scope.workspace_id or "default"
+    )
+    try:
+        return await repo.policy_for(conn, task.task_type, task.policy), prefs
+    except RoutewiseError as exc:
+        return exc.message, prefs
+
+
+async def quote(
+    deps: SelectorDeps,
+    task: TaskArrived,
+    policy: Policy,
+    prefs: TierPreferences,
+    models: list[CatalogModel],
+    *,
+    keep: bool,
+) -> CostEstimate | Refused:
+    """The policy's models priced for this task, or the task refused when it cannot be priced.
+    cost-predictor being unavailable raises (the event is retried with backoff)."""
+    ask = EstimateCost(
+        prompt=task.prompt,
+        messages=task.messages,
+        models=[m.id for m in models],
+        task_type=task.task_type,
+        task_id=task.task_id if keep else None,
+        max_output_tokens=policy.max_tokens,
+        cached_prefix=prefs.cache_aware_routing and task.messages is not None,
+    )
+    try:
+        return await deps.quotes.estimate(ask)
+    except RemoteError as exc:
+        if exc.code not in _UNPRICEABLE:
+            raise
+        detail = f"{exc.code}: {exc.message}"
+        return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
+
+
+async def plan(
+    deps: SelectorDeps,
+    task: TaskArrived,
+    policy: Policy | str,
+    prefs: TierPreferences,
+    *,
+    keep_estimate: bool,
+    started: float,
+    restrictions: CostRestrictions | None = None,
+) -> Plan | Refused:
+    """Everything but the budget, from ``started`` (perf_counter) on."""
+    if isinstance(policy, str):
+        return Refused(rejection(task, RejectionReason.no_model_within_constraints, policy))
+    models = [m for m in (deps.catalog.get(i) for i in policy.models) if m is not None]
+    if not models:
+        detail = f"no model of policy {policy.name} is in the catalog"
+        return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
+    quoted = await quote(deps, task, policy, prefs, models, keep=keep_estimate)
+    if isinstance(quoted, Refused):
+        return quoted
+    estimates = {e.model: e for e in quoted.estimates}
+    prompt = task.text()  # messages joined once, for both the features and the learner
+    feats = features(prompt, max(e.input_tokens for e in quoted.estimates))
+    bias = task.quality_bias if task.quality_bias is not None else prefs.quality_bias
+    tier = target_tier(feats, prefs, bias)
+    text = text_features(prompt, feats.pattern, task.task_type)
+    predicted, learning_error = predictions(deps, models, feats, task.task_type, text)
+    snapshots = deps.snapshots
+    limits = Limits(
+        policy, prefs, task.constraints, snapshots.demoted, snapshots.latency_p95_ms, restrictions=restrictions
+    )
+    screened = screen(deps.catalog, limits, estimates, predicted)
+    if not screened.candidates:
+        why = "; ".join(f"{m}: {reason}" for m, reason in screened.excluded.items())
+        refused = rejection(task, RejectionReason.no_model_within_constraints, f"policy {policy.name}: {why}")
+        return Refused(refused, policy.name, tier, screened.excluded)
+    strategy = task.strategy or ("hybrid" if task.auto_route else "complexity")
+    pick = decide(strategy, screened.candidates, tier, feats, bias, learning_error, escalate=prefs.auto_escalation)
+    return Plan(task, policy, prefs, tier, feats, text, estimates, limits, screened, pick, started)
+
+
+def selection(
+    p: Plan,
+    chosen: Candidate,
+    reservation: Reservation | None,
+    budget_note: str,
+    limits: Limits,
+    refused: frozenset[str] = frozenset(),
+) -> ModelSelected:
+    """The decision for ``chosen`` (held by ``reservation``, or None in a preview)."""
+    baseline = p.policy.baseline if p.policy.baseline in p.estimates else next(iter(p.estimates))
+    reasoning = "; ".join(part for part in (p.pick.reasoning, p.screened.note, budget_note) if part)
+    return ModelSelected(
+        task_id=p.task.task_id,
+        scope=p.task.scope,
+        task_type=p.task.task_type,
+        model=chosen.model.id,
+        provider=chosen.model.provider,
+        tier=chosen.model.tier,
+        fallback_chain=fallback_chain(p.screened.candidates, chosen, limits, enabled=p.prefs.fallback, refused=refused),
+        policy=p.policy.name,
+        estimated_input_tokens=chosen.estimate.input_tokens,
+        estimated_output_tokens=chosen.estimate.output_tokens_p50,
+        max_output_tokens=p.policy.max_tokens,
+        estimated_cost_usd=chosen.cost,
+        baseline_model=baseline,
+        baseline_cost_usd=p.estimates[baseline].cost_usd_p50,
+        strategy=p.pick.strategy,
+        fallback_reason=p.pick.fallback_reason,
+        confidence=chosen.confidence,
+        complexity=p.feats.complexity,
+        pattern=p.feats.pattern,
+        reasoning=f"policy {p.policy.name}: {reasoning}",
+        experimental=p.pick.experimental,
+        candidates=[
+            CandidateScore(
+                model=c.model.id,
+                provider=c.model.provider,
+                tier=c.model.tier,
+                predicted_quality=c.quality,
+                confidence=c.confidence,
+                estimated_cost_usd=c.cost,
+            )
+            for c in sorted(p.screened.candidates, key=lambda c: c.cost)
+        ],
+        reservation_id=reservation.reservation_id if reservation else None,
+        decision_latency_ms=round((time.perf_counter() - p.started) * 1000, 3),
+    )
+
+
+async def hold(deps: SelectorDeps, task: TaskArrived, candidate: Candidate) -> Reservation:
+    """Reserve the candidate's p90 on the task's budgets. A hold left by an earlier attempt
+    at this task (a redelivery that re-planned) is released first when it is for another amount."""
+    ask = ReserveBudget(
+        task_id=task.task_id,
+        scope=task.scope,
+        amount_usd=candidate.estimate.cost_usd_p90,
+        model=candidate.model.id,
+        tier=candidate.model.tier,
+    )
+    answer = await deps.budgets.reserve(ask)
+    if answer.admitted and answer.amount_usd != ask.amount_usd:
+        await deps.budgets.release(ReleaseBudget(task_id=task.task_id, reason="re-planned after a retry"))
+        answer = await deps.budgets.reserve(ask)
+    return answer
+
+
+async def reserve(deps: SelectorDeps, p: Plan) -> ModelSelected | TaskRejected:
+    """Hold the chosen model's p90 on the task's budgets; on a refusal, the next cheaper
+    candidate that the restrictions in force allow; if none, the task is rejected. Each model
+    is validated against the limits as they are at that moment before it is reserved."""
+    notes: list[str] = []
+    refusals: list[tuple[Candidate, Reservation]] = []
+    limits = p.limits
+    queue = [p.pick.candidate]
+    while queue:
+        candidate = queue.pop(0)
+        limits = replace(limits, demoted=deps.snapshots.demoted, latency_p95_ms=deps.snapshots.latency_p95_ms)
+        try:
+            validate(candidate, deps.catalog, limits)
+        except ValueError as exc:
+            notes.append(f"{exc}; not reserved")
+            queue = queue or cheaper_candidates(p.screened.candidates, candidate, limits)
+            continue
+        answer = await hold(deps, p.task, candidate)
+        if answer.admitted:
+            if refusals:
+                notes.append("budget: " + "; ".join(f"{c.model.id} refused ({r.detail})" for c, r in refusals))
+                notes.append(f"downgraded to {candidate.model.id} at ${fixed_point(candidate.cost)}")
+            refused = frozenset(c.model.id for c, _ in refusals)
+            return selection(p, candidate, answer, "; ".join(notes), limits, refused)
+        refusals.append((candidate, answer))
+        if answer.reason == "approval_required":
+            break  # a cheaper model needs the approval too
+        limits = replace(limits, restrictions=answer.restrictions)
+        queue = cheaper_candidates(p.screened.candidates, candidate, limits)
+    if not refusals:
+        return rejection(p.task, RejectionReason.no_model_within_constraints, "; ".join(notes))
+    last = refusals[-1][1]
+    return rejection(
+        p.task,
+        _REJECTION.get(last.reason or "", RejectionReason.no_model_within_constraints),
+        f"{last.detail} (tried {', '.join(c.model.id for c, _ in refusals)})",
+        last.budget_id,
+    )
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+async def decide_task_arrived(task: TaskArrived, deps: SelectorDeps) -> None:
+    """Decide a task: its model held on its budgets and ModelSelected published, or TaskRejected.
+    Claims the event itself (after the budget calls, which cannot be in its transaction)."""
+    started = time.perf_counter()
+    async with deps.in_progress.one_at_a_time(task.task_id):  # two events of one task: one after the other
+        with deps.tracer.start_as_current_span("routewise.decide") as span:
+            span.set_attribute("routewise.task_id", str(task.task_id))
+            outcome = await decide_task(deps, task, started)
+            if outcome is not None:
+                describe(span, outcome)
+
+
+async def decide_task(deps: SelectorDeps, task: TaskArrived, started: float) -> ModelSelected | TaskRejected | None:
+    """The task's outcome, recorded and published in one transaction with the event's inbox
+    claim; None when this event was applied already or the task is already selected."""
+    async with deps.pool.acquire() as conn:
+        seen = await repo.seen(conn, task.event_id, task.task_id)
+        if seen.applied:
+            return None  # this very event was applied: deciding again would hold budget for nothing
+        if seen.previous == "selected":
+            log.info("task already decided; ignoring repeat", task_id=str(task.task_id))
+            return None  # (a rejected task may be submitted again, e.g. after an approval)
+        policy, prefs = await settings_for(conn, task)
+    planned = await plan(deps, task, policy, prefs, keep_estimate=True, started=started)
+    outcome: ModelSelected | TaskRejected
+    if isinstance(planned, Refused):
+        outcome, learning = planned.rejection, None
+    else:
+        outcome = await reserve(deps, planned)
+        learning = (planned.feats.pattern, planned.feats.complexity, planned.text)
+    subjects = deps.subjects
+    subject = subjects.model_selected if isinstance(outcome, ModelSelected) else subjects.task_rejected
+    async with deps.transaction() as uow:
+        if not await claim(uow.conn, task.event_id, subjects.task_arrived):
+            return None
+        if await repo.record_decision(uow.conn, task, outcome, learning):
+            await uow.publish(subject, outcome)
+    return outcome
+
+
+def describe(span: Span, outcome: ModelSelected | TaskRejected) -> None:
+    """The outcome on the decision's span and in the log."""
+    if isinstance(outcome, TaskRejected):
+        span.set_attribute("routewise.rejection_reason", outcome.reason.value)
+        log.info("task rejected", reason=outcome.reason.value, detail=outcome.detail)
+        return
+    span.set_attribute("routewise.model", outcome.model)
+    span.set_attribute("routewise.strategy", outcome.strategy)
+    span.set_attribute("routewise.confidence", outcome.confidence)
+    span.set_attribute("routewise.estimated_cost_usd", str(outcome.estimated_cost_usd))
+    span.set_attribute("routewise.candidates", [c.model for c in outcome.candidates])
+    span.set_attribute("routewise.candidate_count", len(outcome.candidates))
+    log.info(
+        "model selected",
+        model=outcome.model,
+        tier=outcome.tier.value,
+        strategy=outcome.strategy,
+        cost=str(outcome.estimated_cost_usd),
+    )
+
+
+async def learn_feedback(event: FeedbackRecorded, uow: UnitOfWork, deps: SelectorDeps) -> None:
+    """Teach the model's text learner how good its answer to this prompt was."""
+    task = await repo.task_features(uow.conn, event.task_id)
+    model = deps.catalog.get(event.model)
+    if task is None or model is None:
+        log.info("feedback not learnt: task or model unknown to the selector", task_id=str(event.task_id))
+        return
+    try:
+        snap = deps.snapshots.get(model.id)
+    except ValueError:
+        snap = None  # unreadable snapshot: learn over the prior
+    base, _ = base_estimate(model, snap, task["complexity"], task["pattern"], task["task_type"])
+    current = await repo.lock_text_model(uow.conn, model.id)
+    known = await repo.weights_of(uow.conn, model.id, task["features"])
+    update = learn(current.bias, current.bias_g, known, task["features"], logit(base), event.quality)
+    await repo.save_update(uow.conn, model.id, current.version + 1, update)
+    uow.after_commit(deps.learner_changed.set)
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+async def preview(task: TaskArrived, deps: SelectorDeps) -> RoutingPreview:
+    """The decision without a reservation: the budgets' restrictions in force are asked for
+    and applied instead (when budget-enforcer answers)."""
+    started = time.perf_counter()
+    async with deps.pool.acquire() as conn:
+        policy, prefs = await settings_for(conn, task)
+    restrictions, budget_note = await restrictions_in_force(deps, task)
+    planned = await plan(deps, task, policy, prefs, keep_estimate=False, started=started, restrictions=restrictions)
+    if isinstance(planned, Refused):
+        return RoutingPreview(
+            selected=None,
+            rejected=planned.rejection,
+            policy=planned.policy,
+            target_tier=planned.tier,
+            excluded=planned.excluded,
+        )
+    return RoutingPreview(
+        selected=selection(planned, planned.pick.candidate, None, budget_note, planned.limits),
+        rejected=None,
+        policy=planned.policy.name,
+        target_tier=planned.tier,
+        excluded=planned.screened.excluded,
+    )
+
+
+async def restrictions_in_force(deps: SelectorDeps, task: TaskArrived) -> tuple[CostRestrictions | None, str]:
+    """The restrictions the task's budgets impose now, and the preview's note about them."""
+    note = "preview: no budget reserved"
+    try:
+        status = await deps.budgets.status(GetBudgetStatus(scope=task.scope))
+    except RemoteError as exc:
+        return None, f"{note}; budgets not consulted ({exc.code})"
+    if status.remaining_usd is not None:
+        note += f" (${fixed_point(status.remaining_usd)} left on the tightest budget)"
+    return status.cost_restrictions, note
+
+
+async def get_decision(req: GetDecision, deps: SelectorDeps) -> Decision:
+    async with deps.pool.acquire() as conn:
+        row = await repo.decision(conn, req.task_id)
+    if row is None:
+        raise RoutewiseError(f"no decision is known for task {req.task_id}", code="not_found")
+    return Decision(
+        task_id=row["task_id"],
+        status=row["status"],
+        scope=row["scope"],
+        task_type=row["task_type"],
+        model=row["model"],
+        provider=row["provider"],
+        tier=row["tier"],
+        estimated_cost_usd=row["estimated_cost_usd"],
+        reason=row["reason"],
+        decided_at=row["decided_at"],
+        trace_context=row["trace_context"],
+    )
+
+
+async def list_policies(req: ListPolicies, deps: SelectorDeps) -> PolicyList:
+    async with deps.pool.acquire() as conn:
+        return PolicyList(policies=await repo.list_policies(conn), default_policy=repo.DEFAULT_POLICY)
+
+
+async def set_policy(req: SetPolicy, deps: SelectorDeps) -> RoutingPolicy:
+    catalog = deps.catalog
+    unknown = [m for m in req.models if catalog.get(m) is None]
+    if unknown:
+        raise RoutewiseError(
+            f"not in the model catalog: {', '.join(unknown)} (known: {', '.join(m.id for m in catalog.models)})",
+            code="unknown_model",
+        )
+    async with deps.transaction() as uow:
+        saved = await repo.set_policy(uow.conn, req)
+    log.info("routing policy set", policy=req.name, models=req.models, by=req.actor)
+    return saved
+
+
+async def get_preferences(req: GetTierPreferences, deps: SelectorDeps) -> TierPreferencesReply:
+    async with deps.pool.acquire() as conn:
+        stored = await repo.preferences(conn, req.workspace_id)
+    return TierPreferencesReply(
+        preferences=stored or TierPreferences(workspace_id=req.workspace_id), stored=stored is not None
+    )
+
+
+async def set_preferences(req: SetTierPreferences, deps: SelectorDeps) -> TierPreferencesReply:
+    providers = {m.provider for m in deps.catalog.models}
+    unknown = [p for p in req.preferences.preferred_providers if p not in providers]
+    if unknown:
+        raise RoutewiseError(
+            f"no catalog model is served by {', '.join(unknown)} (providers: {', '.join(sorted(providers))})",
+            code="unknown_provider",
+        )
+    async with deps.transaction() as uow:
+        stored = await repo.set_preferences(uow.conn, req.preferences, req.actor)
+    log.info("tier preferences set", workspace=req.preferences.workspace_id, by=req.actor)
+    return TierPreferencesReply(preferences=stored, stored=True)
+
+
+async def delete_preferences(req: DeleteTierPreferences, deps: SelectorDeps) -> TierPreferencesReply:
+    async with deps.transaction() as uow:
+        if not await repo.delete_preferences(uow.conn, req.workspace_id):
+            raise RoutewiseError(f"workspace {req.workspace_id} has no stored preferences", code="not_found")
+    log.info("tier preferences deleted", workspace=req.workspace_id, by=req.actor)
+    return TierPreferencesReply(preferences=TierPreferences(workspace_id=req.workspace_id), stored=False)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+async def refresh_learner(deps: SelectorDeps) -> None:
+    """Load what changed in every model's text learner since this replica last looked."""
+    async with deps.pool.acquire() as conn:
+        for model, (bias, examples, version) in (await repo.text_model_versions(conn)).items():
+            known = deps.text_models.get(model) or TextModel()
+            if known.version == version:
+                continue
+            for feature, weight in await repo.weights_since(conn, model, known.version):
+                known.weights[feature] = weight
+            known.bias, known.examples, known.version = bias, examples, version
+            deps.text_models[model] = known
+
+
+async def watch_snapshots(deps: SelectorDeps) -> None:
+    """Keep the performance snapshots current: every put to performance-tracker's bucket, from
+    its content on, for as long as the watch lasts (a broken one is started again)."""
+    await deps.snapshots.follow(deps.snapshot_feed)

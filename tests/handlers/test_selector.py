@@ -1,0 +1,312 @@
+"""selector's handlers called directly: real Postgres, no bus; quotes priced by cost-predictor's
+estimator and budgets held in memory (tests/handlers/selector_twins.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from services.selector import handlers
+from services.selector.handlers import SelectorDeps
+from shared.db import claim
+from shared.errors import RemoteError, RoutewiseError
+from shared.events import (
+    FeedbackRecorded,
+    ModelSelected,
+    RejectionReason,
+    Scope,
+    TaskArrived,
+    TaskRejected,
+    Tier,
+)
+from shared.requests import (
+    DeleteTierPreferences,
+    GetDecision,
+    GetTierPreferences,
+    ListPolicies,
+    ModelHealth,
+    PerformanceSnapshot,
+    SetPolicy,
+    SetTierPreferences,
+    TierPreferences,
+)
+from shared.settings import Settings
+from shared.subjects import snapshot_key
+from tests.handlers.selector_twins import ListedSnapshots, MemoryBudgets, PricedQuotes
+
+SIMPLE = "What is the capital of France?"
+MODERATE = "Compare two approaches to caching in a web service and evaluate the trade-offs."
+
+
+@pytest.fixture
+def quotes() -> PricedQuotes:
+    return PricedQuotes()
+
+
+@pytest.fixture
+def budgets() -> MemoryBudgets:
+    return MemoryBudgets()
+
+
+@pytest.fixture
+async def deps(
+    service_pool: Callable[[str], Awaitable[asyncpg.Pool]],
+    settings: Settings,
+    quotes: PricedQuotes,
+    budgets: MemoryBudgets,
+) -> SelectorDeps:
+    pool = await service_pool("selector")
+    return SelectorDeps(pool=pool, settings=settings, quotes=quotes, budgets=budgets, snapshot_feed=ListedSnapshots())
+
+
+def a_task(prompt: str = SIMPLE, **fields: object) -> TaskArrived:
+    scope = fields.pop("scope", None) or Scope(org_id=f"org-{uuid.uuid4().hex[:8]}")
+    return TaskArrived(scope=scope, prompt=prompt, **fields)
+
+
+async def published(
+    admin: asyncpg.Connection, deps: SelectorDeps, task: TaskArrived
+) -> list[ModelSelected | TaskRejected]:
+    """What the selector put in its outbox for ``task``, oldest first."""
+    rows = await admin.fetch(
+        "SELECT subject, payload FROM selector.outbox WHERE subject = ANY($1::text[]) ORDER BY created_at",
+        [deps.subjects.model_selected, deps.subjects.task_rejected],
+    )
+    found: list[ModelSelected | TaskRejected] = []
+    for row in rows:
+        kind = ModelSelected if row["subject"] == deps.subjects.model_selected else TaskRejected
+        event = kind.model_validate_json(row["payload"])
+        if event.task_id == task.task_id:
+            found.append(event)
+    return found
+
+
+async def decided(admin: asyncpg.Connection, deps: SelectorDeps, task: TaskArrived) -> ModelSelected | TaskRejected:
+    await handlers.decide_task_arrived(task, deps)
+    [outcome] = await published(admin, deps, task)
+    return outcome
+
+
+async def apply_once(event: FeedbackRecorded, deps: SelectorDeps) -> None:
+    """As the runtime applies an event: claimed in the inbox, handled in the same transaction."""
+    async with deps.transaction() as uow:
+        if await claim(uow.conn, event.event_id, deps.subjects.feedback_recorded):
+            await handlers.learn_feedback(event, uow, deps)
+
+
+async def test_a_simple_prompt_gets_a_cheap_micro_model_and_a_reservation(
+    deps: SelectorDeps, budgets: MemoryBudgets, admin: asyncpg.Connection
+) -> None:
+    task = a_task(SIMPLE)
+
+    outcome = await decided(admin, deps, task)
+    decision = await handlers.get_decision(GetDecision(task_id=task.task_id), deps)
+
+    assert isinstance(outcome, ModelSelected)
+    assert outcome.tier is Tier.micro and outcome.policy == "normal" and outcome.strategy == "complexity"
+    assert outcome.estimated_cost_usd < outcome.baseline_cost_usd
+    hold = budgets.holds[task.task_id]
+    assert outcome.reservation_id == hold.reservation_id and hold.amount_usd >= outcome.estimated_cost_usd
+    assert decision.status == "selected" and decision.model == outcome.model and decision.tier is Tier.micro
+    assert decision.estimated_cost_usd == outcome.estimated_cost_usd
+
+
+async def test_a_budget_refusal_downgrades_to_a_cheaper_model_then_rejects_with_the_budgets_reason(
+    deps: SelectorDeps, budgets: MemoryBudgets, admin: asyncpg.Connection
+) -> None:
+    first = a_task(MODERATE)
+    unlimited = await decided(admin, deps, first)
+    assert isinstance(unlimited, ModelSelected)
+    full_hold = budgets.holds.pop(first.task_id).amount_usd
+
+    budgets.limit_usd = full_hold - Decimal("0.000000000001")  # any strictly smaller hold fits
+    squeezed = await decided(admin, deps, a_task(MODERATE))
+    budgets.limit_usd = Decimal(0)
+    broke_task = a_task(MODERATE)
+    broke = await decided(admin, deps, broke_task)
+
+    assert isinstance(squeezed, ModelSelected)
+    assert squeezed.model != unlimited.model and squeezed.estimated_cost_usd < unlimited.estimated_cost_usd
+    assert (
+        f"{unlimited.model} refused" in squeezed.reasoning and f"downgraded to {squeezed.model}" in squeezed.reasoning
+    )
+    assert unlimited.model not in squeezed.fallback_chain  # the budget refused it: no failing over to it
+    assert isinstance(broke, TaskRejected)
+    assert broke.reason is RejectionReason.budget_exhausted and broke.budget_id == budgets.budget_id
+    assert "hard budget" in broke.detail and f"tried {unlimited.model}" in broke.detail
+    assert (await handlers.get_decision(GetDecision(task_id=broke_task.task_id), deps)).status == "rejected"
+
+
+async def test_a_preview_decides_but_reserves_and_records_nothing(
+    deps: SelectorDeps, budgets: MemoryBudgets, quotes: PricedQuotes, admin: asyncpg.Connection
+) -> None:
+    task = a_task(SIMPLE)
+
+    shown = await handlers.preview(task, deps)
+
+    assert shown.selected is not None and shown.rejected is None
+    assert shown.selected.tier is Tier.micro and shown.selected.reservation_id is None
+    assert "preview: no budget reserved" in shown.selected.reasoning
+    assert shown.policy == "normal" and shown.target_tier is Tier.micro
+    assert budgets.asked == [] and budgets.status_asked == 1  # restrictions asked, nothing held
+    assert quotes.asked[-1].task_id is None  # the estimate is not kept for a task that may never run
+    assert await published(admin, deps, task) == []
+    with pytest.raises(RoutewiseError) as missing:
+        await handlers.get_decision(GetDecision(task_id=task.task_id), deps)
+    assert missing.value.code == "not_found"
+
+
+async def test_policies_are_set_and_listed_and_route_their_task_types(deps: SelectorDeps) -> None:
+    name, task_type = f"p_{uuid.uuid4().hex[:8]}", f"tt_{uuid.uuid4().hex[:8]}"
+
+    saved = await handlers.set_policy(
+        SetPolicy(name=name, models=["claude-haiku-4-5", "gpt-4o-mini"], task_types=[task_type], actor="ops@acme"),
+        deps,
+    )
+    listed = await handlers.list_policies(ListPolicies(), deps)
+    routed = await handlers.preview(a_task(SIMPLE, task_type=task_type), deps)
+    with pytest.raises(RoutewiseError) as refused:
+        await handlers.set_policy(SetPolicy(name=name, models=["gpt-4o", "gpt-9-ultra"], actor="ops@acme"), deps)
+
+    assert saved.task_types == [task_type] and saved.updated_by == "ops@acme"
+    assert listed.default_policy == "normal"
+    assert {"normal", name} <= {p.name for p in listed.policies}
+    assert routed.selected is not None and routed.selected.policy == name
+    assert routed.selected.model in ("claude-haiku-4-5", "gpt-4o-mini")
+    assert refused.value.code == "unknown_model" and "gpt-9-ultra" in refused.value.message
+    stored = next(p for p in (await handlers.list_policies(ListPolicies(), deps)).policies if p.name == name)
+    assert stored.models == ["claude-haiku-4-5", "gpt-4o-mini"]  # the refused change left it as it was
+
+
+async def test_tier_preferences_are_read_set_obeyed_and_deleted(deps: SelectorDeps) -> None:
+    ws = f"ws-{uuid.uuid4().hex[:6]}"
+    scope = Scope(org_id=f"org-{uuid.uuid4().hex[:8]}", workspace_id=ws)
+
+    defaults = await handlers.get_preferences(GetTierPreferences(workspace_id=ws), deps)
+    stored = await handlers.set_preferences(
+        SetTierPreferences(preferences=TierPreferences(workspace_id=ws, min_tier=Tier.heavy), actor="lead@acme"), deps
+    )
+    read = await handlers.get_preferences(GetTierPreferences(workspace_id=ws), deps)
+    obeyed = await handlers.preview(a_task(SIMPLE, scope=scope), deps)
+    deleted = await handlers.delete_preferences(DeleteTierPreferences(workspace_id=ws, actor="lead@acme"), deps)
+    after = await handlers.get_preferences(GetTierPreferences(workspace_id=ws), deps)
+    with pytest.raises(RoutewiseError) as again:
+        await handlers.delete_preferences(DeleteTierPreferences(workspace_id=ws, actor="lead@acme"), deps)
+    with pytest.raises(RoutewiseError) as unknown:
+        await handlers.set_preferences(
+            SetTierPreferences(
+                preferences=TierPreferences(workspace_id=ws, preferred_providers=["acme-ai"]), actor="x"
+            ),
+            deps,
+        )
+
+    assert not defaults.stored and defaults.preferences.default_tier is Tier.standard
+    assert stored.stored and stored.preferences.min_tier is Tier.heavy and stored.preferences.updated_by == "lead@acme"
+    assert read.stored and read.preferences.min_tier is Tier.heavy
+    assert obeyed.selected is not None and obeyed.selected.tier.rank >= Tier.heavy.rank
+    assert not deleted.stored and not after.stored and after.preferences.min_tier is None
+    assert again.value.code == "not_found"
+    assert unknown.value.code == "unknown_provider"
+
+
+async def test_feedback_teaches_the_learner_once(deps: SelectorDeps, admin: asyncpg.Connection) -> None:
+    task = a_task(SIMPLE)
+    selected = await decided(admin, deps, task)
+    assert isinstance(selected, ModelSelected)
+    await handlers.refresh_learner(deps)
+    before = deps.text_models[selected.model].examples if selected.model in deps.text_models else 0
+    feedback = FeedbackRecorded(task_id=task.task_id, scope=task.scope, model=selected.model, quality=1.0)
+
+    await apply_once(feedback, deps)
+    changed = deps.learner_changed.is_set()
+    await handlers.refresh_learner(deps)
+    learnt = deps.text_models[selected.model].examples
+    deps.learner_changed.clear()
+    await apply_once(feedback, deps)  # the same event again (a redelivery)
+    await handlers.refresh_learner(deps)
+
+    assert changed  # this replica's learner refresh is woken at once
+    assert learnt == before + 1
+    assert deps.text_models[selected.model].examples == learnt and not deps.learner_changed.is_set()
+
+
+async def test_feedback_for_a_task_the_selector_never_selected_teaches_nothing(deps: SelectorDeps) -> None:
+    feedback = FeedbackRecorded(task_id=uuid.uuid4(), scope=Scope(org_id="org-x"), model="gpt-4o", quality=0.1)
+
+    await apply_once(feedback, deps)
+
+    assert not deps.learner_changed.is_set()
+
+
+async def test_get_decision_answers_what_was_decided_and_not_found_otherwise(
+    deps: SelectorDeps, admin: asyncpg.Connection
+) -> None:
+    task = a_task(SIMPLE, policy="no_such_policy")
+
+    rejected = await decided(admin, deps, task)
+    decision = await handlers.get_decision(GetDecision(task_id=task.task_id), deps)
+    with pytest.raises(RoutewiseError) as unknown:
+        await handlers.get_decision(GetDecision(task_id=uuid.uuid4()), deps)
+
+    assert isinstance(rejected, TaskRejected) and "no_such_policy" in rejected.detail
+    assert decision.status == "rejected" and decision.model is None
+    assert decision.reason == RejectionReason.no_model_within_constraints.value
+    assert decision.scope == task.scope and decision.task_type == task.task_type
+    assert unknown.value.code == "not_found"
+
+
+async def test_a_repeat_of_a_selected_task_is_ignored(
+    deps: SelectorDeps, budgets: MemoryBudgets, admin: asyncpg.Connection
+) -> None:
+    task = a_task(SIMPLE)
+    first = await decided(admin, deps, task)
+    reservations = len(budgets.asked)
+
+    await handlers.decide_task_arrived(task, deps)  # the same event, redelivered
+    await handlers.decide_task_arrived(task.model_copy(update={"event_id": uuid.uuid4()}), deps)  # submitted again
+
+    assert isinstance(first, ModelSelected)
+    assert len(budgets.asked) == reservations  # no budget held twice
+    assert await published(admin, deps, task) == [first]
+
+
+async def test_an_unavailable_cost_predictor_leaves_the_task_to_be_retried(
+    deps: SelectorDeps, quotes: PricedQuotes, admin: asyncpg.Connection
+) -> None:
+    task = a_task(SIMPLE)
+    quotes.down = "unavailable"
+
+    with pytest.raises(RemoteError):
+        await handlers.decide_task_arrived(task, deps)
+    quotes.down = None
+    retried = await decided(admin, deps, task)
+
+    assert isinstance(retried, ModelSelected)
+
+
+async def test_a_model_demoted_in_the_snapshots_is_never_chosen(deps: SelectorDeps) -> None:
+    chosen = (await handlers.preview(a_task(SIMPLE), deps)).selected
+    assert chosen is not None
+    now = datetime.now(UTC)
+    demoted = PerformanceSnapshot(
+        model=chosen.model,
+        health=ModelHealth(state="demoted", since=now, reason="error rate"),
+        windows={},
+        by_task_type={},
+        by_pattern={},
+        updated_at=now,
+        version=1,
+    )
+    deps.snapshot_feed = ListedSnapshots((snapshot_key(chosen.model), demoted.model_dump_json().encode()))
+
+    await handlers.watch_snapshots(deps)
+    after = await handlers.preview(a_task(SIMPLE), deps)
+
+    assert chosen.model in deps.snapshots.demoted
+    assert after.selected is not None and after.selected.model != chosen.model
+    assert "demoted" in after.excluded[chosen.model]
