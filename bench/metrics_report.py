@@ -25,8 +25,8 @@ from typing import Any
 import asyncpg
 
 from bench.common import environment, write_results
-from services.metrics.app import TO_PRICE
 from services.metrics.report import period_filter
+from services.metrics.repository import TO_PRICE
 from shared.client import RoutewiseClient
 from shared.requests import GetMetricsReport, MetricsReport
 from shared.settings import Settings

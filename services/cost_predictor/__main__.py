@@ -1,4 +1,4 @@
-from services.cost_predictor.app import SPEC
+from services.cost_predictor.app import SERVICE
 from shared.service import run
 
-run(SPEC)
+run(SERVICE)

@@ -1,4 +1,4 @@
-from services.metrics.app import SPEC
+from services.metrics.app import SERVICE
 from shared.service import run
 
-run(SPEC)
+run(SERVICE)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.metrics.app import Meters
+from services.metrics.meters import Meters
 from shared.catalog import default_catalog
 from shared.events import CostRecorded, Scope
 

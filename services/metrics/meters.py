@@ -1,0 +1,55 @@
+"""metrics' Prometheus meters of routing outcomes."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shared.catalog import Catalog
+from shared.events import CostRecorded, ModelSelected, TaskRejected
+
+
+class Meters:
+    """Prometheus meters of routing outcomes, counted once per applied event (after its commit)."""
+
+    def __init__(self, registry: CollectorRegistry, catalog: Catalog) -> None:
+        self.decisions = Counter(
+            "routewise_decisions_total", "Tasks given a model", ["strategy", "tier", "policy"], registry=registry
+        )
+        self.rejections = Counter("routewise_rejections_total", "Tasks rejected", ["reason"], registry=registry)
+        self.estimated_cost = Counter(
+            "routewise_estimated_cost_usd_total", "Estimated cost of the chosen models (USD)", registry=registry
+        )
+        self.baseline_cost = Counter(
+            "routewise_baseline_cost_usd_total", "Estimated cost of the baselines (USD)", registry=registry
+        )
+        self.estimated_savings = Counter(
+            "routewise_estimated_savings_usd_total", "Baseline estimate minus chosen estimate (USD)", registry=registry
+        )
+        self.actual_cost = Counter(
+            "routewise_actual_cost_usd_total",
+            "What the calls really cost (USD), by catalog model ('other' for a model outside the catalog)",
+            ["model"],
+            registry=registry,
+        )
+        self.catalog = {m.id for m in catalog.models}
+        self.decision_latency = Histogram(
+            "routewise_decision_latency_seconds",
+            "Time the selector took to decide a task",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+
+    def selected(self, event: ModelSelected) -> None:
+        self.decisions.labels(event.strategy, event.tier.value, event.policy or "").inc()
+        self.estimated_cost.inc(float(event.estimated_cost_usd))
+        self.baseline_cost.inc(float(event.baseline_cost_usd))
+        self.estimated_savings.inc(max(float(event.baseline_cost_usd - event.estimated_cost_usd), 0.0))
+        self.decision_latency.observe(event.decision_latency_ms / 1000)
+
+    def rejected(self, event: TaskRejected) -> None:
+        self.rejections.labels(event.reason.value).inc()
+
+    def cost(self, event: CostRecorded) -> None:
+        # the model name is the application's; a label per name it invents would grow without bound
+        model = event.model if event.model in self.catalog else "other"
+        self.actual_cost.labels(model).inc(float(event.cost_usd))

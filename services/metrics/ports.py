@@ -1,0 +1,31 @@
+"""What metrics asks of the rest of the system: cost-predictor's price of a baseline call.
+Handlers see ``Pricer``; ``NatsPricer`` is the real one, built at start-up; tests use an
+in-memory twin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from faststream.nats import NatsBroker
+
+from shared.bus import request
+from shared.requests import Price, PriceUsage
+from shared.subjects import Subjects
+
+
+class Pricer(Protocol):
+    async def price(self, usage: PriceUsage) -> Price:
+        """cost-predictor's price of a call (``cost.price``); ``RemoteError`` with its code when it
+        refuses (``unknown_price``, ...) or does not answer (``timeout``, ``unavailable``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NatsPricer:
+    broker: NatsBroker
+    subjects: Subjects
+    timeout: float
+
+    async def price(self, usage: PriceUsage) -> Price:
+        return await request(self.broker, self.subjects.cost_price, usage, Price, timeout=self.timeout)

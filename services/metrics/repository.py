@@ -1,0 +1,228 @@
+"""metrics' task ledger: one row per task, filled in by whichever of its events arrives (in any
+order), the summary of it, and the baseline prices fetched after the events were applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from uuid import UUID
+
+import asyncpg
+
+from shared.db import Connection
+from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+
+_SCOPE = "task_id, org_id, team_id, user_id, workspace_id"
+"""The ledger's identity columns, the first five parameters of every upsert (see ``_scope``)."""
+_SCOPE_UPDATE = (
+    "team_id = coalesce(EXCLUDED.team_id, t.team_id), user_id = coalesce(EXCLUDED.user_id, t.user_id), "
+    "workspace_id = coalesce(EXCLUDED.workspace_id, t.workspace_id)"
+)
+
+
+def _scope(task_id: UUID, scope: Scope) -> tuple[object, ...]:
+    return (task_id, scope.org_id, scope.team_id, scope.user_id, scope.workspace_id)
+
+
+# --- the ledger, one event at a time --------------------------------------------------------
+
+
+async def record_arrival(conn: Connection, event: TaskArrived) -> None:
+    await conn.execute(
+        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, arrived_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (task_id) DO UPDATE SET {_SCOPE_UPDATE}, task_type = EXCLUDED.task_type,
+               arrived_at = least(t.arrived_at, EXCLUDED.arrived_at)""",
+        *_scope(event.task_id, event.scope),
+        event.task_type,
+        event.occurred_at,
+    )
+
+
+async def record_selection(conn: Connection, event: ModelSelected) -> None:
+    """A task rejected, then approved and selected, ends selected (the later decision wins) and
+    keeps its rejection reason and time for the report."""
+    await conn.execute(
+        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, status,
+               model, provider, tier, strategy, estimated_cost_usd, baseline_model, baseline_cost_usd,
+               decided_at, policy, pattern, confidence, experimental, fallback_reason)
+           VALUES ($1, $2, $3, $4, $5, $6, 'selected', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+               $19)
+           ON CONFLICT (task_id) DO UPDATE SET {_SCOPE_UPDATE}, task_type = EXCLUDED.task_type,
+               status = 'selected', model = EXCLUDED.model, provider = EXCLUDED.provider, tier = EXCLUDED.tier,
+               strategy = EXCLUDED.strategy, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
+               baseline_model = EXCLUDED.baseline_model, baseline_cost_usd = EXCLUDED.baseline_cost_usd,
+               decided_at = EXCLUDED.decided_at, policy = EXCLUDED.policy, pattern = EXCLUDED.pattern,
+               confidence = EXCLUDED.confidence, experimental = EXCLUDED.experimental,
+               fallback_reason = EXCLUDED.fallback_reason
+           WHERE t.decided_at IS NULL OR EXCLUDED.decided_at >= t.decided_at""",
+        *_scope(event.task_id, event.scope),
+        event.task_type,
+        event.model,
+        event.provider,
+        event.tier.value,
+        event.strategy,
+        event.estimated_cost_usd,
+        event.baseline_model,
+        event.baseline_cost_usd,
+        event.occurred_at,
+        event.policy,
+        event.pattern,
+        event.confidence,
+        event.experimental,
+        event.fallback_reason,
+    )
+
+
+async def record_rejection(conn: Connection, event: TaskRejected) -> None:
+    # the rejection is remembered even if the task is selected later (approved, retried)
+    await conn.execute(
+        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, status, rejection_reason, rejected_at, decided_at)
+           VALUES ($1, $2, $3, $4, $5, $6, 'rejected', $7, $8, $8)
+           ON CONFLICT (task_id) DO UPDATE SET {_SCOPE_UPDATE}, task_type = EXCLUDED.task_type,
+               rejection_reason = EXCLUDED.rejection_reason, rejected_at = EXCLUDED.rejected_at
+           WHERE t.rejected_at IS NULL OR EXCLUDED.rejected_at >= t.rejected_at""",
+        *_scope(event.task_id, event.scope),
+        event.task_type,
+        event.reason.value,
+        event.occurred_at,
+    )
+    # ...and it is the task's outcome unless a later decision selected a model
+    await conn.execute(
+        """UPDATE task_ledger SET status = 'rejected', decided_at = $2,
+               model = NULL, provider = NULL, tier = NULL, strategy = NULL, estimated_cost_usd = NULL,
+               baseline_model = NULL, baseline_cost_usd = NULL, policy = NULL, pattern = NULL,
+               confidence = NULL, experimental = NULL, fallback_reason = NULL
+           WHERE task_id = $1 AND (decided_at IS NULL OR $2 >= decided_at)""",
+        event.task_id,
+        event.occurred_at,
+    )
+
+
+async def record_cost(conn: Connection, event: CostRecorded) -> None:
+    # every call a task made adds to its actual cost; the latest call names the model
+    await conn.execute(
+        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, actual_model, actual_cost_usd,
+               input_tokens, output_tokens, cost_recorded_at, cost_events, cached_input_tokens)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12)
+           ON CONFLICT (task_id) DO UPDATE SET
+               actual_cost_usd = coalesce(t.actual_cost_usd, 0) + EXCLUDED.actual_cost_usd,
+               input_tokens = coalesce(t.input_tokens, 0) + EXCLUDED.input_tokens,
+               output_tokens = coalesce(t.output_tokens, 0) + EXCLUDED.output_tokens,
+               cached_input_tokens = coalesce(t.cached_input_tokens, 0) + EXCLUDED.cached_input_tokens,
+               cost_events = t.cost_events + 1,
+               actual_model = CASE
+                   WHEN t.cost_recorded_at IS NULL OR EXCLUDED.cost_recorded_at >= t.cost_recorded_at
+                   THEN EXCLUDED.actual_model ELSE t.actual_model END,
+               cost_recorded_at = greatest(t.cost_recorded_at, EXCLUDED.cost_recorded_at)""",
+        *_scope(event.task_id, event.scope),
+        event.task_type,
+        event.model,
+        event.cost_usd,
+        event.input_tokens,
+        event.output_tokens,
+        event.occurred_at,
+        event.cached_input_tokens,
+    )
+
+
+async def record_feedback(conn: Connection, event: FeedbackRecorded) -> None:
+    # the latest opinion of the task's answer wins
+    await conn.execute(
+        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, quality, quality_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (task_id) DO UPDATE SET
+               quality = CASE WHEN t.quality_at IS NULL OR EXCLUDED.quality_at >= t.quality_at
+                              THEN EXCLUDED.quality ELSE t.quality END,
+               quality_at = greatest(t.quality_at, EXCLUDED.quality_at)""",
+        *_scope(event.task_id, event.scope),
+        event.task_type,
+        event.quality,
+        event.occurred_at,
+    )
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The ledger's counts and sums, for one org or all of them."""
+
+    tasks: int
+    selected: int
+    rejected: int
+    costs_recorded: int
+    estimated_usd: Decimal
+    baseline_usd: Decimal
+    actual_usd: Decimal
+
+
+async def totals(conn: Connection | asyncpg.Pool, org_id: str | None) -> Totals:
+    row = await conn.fetchrow(
+        """SELECT count(*) AS tasks,
+                  count(*) FILTER (WHERE status = 'selected') AS selected,
+                  count(*) FILTER (WHERE status = 'rejected') AS rejected,
+                  coalesce(sum(cost_events), 0) AS costs_recorded,
+                  coalesce(sum(estimated_cost_usd), 0) AS estimated_usd,
+                  coalesce(sum(baseline_cost_usd), 0) AS baseline_usd,
+                  coalesce(sum(actual_cost_usd), 0) AS actual_usd
+           FROM task_ledger WHERE $1::text IS NULL OR org_id = $1""",
+        org_id,
+    )
+    assert row is not None
+    return Totals(**dict(row))
+
+
+# --- baseline pricing -----------------------------------------------------------------------
+
+TO_PRICE = """
+SELECT task_id, baseline_model, input_tokens, output_tokens, coalesce(cached_input_tokens, 0) AS cached
+FROM task_ledger
+WHERE baseline_model IS NOT NULL AND input_tokens IS NOT NULL
+  AND baseline_priced_tokens IS DISTINCT FROM
+      ARRAY[input_tokens, output_tokens, coalesce(cached_input_tokens, 0)]::bigint[]
+ORDER BY cost_recorded_at LIMIT $1"""
+"""Rows whose baseline is not priced at their current tokens (matches the task_ledger_to_price index)."""
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """A task whose baseline model is not priced at the task's current token counts."""
+
+    task_id: UUID
+    baseline_model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+
+    @property
+    def tokens(self) -> list[int]:
+        """What a price is for: the ledger's ``baseline_priced_tokens``."""
+        return [self.input_tokens, self.output_tokens, self.cached_input_tokens]
+
+
+async def to_price(conn: Connection | asyncpg.Pool, limit: int) -> list[Unpriced]:
+    """The oldest ``limit`` tasks whose baseline is not priced at their current tokens."""
+    return [
+        Unpriced(r["task_id"], r["baseline_model"], r["input_tokens"], r["output_tokens"], r["cached"])
+        for r in await conn.fetch(TO_PRICE, limit)
+    ]
+
+
+async def save_baseline_price(
+    conn: Connection | asyncpg.Pool, task: Unpriced, cost: Decimal | None, error: str | None
+) -> bool:
+    """Store the baseline's price (or why it has none) for the tokens it was priced at; nothing
+    happens if the task's tokens or baseline changed meanwhile (it is priced again). True when stored."""
+    status = await conn.execute(
+        """UPDATE task_ledger SET baseline_actual_cost_usd = $2, baseline_price_error = $3,
+               baseline_priced_tokens = $4::bigint[]
+           WHERE task_id = $1 AND baseline_model = $5 AND ARRAY[input_tokens, output_tokens,
+               coalesce(cached_input_tokens, 0)]::bigint[] = $4::bigint[]""",
+        task.task_id,
+        cost,
+        error,
+        task.tokens,
+        task.baseline_model,
+    )
+    return bool(status == "UPDATE 1")
