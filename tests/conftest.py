@@ -21,6 +21,7 @@ import pytest
 
 from shared.db import create_pool, migrate
 from shared.inprocess import System, in_background, in_process, service
+from shared.logs import setup_logging
 from shared.provision import drop_database, dsn_with, provision
 from shared.settings import Settings
 from shared.stack import Stack
@@ -35,6 +36,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + ", "
         + ("Postgres from env" if os.environ.get("ROUTEWISE_DATABASE_URL") else "Postgres: testcontainers or embedded")
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_to_stderr() -> None:
+    """Services running inside the test process log to stderr, as they do as processes: never into
+    the standard output a CLI run in this process is read from."""
+    setup_logging("tests", "INFO", json=False)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from shared.client import RoutewiseClient
 from shared.events import CostRecorded, ModelSelected, Scope
+from shared.requests import BudgetStatus, GetBudgetStatus
+
+if TYPE_CHECKING:
+    from tests.conftest import RunningStack
 
 T = TypeVar("T")
 
@@ -62,3 +67,15 @@ def a_call(decision: ModelSelected, input_tokens: int, output_tokens: int, cost:
         output_tokens=output_tokens,
         cost_usd=Decimal(cost),
     )
+
+
+async def spend_once_recorded(rw: RoutewiseClient, stack: RunningStack, org: str, costs: int) -> BudgetStatus:
+    """budget-enforcer's status for ``org`` once it has applied ``costs`` costs."""
+
+    async def status() -> BudgetStatus | None:
+        s = await rw.request(
+            stack.settings.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
+        )
+        return s if s.costs_recorded >= costs else None
+
+    return await eventually(status, timeout=20)

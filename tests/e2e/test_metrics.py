@@ -8,9 +8,9 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-import httpx
 import pytest
 from genai_prices import Usage, calc_price
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.client import RoutewiseClient
@@ -140,9 +140,8 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
         assert again.fallback_rate == pytest.approx(1 / 3, abs=1e-4)  # still one task with two calls, now of three
 
     # the metrics service's Prometheus meters count each applied event once (replays included)
-    async with httpx.AsyncClient() as http:
-        port = running_stack.stack.processes["metrics"].port
-        scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert running_stack.system is not None
+    scraped = generate_latest(running_stack.system.runtimes["metrics"][0].registry).decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(scraped)

@@ -1,4 +1,4 @@
-"""budget-enforcer over the bus: two replicas as separate processes, real NATS and Postgres."""
+"""budget-enforcer over the bus: two replicas (in the test process), real NATS and Postgres."""
 
 from __future__ import annotations
 
@@ -18,19 +18,17 @@ import pytest
 from shared.client import RoutewiseClient
 from shared.events import BudgetAlert, RejectionReason, Scope, TaskRejected, Tier
 from shared.requests import BudgetStatus, GetBudgetStatus, ReleaseBudget, Released, Reservation, ReserveBudget
-from tests.conftest import Database, RunningStack, running
+from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import a_cost, eventually
 
-pytestmark = pytest.mark.e2e
 TTL_S = 3
 
 
 @pytest.fixture(scope="module")
-def budget_stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running(
+def budget_stack(nats_url: str, database: Database) -> Iterator[RunningStack]:
+    with in_process_stack(
         nats_url,
         database,
-        tmp_path_factory.mktemp("budget-logs"),
         {"budget_enforcer": 2},
         extra_env={"ROUTEWISE_RESERVATION_TTL": str(TTL_S)},
     ) as stack:

@@ -1,4 +1,4 @@
-"""performance-tracker over the bus: two replicas as separate processes, real NATS and Postgres."""
+"""performance-tracker over the bus: two replicas (in the test process), real NATS and Postgres."""
 
 from __future__ import annotations
 
@@ -27,24 +27,21 @@ from shared.events import (
 )
 from shared.requests import ModelStats, Performance, PerformanceSnapshot, QueryPerformance
 from shared.subjects import snapshot_key
-from tests.conftest import Database, RunningStack, running
+from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import eventually
 
-pytestmark = pytest.mark.e2e
 SCOPE = Scope(org_id="perf")
 
 
 @pytest.fixture(scope="module")
-def perf_stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def perf_stack(nats_url: str, database: Database) -> Iterator[RunningStack]:
     health = {
         "ROUTEWISE_HEALTH_MIN_SAMPLES": "5",
         "ROUTEWISE_HEALTH_ERROR_RATE": "0.5",
         "ROUTEWISE_HEALTH_COOLDOWN": "2",
         "ROUTEWISE_HEALTH_PROBATION_SUCCESSES": "2",
     }
-    with running(
-        nats_url, database, tmp_path_factory.mktemp("perf-logs"), {"performance_tracker": 2}, extra_env=health
-    ) as stack:
+    with in_process_stack(nats_url, database, {"performance_tracker": 2}, extra_env=health) as stack:
         yield stack
 
 

@@ -1,4 +1,4 @@
-"""The selector over the bus with all five services as separate processes (real NATS, Postgres):
+"""The selector over the bus with all five services (in the test process; real NATS, Postgres):
 tiers, policies, workspace preferences, learning from feedback, health, previews, fallbacks."""
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ from shared.requests import (
     QueryPerformance,
     RoutingPreview,
 )
-from shared.subjects import SERVICES, snapshot_key
-from tests.conftest import Database, RunningStack, running
+from shared.subjects import snapshot_key
+from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import a_cost, eventually
-
-pytestmark = pytest.mark.e2e
 
 SIMPLE = "What is the capital of France?"
 MODERATE = "Compare two approaches to caching in a web service and evaluate the trade-offs."
@@ -52,8 +50,8 @@ COMPLEX = (
 
 
 @pytest.fixture(scope="module")
-def stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running(nats_url, database, tmp_path_factory.mktemp("selector-logs"), dict.fromkeys(SERVICES, 1)) as s:
+def stack(nats_url: str, database: Database) -> Iterator[RunningStack]:
+    with in_process_stack(nats_url, database) as s:
         yield s
 
 

@@ -1,36 +1,21 @@
-"""The five services as separate processes carry a real task end to end."""
+"""The five services carry a real task end to end: in the test process for the flows, as separate
+processes for what only processes show (a restart, the HTTP endpoints)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from decimal import Decimal
 
 import asyncpg
 import nats
-import pytest
 from genai_prices import Usage, calc_price
 
 from shared.client import RoutewiseClient
 from shared.events import CostRecorded, ModelSelected, RejectionReason, Scope, TaskArrived, TaskRejected, Tier
 from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
-from tests.helpers import a_call, a_cost, eventually
-
-pytestmark = pytest.mark.e2e
-
-
-async def spend_once_recorded(rw: RoutewiseClient, stack: RunningStack, org: str, costs: int) -> BudgetStatus:
-    """budget-enforcer's status for ``org`` once it has applied ``costs`` costs."""
-
-    async def status() -> BudgetStatus | None:
-        s = await rw.request(
-            stack.settings.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
-        )
-        return s if s.costs_recorded >= costs else None
-
-    return await eventually(status, timeout=20)
+from tests.helpers import a_call, a_cost, eventually, spend_once_recorded
 
 
 async def fetch_row(dsn: str, sql: str, *args: object) -> asyncpg.Record | None:
@@ -204,32 +189,6 @@ async def test_every_call_of_a_task_counts_in_budget_and_metrics_alike(running_s
     assert summary.tasks == 1
 
 
-async def test_costs_published_while_a_service_is_down_are_applied_after_restart(running_stack: RunningStack) -> None:
-    org = f"restart-{uuid.uuid4().hex[:8]}"
-    stack = running_stack.stack
-    stack.stop_service("budget_enforcer")
-    costs = [
-        CostRecorded(
-            task_id=uuid.uuid4(),
-            scope=Scope(org_id=org),
-            model="gpt-4o",
-            provider="openai",
-            input_tokens=10,
-            output_tokens=10,
-            cost_usd=Decimal("0.25"),
-        )
-        for _ in range(4)
-    ]
-    async with RoutewiseClient(running_stack.settings) as rw:
-        for cost in costs:
-            await rw.record_cost(cost)
-            await rw.record_cost(cost)  # a client retry: same event_id
-        await asyncio.to_thread(lambda: (stack.start_service("budget_enforcer"), stack.wait_ready(60)))
-        final = await spend_once_recorded(rw, running_stack, org, 4)
-    assert final.spent_usd == Decimal("1.00")
-    assert final.costs_recorded == 4
-
-
 async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(running_stack: RunningStack) -> None:
     settings = running_stack.settings
     org = f"dlq-{uuid.uuid4().hex[:8]}"
@@ -305,22 +264,6 @@ async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: 
         return (ledger, learned) if ledger == 2 and (learned or 0) >= 2 else None
 
     assert await eventually(applied) == (2, 2)
-
-
-async def test_services_serve_health_readiness_and_metrics(running_stack: RunningStack) -> None:
-    import httpx
-
-    async with httpx.AsyncClient() as http:
-        for name, sp in running_stack.stack.processes.items():
-            base = f"http://127.0.0.1:{sp.port}"
-            assert (await http.get(f"{base}/healthz")).json()["service"] == name
-            ready = (await http.get(f"{base}/readyz")).json()
-            assert ready["ready"] is True and ready["checks"] == {"nats": "ok", "postgres": "ok"}
-            metrics = (await http.get(f"{base}/metrics")).text
-            assert "faststream_received_messages_total" in metrics
-            asyncapi = await http.get(f"{base}/docs/asyncapi")
-            assert asyncapi.status_code == 200
-            assert running_stack.namespace in asyncapi.text  # documents this service's subjects
 
 
 async def test_estimates_show_the_budget_impact_of_a_real_budget(running_stack: RunningStack) -> None:

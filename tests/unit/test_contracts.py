@@ -6,7 +6,6 @@ import json
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given
