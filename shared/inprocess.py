@@ -11,7 +11,7 @@ import importlib
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,12 +30,39 @@ def service(name: str) -> Service[Any]:
 @dataclass
 class System:
     settings: Settings
-    runtimes: dict[str, list[Runtime]]
+    dsns: dict[str, str]
+    tracer_provider: TracerProvider
+    runtimes: dict[str, list[Runtime]] = field(default_factory=dict)
     """Each service's running replicas."""
+    loop: asyncio.AbstractEventLoop | None = None
+    """The loop the services run on (``in_background``'s own)."""
 
     def deps(self, name: str, replica: int = 0) -> Any:
         """A running service's dependencies (its pool, price book, snapshots, ...)."""
         return self.runtimes[name][replica].deps
+
+    async def start(self, name: str) -> Runtime:
+        """Start one more replica of ``name``."""
+        own = self.settings.model_copy(update={"database_url": self.dsns[name]})
+        rt = build_runtime(service(name), own, tracer_provider=self.tracer_provider)
+        self.runtimes.setdefault(name, []).append(rt)
+        await rt.start()
+        return rt
+
+    async def stop(self, name: str) -> None:
+        """Stop every replica of ``name``, as a shutdown would."""
+        for rt in reversed(self.runtimes.pop(name, [])):
+            await rt.stop_background()
+            await rt.broker.stop()
+            if rt._pool is not None:
+                await rt._pool.close()
+
+    async def restart(self, name: str) -> None:
+        """Stop every replica of ``name`` and start as many again (state from Postgres and the bus)."""
+        count = len(self.runtimes.get(name, []))
+        await self.stop(name)
+        for _ in range(count):
+            await self.start(name)
 
 
 @asynccontextmanager
@@ -47,25 +74,16 @@ async def in_process(
 ) -> AsyncIterator[System]:
     """Start ``services`` (names, or {name: replicas}; each with its own DSN from ``dsns``) in
     this process; stop them after."""
-    provider = tracer_provider or TracerProvider()
     replicas = services if isinstance(services, Mapping) else dict.fromkeys(services, 1)
-    system = System(settings, {})
-    started: list[Runtime] = []
+    system = System(settings, dsns, tracer_provider or TracerProvider())
     try:
         for name, count in replicas.items():
-            own = settings.model_copy(update={"database_url": dsns[name]})
             for _ in range(count):
-                rt = build_runtime(service(name), own, tracer_provider=provider)
-                system.runtimes.setdefault(name, []).append(rt)
-                started.append(rt)
-                await rt.start()
+                await system.start(name)
         yield system
     finally:
-        for rt in reversed(started):
-            await rt.stop_background()
-            await rt.broker.stop()
-            if rt._pool is not None:
-                await rt._pool.close()
+        for name in reversed(list(system.runtimes)):
+            await system.stop(name)
 
 
 @contextmanager
@@ -82,6 +100,7 @@ def in_background(
     async def main() -> None:
         try:
             async with in_process(settings, dsns, services) as system:
+                system.loop = loop
                 started.set_result(system)
                 await stop.wait()
         except BaseException as exc:

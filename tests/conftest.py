@@ -151,6 +151,21 @@ class RunningStack:
         assert self.stack is not None, "this test needs the services as processes (running(...))"
         return self.stack
 
+    def restart(self, *names: str) -> None:
+        """Stop these services (every replica) and start them again."""
+        if self.stack is not None:
+            keys = [k for k in self.stack.processes if k.split("#")[0] in names]
+            for key in keys:
+                self.stack.stop_service(key)
+            for key in keys:
+                name, _, instance = key.partition("#")
+                self.stack.start_service(name, instance=instance)
+            self.stack.wait_ready(60)
+            return
+        assert self.system is not None and self.system.loop is not None
+        for name in names:
+            asyncio.run_coroutine_threadsafe(self.system.restart(name), self.system.loop).result(60)
+
     def cli_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEWISE_")}
         env.update({"ROUTEWISE_NATS_URL": self.nats_url, "ROUTEWISE_NAMESPACE": self.namespace})

@@ -1,4 +1,4 @@
-"""cost-predictor over the bus: two replicas as separate processes, real NATS and Postgres."""
+"""cost-predictor over the bus: two replicas (in the test process), real NATS and Postgres."""
 
 from __future__ import annotations
 
@@ -31,16 +31,14 @@ from shared.requests import (
     PriceUsage,
 )
 from shared.settings import Settings
-from tests.conftest import Database, RunningStack, running
+from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import eventually
-
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def cost_stack(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def cost_stack(nats_url: str, database: Database) -> Iterator[RunningStack]:
     """Two cost-predictor replicas sharing one schema and one namespace."""
-    with running(nats_url, database, tmp_path_factory.mktemp("cost-logs"), {"cost_predictor": 2}) as stack:
+    with in_process_stack(nats_url, database, {"cost_predictor": 2}) as stack:
         yield stack
 
 
@@ -173,11 +171,7 @@ async def test_overrides_are_audited_shared_by_replicas_and_survive_restarts(cos
     assert est.price_source == "override"
     assert est.cost_usd_p50 == Decimal("0.6") + Decimal("0.2") * est.input_tokens / 1_000_000
 
-    for key in ("cost_predictor", "cost_predictor#2"):
-        cost_stack.stack.stop_service(key)
-    cost_stack.stack.start_service("cost_predictor")
-    cost_stack.stack.start_service("cost_predictor", instance="2")
-    cost_stack.stack.wait_ready(60)
+    cost_stack.restart("cost_predictor")
     listed = cost_stack.cli("prices", "list", "--json")
     assert model in [p["model"] for p in json.loads(listed.stdout)["prices"]]
 

@@ -1,4 +1,4 @@
-"""The metrics report over the bus and the CLI, all five services as processes, against totals
+"""The metrics report over the bus and the CLI, all five services in the test process, against totals
 computed by hand from the events the test saw."""
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from shared.events import (
 from shared.requests import GetMetricsReport, MetricsReport
 from tests.conftest import RunningStack
 from tests.helpers import a_call, eventually
-
-pytestmark = pytest.mark.e2e
 
 PROMPTS = (
     "What is the capital of France?",
