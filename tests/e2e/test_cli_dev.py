@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,33 +34,26 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def test_dev_demo_routes_costs_and_reports(tmp_path: Path) -> None:
-    result = routewise("dev", "--demo", "--once", env=clean_env(tmp_path), timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert "Routewise is running" in out
-    assert re.search(r"org demo-[0-9a-f]{6} has spent \$0\.\d+ over 3 calls", out)
-    assert "3 selected, 0 rejected" in out
-    assert "stopped." in out
-    assert not (tmp_path / "dev.json").exists()
-
-
-def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+def test_dev_runs_the_demo_other_commands_find_it_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     # started the way a shell starts a background job: with SIGINT ignored
     dev = subprocess.Popen(
-        ["bash", "-c", f'trap "" INT; exec {sys.executable} -m shared.cli dev'],
+        ["bash", "-c", f'trap "" INT; exec {sys.executable} -m shared.cli dev --demo'],
         env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     state_file = tmp_path / "dev.json"
+    lines: list[str] = []
+    assert dev.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(dev.stdout or ()), daemon=True)
+    reader.start()
     try:
-        deadline = time.monotonic() + 120
-        while not state_file.exists():
-            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
-            assert time.monotonic() < deadline, "routewise dev did not become ready"
+        deadline = time.monotonic() + 150
+        while not any("Ctrl-C stops everything" in line for line in lines):  # started, and the demo ran
+            assert dev.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "routewise dev did not become ready:\n" + "".join(lines)
             time.sleep(0.2)
         state = json.loads(state_file.read_text())
         # no --nats-url, no ROUTEWISE_NATS_URL: the commands read what `routewise dev` wrote
@@ -84,8 +78,14 @@ def test_other_commands_find_the_dev_stack_and_ctrl_c_stops_everything(tmp_path:
         assert routewise("dev", env=env).returncode == 1  # a second `dev` refuses to start
     finally:
         dev.send_signal(signal.SIGINT)
-        output = dev.communicate(timeout=60)[0]
+        dev.wait(timeout=60)
+        reader.join(10)
+    output = "".join(lines)
     assert dev.returncode == 0, output
+    assert "Routewise is running" in output
+    # the demo: three tasks routed, run and costed, and what budget-enforcer and metrics saw
+    assert re.search(r"org demo-[0-9a-f]{6} has spent \$0\.\d+ over 3 calls", output), output
+    assert "3 selected, 0 rejected" in output
     assert "stopped." in output
     assert not state_file.exists()
     for port in state["services"].values():  # every service process is gone

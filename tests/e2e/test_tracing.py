@@ -1,6 +1,9 @@
-"""One trace per task: the CLI's root span, the selector's decision and its requests, and the
-cost recorded later with every consumer's processing span, all exported over OTLP/HTTP by the
-real processes to a receiver this test runs."""
+"""What only processes show, on one stack of the five services as separate processes.
+
+One trace per task: the CLI's root span, the selector's decision and its requests, and the cost
+recorded later with every consumer's processing span, all exported over OTLP/HTTP by the real
+processes to a receiver this test runs. Every process serves health, readiness, Prometheus
+metrics and its AsyncAPI; a service stopped and started again catches up on what it missed."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,10 +33,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from shared.client import RoutewiseClient
 from shared.embedded import free_port
-from shared.events import BudgetAlert, Scope
+from shared.events import BudgetAlert, CostRecorded, Scope
 from shared.subjects import SERVICES
 from tests.conftest import Database, RunningStack, running
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_cost, eventually, spend_once_recorded
 
 pytestmark = pytest.mark.e2e
 OTLP_EXPORT_FAST = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
@@ -238,6 +242,51 @@ async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_
     published = next(s for s in spans if s["name"].endswith(f"alerts.org.{org} publish"))
     assert published["service"] == "routewise-budget_enforcer"
     assert settle["span_id"] in ancestors(spans, published)  # published by the settlement that crossed 50 %
+
+
+async def test_services_serve_health_readiness_and_metrics(traced: tuple[RunningStack, Receiver]) -> None:
+    process_stack, _ = traced
+    async with httpx.AsyncClient() as http:
+        for name, sp in process_stack.processes.processes.items():
+            base = f"http://127.0.0.1:{sp.port}"
+            assert (await http.get(f"{base}/healthz")).json()["service"] == name
+            ready = (await http.get(f"{base}/readyz")).json()
+            assert ready["ready"] is True and ready["checks"] == {"nats": "ok", "postgres": "ok"}
+            metrics = (await http.get(f"{base}/metrics")).text
+            assert "faststream_received_messages_total" in metrics
+            asyncapi = await http.get(f"{base}/docs/asyncapi")
+            assert asyncapi.status_code == 200
+            assert process_stack.namespace in asyncapi.text  # documents this service's subjects
+
+
+# last: it restarts a service of the module's stack
+async def test_costs_published_while_a_service_is_down_are_applied_after_restart(
+    traced: tuple[RunningStack, Receiver],
+) -> None:
+    running_stack, _ = traced
+    org = f"restart-{uuid.uuid4().hex[:8]}"
+    stack = running_stack.processes
+    stack.stop_service("budget_enforcer")
+    costs = [
+        CostRecorded(
+            task_id=uuid.uuid4(),
+            scope=Scope(org_id=org),
+            model="gpt-4o",
+            provider="openai",
+            input_tokens=10,
+            output_tokens=10,
+            cost_usd=Decimal("0.25"),
+        )
+        for _ in range(4)
+    ]
+    async with RoutewiseClient(running_stack.settings) as rw:
+        for cost in costs:
+            await rw.record_cost(cost)
+            await rw.record_cost(cost)  # a client retry: same event_id
+        await asyncio.to_thread(lambda: (stack.start_service("budget_enforcer"), stack.wait_ready(60)))
+        final = await spend_once_recorded(rw, running_stack, org, 4)
+    assert final.spent_usd == Decimal("1.00")
+    assert final.costs_recorded == 4
 
 
 @pytest.fixture(scope="module")
