@@ -46,7 +46,7 @@ test-trace-backend:
 lint:
     uv run --frozen ruff check .
     uv run --frozen ruff format --check .
-    uv run --frozen mypy
+    bash .ci/typecheck
 
 # apply ruff's fixes and formatting
 [group('lint')]
@@ -88,10 +88,10 @@ routing-eval *ARGS:
 
 # --- docs ---
 
-# regenerate docs/schemas from the contracts
+# regenerate docs/asyncapi (each service's AsyncAPI document) from the code
 [group('docs')]
-schemas:
-    uv run --frozen python -m shared.schemas
+asyncapi:
+    uv run --frozen python -m routewise.runtime.asyncapi
 
 # --- ci ---
 

@@ -20,9 +20,8 @@ import uuid
 from decimal import Decimal
 
 from bench.common import environment, latency_summary, publish_all, write_results
-from shared.client import RoutewiseClient
-from shared.events import CostRecorded, Scope
-from shared.requests import (
+from routewise.client import RoutewiseClient
+from routewise.contracts.budget import (
     Budget,
     BudgetStatus,
     CreateBudget,
@@ -31,7 +30,8 @@ from shared.requests import (
     ReserveBudget,
     ThresholdSpec,
 )
-from shared.settings import Settings
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.runtime.settings import Settings
 
 TEAMS, USERS_PER_TEAM = 4, 5
 

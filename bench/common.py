@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared.bus import msg_id_headers
-from shared.embedded import EmbeddedNats, EmbeddedPostgres
-from shared.events import Event
-from shared.provision import drop_database, provision
-from shared.stack import Stack
+from routewise.client.wire import msg_id_headers
+from routewise.contracts.events import Event
+from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres
+from routewise.dev.provision import drop_database, provision
+from routewise.dev.stack import Stack
 
 RESULTS = Path(__file__).parent / "results"
 

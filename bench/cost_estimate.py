@@ -16,11 +16,11 @@ import time
 import nats
 
 from bench.common import environment, latency_summary, write_results
-from services.cost_predictor.pricing import PriceBook
-from shared.catalog import default_catalog
-from shared.errors import RoutewiseError
-from shared.requests import CostEstimate, EstimateCost
-from shared.settings import Settings
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import CostEstimate, EstimateCost
+from routewise.contracts.errors import RoutewiseError
+from routewise.runtime.settings import Settings
+from routewise.services.cost_predictor.pricing import PriceBook
 
 PROMPT = (
     "You are reviewing a pull request that changes how invoices are rounded. Explain the risks of "

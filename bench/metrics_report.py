@@ -25,11 +25,11 @@ from typing import Any
 import asyncpg
 
 from bench.common import environment, write_results
-from services.metrics.report import period_filter
-from services.metrics.repository import TO_PRICE
-from shared.client import RoutewiseClient
-from shared.requests import GetMetricsReport, MetricsReport
-from shared.settings import Settings
+from routewise.client import RoutewiseClient
+from routewise.contracts.metrics import GetMetricsReport, MetricsReport
+from routewise.runtime.settings import Settings
+from routewise.services.metrics.report import period_filter
+from routewise.services.metrics.repository import TO_PRICE
 
 FILL = """
 INSERT INTO task_ledger (

@@ -19,11 +19,11 @@ import uuid
 from decimal import Decimal
 
 from bench.common import environment, latency_summary, publish_all, write_results
-from shared.client import RoutewiseClient
-from shared.events import CostRecorded, Scope
-from shared.requests import Performance, PerformanceSnapshot, QueryPerformance
-from shared.settings import Settings
-from shared.subjects import snapshot_key
+from routewise.client import RoutewiseClient
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.contracts.performance import Performance, PerformanceSnapshot, QueryPerformance
+from routewise.contracts.subjects import snapshot_key
+from routewise.runtime.settings import Settings
 
 SCOPE = Scope(org_id="bench")
 

@@ -31,11 +31,11 @@ from typing import Any
 import nats
 
 from bench.common import environment, publish_all, write_results
-from shared.client import RoutewiseClient
-from shared.events import CostRecorded, FeedbackRecorded, Scope, TaskArrived
-from shared.requests import RoutingPolicy, RoutingPreview, SetPolicy
-from shared.settings import Settings
-from shared.subjects import SERVICES, durable
+from routewise.client import RoutewiseClient
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, Scope, TaskArrived
+from routewise.contracts.routing import RoutingPolicy, RoutingPreview, SetPolicy
+from routewise.contracts.subjects import SERVICES, durable
+from routewise.runtime.settings import Settings
 
 STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 MODELS = {STRONG: ("gpt-4-1106-preview", "openai"), WEAK: ("mixtral-8x7b", "groq")}

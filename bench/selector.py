@@ -51,13 +51,13 @@ from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
 from bench.common import environment, latency_summary, write_results
-from shared.bus import msg_id_headers
-from shared.client import RoutewiseClient
-from shared.events import Scope, TaskArrived
-from shared.requests import Budget, CreateBudget, ThresholdSpec
-from shared.settings import Settings
-from shared.stack import Stack
-from shared.subjects import SERVICES, durable
+from routewise.client import RoutewiseClient
+from routewise.client.wire import msg_id_headers
+from routewise.contracts.budget import Budget, CreateBudget, ThresholdSpec
+from routewise.contracts.events import Scope, TaskArrived
+from routewise.contracts.subjects import SERVICES, durable
+from routewise.dev.stack import Stack
+from routewise.runtime.settings import Settings
 
 ORGS, TEAMS_PER_ORG, USERS_PER_TEAM = 20, 2, 3
 WARMUP_RATE, WARMUP_SECONDS = 20, 3

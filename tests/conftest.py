@@ -19,13 +19,13 @@ import asyncpg
 import nats
 import pytest
 
-from shared.db import create_pool, migrate
-from shared.inprocess import System, in_background, in_process, service
-from shared.logs import setup_logging
-from shared.provision import drop_database, dsn_with, provision
-from shared.settings import Settings
-from shared.stack import Stack
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
+from routewise.dev.provision import drop_database, dsn_with, provision
+from routewise.dev.stack import Stack
+from routewise.runtime.db import create_pool, migrate
+from routewise.runtime.inprocess import System, in_background, in_process, service
+from routewise.runtime.logs import setup_logging
+from routewise.runtime.settings import Settings
 from tests.servers import nats_server, postgres_server
 
 
@@ -176,7 +176,7 @@ class RunningStack:
         processes; in this process (typer's runner, on a thread of its own) when they are not."""
         if self.stack is not None:
             return subprocess.run(
-                [sys.executable, "-m", "shared.cli", *args],
+                [sys.executable, "-m", "routewise.cli", *args],
                 capture_output=True,
                 text=True,
                 env=self.cli_env(),
@@ -195,7 +195,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     swaps the process's environment and standard streams while it runs)."""
     from typer.testing import CliRunner
 
-    from shared.cli import app
+    from routewise.cli import app
 
     with _CLI_LOCK:
         result = CliRunner().invoke(app, args, env={k: None for k in os.environ if k not in env} | env)

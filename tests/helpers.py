@@ -9,9 +9,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
 
-from shared.client import RoutewiseClient
-from shared.events import CostRecorded, ModelSelected, Scope
-from shared.requests import BudgetStatus, GetBudgetStatus
+from routewise.client import RoutewiseClient
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.events import CostRecorded, ModelSelected, Scope
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack

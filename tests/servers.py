@@ -39,7 +39,7 @@ def nats_server(workdir: Path) -> Iterator[tuple[str, str]]:
         with NatsContainer("nats:2.11", jetstream=True) as container:
             yield container.nats_uri(), "testcontainers"
     else:
-        from shared.embedded import EmbeddedNats
+        from routewise.dev.embedded import EmbeddedNats
 
         server = EmbeddedNats(workdir / "nats")
         try:
@@ -59,7 +59,7 @@ def postgres_server(workdir: Path) -> Iterator[tuple[str, str]]:
         with PostgresContainer("postgres:16", driver=None) as container:
             yield container.get_connection_url(), "testcontainers"
     else:
-        from shared.embedded import EmbeddedPostgres
+        from routewise.dev.embedded import EmbeddedPostgres
 
         server = EmbeddedPostgres(workdir / "postgres", keep=False)
         try:

@@ -1,4 +1,4 @@
-from services.budget_enforcer.app import SERVICE
-from shared.service import run
+from routewise.runtime.service import run
+from routewise.services.budget_enforcer.app import SERVICE
 
 run(SERVICE)

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from services.budget_enforcer import handlers
-from shared.events import BudgetAlert, CostRecorded, TaskRejected
-from shared.service import Service, every
+from routewise.contracts.events import BudgetAlert, CostRecorded, TaskRejected
+from routewise.runtime.service import Service, every
+from routewise.services.budget_enforcer import handlers
 
 SERVICE = Service(
     name="budget_enforcer",

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from shared.events import Tier
+from routewise.contracts.events import Tier
 
 
 class Period(StrEnum):

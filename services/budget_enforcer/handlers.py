@@ -11,9 +11,7 @@ from datetime import timedelta
 
 import structlog
 
-from services.budget_enforcer import repository as repo
-from shared.events import CostRecorded, TaskRejected
-from shared.requests import (
+from routewise.contracts.budget import (
     Approval,
     ApproveTask,
     Budget,
@@ -31,8 +29,10 @@ from shared.requests import (
     ReserveBudget,
     UpdateBudget,
 )
-from shared.service import Deps, Runtime, UnitOfWork
-from shared.settings import Settings
+from routewise.contracts.events import CostRecorded, TaskRejected
+from routewise.runtime.service import Deps, Runtime, UnitOfWork
+from routewise.runtime.settings import Settings
+from routewise.services.budget_enforcer import repository as repo
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +79,11 @@ async def reserve(req: ReserveBudget, deps: BudgetDeps) -> Reservation:
     async with deps.transaction() as uow:
         result = await repo.reserve(uow.conn, req, deps.clock(), deps.ttl)
     log.info(
-        "reservation", task_id=str(req.task_id), admitted=result.admitted, reason=result.reason, amount=str(req.amount_usd)
+        "reservation",
+        task_id=str(req.task_id),
+        admitted=result.admitted,
+        reason=result.reason,
+        amount=str(req.amount_usd),
     )
     return result
 

@@ -14,25 +14,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.budget_enforcer.domain import (
-    DEFAULT_THRESHOLDS,
-    SEVERITY,
-    Action,
-    BudgetState,
-    Period,
-    Restrictions,
-    Threshold,
-    admit,
-    in_force,
-    percent_of,
-    period_bounds,
-    shown,
-    status_of,
-)
-from shared.db import Connection
-from shared.errors import RoutewiseError
-from shared.events import BudgetAlert, CostRecorded, Tier
-from shared.requests import (
+from routewise.contracts.budget import (
     Approval,
     ApproveTask,
     Budget,
@@ -46,6 +28,24 @@ from shared.requests import (
     ReserveBudget,
     ThresholdSpec,
     UpdateBudget,
+)
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import BudgetAlert, CostRecorded, Tier
+from routewise.runtime.db import Connection
+from routewise.services.budget_enforcer.domain import (
+    DEFAULT_THRESHOLDS,
+    SEVERITY,
+    Action,
+    BudgetState,
+    Period,
+    Restrictions,
+    Threshold,
+    admit,
+    in_force,
+    percent_of,
+    period_bounds,
+    shown,
+    status_of,
 )
 
 ZERO = Decimal(0)

@@ -1,4 +1,4 @@
-from services.cost_predictor.app import SERVICE
-from shared.service import run
+from routewise.runtime.service import run
+from routewise.services.cost_predictor.app import SERVICE
 
 run(SERVICE)

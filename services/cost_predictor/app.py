@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from services.cost_predictor import handlers
-from shared.events import CostRecorded
-from shared.service import Service, every
+from routewise.contracts.events import CostRecorded
+from routewise.runtime.service import Service, every
+from routewise.services.cost_predictor import handlers
 
 SERVICE = Service(
     name="cost_predictor",

@@ -12,11 +12,7 @@ from functools import cache
 import bpe_openai
 from genai_prices import types
 
-from services.cost_predictor.prediction import predict
-from services.cost_predictor.pricing import PriceBook, PricedModel, output_cost
-from shared.errors import RoutewiseError
-from shared.events import ChatMessage, Tier
-from shared.requests import (
+from routewise.contracts.cost import (
     BudgetBasis,
     BudgetImpact,
     CompareTiers,
@@ -30,6 +26,10 @@ from shared.requests import (
     TierComparison,
     TierSummary,
 )
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import ChatMessage, Tier
+from routewise.services.cost_predictor.prediction import predict
+from routewise.services.cost_predictor.pricing import PriceBook, PricedModel, output_cost
 
 # OpenAI's chat format adds a few tokens per message and primes the reply.
 TOKENS_PER_MESSAGE = 3

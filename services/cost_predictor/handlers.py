@@ -11,21 +11,14 @@ from dataclasses import dataclass
 
 import structlog
 
-from services.cost_predictor import repository as repo
-from services.cost_predictor.domain import Estimator, check_catalog_priced, compare_tiers, price, price_entry
-from services.cost_predictor.ports import CostBus, NatsCostBus
-from services.cost_predictor.pricing import PriceBook
-from shared.catalog import Catalog, default_catalog
-from shared.errors import RemoteError, RoutewiseError
-from shared.events import CostRecorded
-from shared.requests import (
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.catalog import Catalog, default_catalog
+from routewise.contracts.cost import (
     BudgetBasis,
-    BudgetStatus,
     CompareTiers,
     CostEstimate,
     EstimateAccuracy,
     EstimateCost,
-    GetBudgetStatus,
     GetEstimateAccuracy,
     ListPrices,
     Price,
@@ -36,7 +29,13 @@ from shared.requests import (
     SetPrice,
     TierComparison,
 )
-from shared.service import Deps, Runtime, UnitOfWork
+from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.contracts.events import CostRecorded
+from routewise.runtime.service import Deps, Runtime, UnitOfWork
+from routewise.services.cost_predictor import repository as repo
+from routewise.services.cost_predictor.domain import Estimator, check_catalog_priced, compare_tiers, price, price_entry
+from routewise.services.cost_predictor.ports import CostBus, NatsCostBus
+from routewise.services.cost_predictor.pricing import PriceBook
 
 RELOAD_EVERY_S = 30.0
 """Overrides changed on a replica that could not announce it are picked up this often."""

@@ -9,9 +9,9 @@ from typing import Protocol
 
 from faststream.nats import NatsBroker
 
-from shared.bus import request
-from shared.requests import BudgetStatus, GetBudgetStatus
-from shared.subjects import Subjects
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.subjects import Subjects
+from routewise.runtime.bus import request
 
 BUDGET_TIMEOUT_S = 0.5
 """An estimate does not wait long for the budget: without an answer it comes without budget impact."""

@@ -1,6 +1,6 @@
 """Output-token prediction that learns, in constant memory.
 
-Each (task_type, model) keeps a histogram of observed output tokens (``shared.histogram``),
+Each (task_type, model) keeps a histogram of observed output tokens (``routewise.runtime.histogram``),
 decayed by ``DECAY`` on every new observation so recent behaviour weighs most. p50/p90 come
 from the histogram, blended with the task type's prior until enough samples arrive, and capped
 by the policy's max_tokens.
@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from shared import histogram
+from routewise.runtime import histogram
 
 DECAY = 0.995  # effective memory ≈ 200 observations
 PRIOR_WEIGHT = 8.0  # the prior counts as this many observations

@@ -17,9 +17,9 @@ from typing import Any, Literal
 from genai_prices import Usage, types
 from genai_prices.data_snapshot import get_snapshot
 
-from shared.catalog import Catalog, CatalogModel
-from shared.errors import RoutewiseError
-from shared.events import Tier
+from routewise.contracts.catalog import Catalog, CatalogModel
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import Tier
 
 PriceSource = Literal["override", "genai-prices"]
 

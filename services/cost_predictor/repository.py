@@ -9,10 +9,10 @@ from uuid import UUID
 
 import asyncpg
 
-from services.cost_predictor.prediction import observe
-from services.cost_predictor.pricing import Override
-from shared.db import Connection
-from shared.requests import EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
+from routewise.contracts.cost import EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
+from routewise.runtime.db import Connection
+from routewise.services.cost_predictor.prediction import observe
+from routewise.services.cost_predictor.pricing import Override
 
 _OVERRIDE_COLUMNS = "provider, model, input_mtok, output_mtok, cache_read_mtok, cache_write_mtok, context_window"
 

@@ -1,4 +1,4 @@
-from services.metrics.app import SERVICE
-from shared.service import run
+from routewise.runtime.service import run
+from routewise.services.metrics.app import SERVICE
 
 run(SERVICE)

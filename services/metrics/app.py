@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from services.metrics import handlers
-from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
-from shared.service import Service, every
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from routewise.runtime.service import Service, every
+from routewise.services.metrics import handlers
 
 SERVICE = Service(
     name="metrics",

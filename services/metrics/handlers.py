@@ -14,15 +14,16 @@ from decimal import Decimal
 import structlog
 from pydantic import ValidationError
 
-from services.metrics import repository as repo
-from services.metrics.meters import Meters
-from services.metrics.ports import NatsPricer, Pricer
-from services.metrics.report import report as ledger_report
-from shared.catalog import default_catalog
-from shared.errors import RemoteError
-from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
-from shared.requests import GetMetricsReport, GetMetricsSummary, MetricsReport, MetricsSummary, PriceUsage
-from shared.service import Deps, Runtime, UnitOfWork
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import PriceUsage
+from routewise.contracts.errors import RemoteError
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from routewise.contracts.metrics import GetMetricsReport, GetMetricsSummary, MetricsReport, MetricsSummary
+from routewise.runtime.service import Deps, Runtime, UnitOfWork
+from routewise.services.metrics import repository as repo
+from routewise.services.metrics.meters import Meters
+from routewise.services.metrics.ports import NatsPricer, Pricer
+from routewise.services.metrics.report import report as ledger_report
 
 log = structlog.get_logger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from shared.catalog import Catalog
-from shared.events import CostRecorded, ModelSelected, TaskRejected
+from routewise.contracts.catalog import Catalog
+from routewise.contracts.events import CostRecorded, ModelSelected, TaskRejected
 
 
 class Meters:

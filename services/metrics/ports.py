@@ -9,9 +9,9 @@ from typing import Protocol
 
 from faststream.nats import NatsBroker
 
-from shared.bus import request
-from shared.requests import Price, PriceUsage
-from shared.subjects import Subjects
+from routewise.contracts.cost import Price, PriceUsage
+from routewise.contracts.subjects import Subjects
+from routewise.runtime.bus import request
 
 
 class Pricer(Protocol):

@@ -13,9 +13,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from shared.db import Connection
-from shared.events import HIGH_CONFIDENCE
-from shared.requests import (
+from routewise.contracts.events import HIGH_CONFIDENCE
+from routewise.contracts.metrics import (
     MEDIUM_CONFIDENCE,
     Breakdown,
     ConfidenceMetrics,
@@ -27,6 +26,7 @@ from shared.requests import (
     PeriodCost,
     StrategyMetrics,
 )
+from routewise.runtime.db import Connection
 
 _CONFIDENCE = (
     f"CASE WHEN confidence IS NULL THEN NULL WHEN confidence >= {HIGH_CONFIDENCE} THEN 'high' "

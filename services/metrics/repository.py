@@ -9,8 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.db import Connection
-from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from routewise.runtime.db import Connection
 
 _SCOPE = "task_id, org_id, team_id, user_id, workspace_id"
 """The ledger's identity columns, the first five parameters of every upsert (see ``_scope``)."""

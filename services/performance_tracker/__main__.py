@@ -1,4 +1,4 @@
-from services.performance_tracker.app import SERVICE
-from shared.service import run
+from routewise.runtime.service import run
+from routewise.services.performance_tracker.app import SERVICE
 
 run(SERVICE)

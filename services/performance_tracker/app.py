@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from services.performance_tracker import handlers
-from shared.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
-from shared.service import Service, every
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
+from routewise.runtime.service import Service, every
+from routewise.services.performance_tracker import handlers
 
 SERVICE = Service(
     name="performance_tracker",

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from shared import histogram
-from shared.requests import Interval, ModelStats, Window
+from routewise.contracts.performance import Interval, ModelStats
+from routewise.contracts.vocabulary import Window
+from routewise.runtime import histogram
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Z95 = 1.959964

@@ -13,8 +13,14 @@ from typing import cast
 
 import structlog
 
-from services.performance_tracker import repository as repo
-from services.performance_tracker.domain import (
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
+from routewise.contracts.performance import ModelHealth, ModelStats, Performance, PerformanceSnapshot, QueryPerformance
+from routewise.contracts.vocabulary import Window
+from routewise.runtime.db import Connection
+from routewise.runtime.service import Deps, Runtime, UnitOfWork
+from routewise.runtime.settings import Settings
+from routewise.services.performance_tracker import repository as repo
+from routewise.services.performance_tracker.domain import (
     WINDOWS,
     Health,
     HealthPolicy,
@@ -24,13 +30,8 @@ from services.performance_tracker.domain import (
     after_outcome,
     stats,
 )
-from services.performance_tracker.kv import open_bucket
-from services.performance_tracker.store import SnapshotStore
-from shared.db import Connection
-from shared.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
-from shared.requests import ModelHealth, ModelStats, Performance, PerformanceSnapshot, QueryPerformance, Window
-from shared.service import Deps, Runtime, UnitOfWork
-from shared.settings import Settings
+from routewise.services.performance_tracker.kv import open_bucket
+from routewise.services.performance_tracker.store import SnapshotStore
 
 SNAPSHOT_EVERY_S = 0.25
 PRUNE_EVERY_S = 60.0

@@ -9,8 +9,8 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from shared.requests import PerformanceSnapshot
-from shared.subjects import snapshot_key
+from routewise.contracts.performance import PerformanceSnapshot
+from routewise.contracts.subjects import snapshot_key
 
 
 async def write_snapshot(kv: KeyValue, snap: PerformanceSnapshot) -> bool:

@@ -9,7 +9,11 @@ from uuid import UUID
 
 import asyncpg
 
-from services.performance_tracker.domain import (
+from routewise.contracts.events import CostRecorded, FeedbackRecorded
+from routewise.contracts.vocabulary import Window
+from routewise.runtime import histogram
+from routewise.runtime.db import Connection
+from routewise.services.performance_tracker.domain import (
     GRANULARITIES,
     HEALTHY,
     KEEP,
@@ -18,10 +22,6 @@ from services.performance_tracker.domain import (
     bucket_start,
     window_start,
 )
-from shared import histogram
-from shared.db import Connection
-from shared.events import CostRecorded, FeedbackRecorded
-from shared.requests import Window
 
 UNKNOWN = "unknown"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from shared.requests import PerformanceSnapshot
+from routewise.contracts.performance import PerformanceSnapshot
 
 
 class SnapshotStore(Protocol):

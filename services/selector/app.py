@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from services.selector import handlers
-from shared.events import FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
-from shared.service import Service, answer, consumer, every
+from routewise.contracts.events import FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from routewise.runtime.service import Service, answer, consumer, every
+from routewise.services.selector import handlers
 
 SERVICE = Service(
     name="selector",

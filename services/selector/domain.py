@@ -7,9 +7,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from shared.catalog import Catalog, CatalogModel
-from shared.events import HIGH_CONFIDENCE, Constraints, Strategy, Tier, fixed_point
-from shared.requests import CostRestrictions, ModelEstimate, TierPreferences
+from routewise.contracts.budget import CostRestrictions
+from routewise.contracts.catalog import Catalog, CatalogModel
+from routewise.contracts.cost import ModelEstimate
+from routewise.contracts.events import HIGH_CONFIDENCE, Constraints, Strategy, Tier, fixed_point
+from routewise.contracts.routing import TierPreferences
 
 _REASONING = re.compile(
     r"\b(prove|derive|analy[sz]e|architect(ure)?|design|optimi[sz]e|trade-?offs?|compare|evaluate|"

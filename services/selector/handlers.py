@@ -20,8 +20,39 @@ import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Span, Tracer
 
-from services.selector import repository as repo
-from services.selector.domain import (
+from routewise.contracts.budget import CostRestrictions, GetBudgetStatus, ReleaseBudget, Reservation, ReserveBudget
+from routewise.contracts.catalog import Catalog, CatalogModel, default_catalog
+from routewise.contracts.cost import CostEstimate, EstimateCost, ModelEstimate
+from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.contracts.events import (
+    CandidateScore,
+    FeedbackRecorded,
+    ModelSelected,
+    RejectionReason,
+    TaskArrived,
+    TaskRejected,
+    Tier,
+    fixed_point,
+)
+from routewise.contracts.performance import PerformanceSnapshot
+from routewise.contracts.routing import (
+    Decision,
+    DeleteTierPreferences,
+    GetDecision,
+    GetTierPreferences,
+    ListPolicies,
+    PolicyList,
+    RoutingPolicy,
+    RoutingPreview,
+    SetPolicy,
+    SetTierPreferences,
+    TierPreferences,
+    TierPreferencesReply,
+)
+from routewise.runtime.db import Connection, claim
+from routewise.runtime.service import Deps, Runtime, UnitOfWork
+from routewise.services.selector import repository as repo
+from routewise.services.selector.domain import (
     Candidate,
     Features,
     Limits,
@@ -36,7 +67,7 @@ from services.selector.domain import (
     target_tier,
     validate,
 )
-from services.selector.learner import (
+from routewise.services.selector.learner import (
     TextModel,
     base_quality,
     confidence,
@@ -47,45 +78,8 @@ from services.selector.learner import (
     sigmoid,
     text_features,
 )
-from services.selector.ports import Budgets, BusBudgets, BusQuotes, Quotes
-from services.selector.snapshots import BucketFeed, SnapshotFeed, Snapshots
-from shared.catalog import Catalog, CatalogModel, default_catalog
-from shared.db import Connection, claim
-from shared.errors import RemoteError, RoutewiseError
-from shared.events import (
-    CandidateScore,
-    FeedbackRecorded,
-    ModelSelected,
-    RejectionReason,
-    TaskArrived,
-    TaskRejected,
-    Tier,
-    fixed_point,
-)
-from shared.requests import (
-    CostEstimate,
-    CostRestrictions,
-    Decision,
-    DeleteTierPreferences,
-    EstimateCost,
-    GetBudgetStatus,
-    GetDecision,
-    GetTierPreferences,
-    ListPolicies,
-    ModelEstimate,
-    PerformanceSnapshot,
-    PolicyList,
-    ReleaseBudget,
-    Reservation,
-    ReserveBudget,
-    RoutingPolicy,
-    RoutingPreview,
-    SetPolicy,
-    SetTierPreferences,
-    TierPreferences,
-    TierPreferencesReply,
-)
-from shared.service import Deps, Runtime, UnitOfWork
+from routewise.services.selector.ports import Budgets, BusBudgets, BusQuotes, Quotes
+from routewise.services.selector.snapshots import BucketFeed, SnapshotFeed, Snapshots
 
 log = structlog.get_logger(__name__)
 TRACER = "routewise.selector"

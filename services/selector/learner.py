@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from shared.requests import ModelStats
+from routewise.contracts.performance import ModelStats
 
 _TOKEN = re.compile(r"[a-z]+|\d+|[^\sa-z\d]")
 MAX_TEXT_CHARS = 20_000

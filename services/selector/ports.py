@@ -14,18 +14,17 @@ from typing import Protocol
 
 from faststream.nats import NatsBroker
 
-from shared import bus
-from shared.requests import (
+from routewise.contracts.budget import (
     BudgetStatus,
-    CostEstimate,
-    EstimateCost,
     GetBudgetStatus,
     ReleaseBudget,
     Released,
     Reservation,
     ReserveBudget,
 )
-from shared.subjects import Subjects
+from routewise.contracts.cost import CostEstimate, EstimateCost
+from routewise.contracts.subjects import Subjects
+from routewise.runtime import bus
 
 
 class Quotes(Protocol):

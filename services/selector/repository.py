@@ -9,12 +9,12 @@ from uuid import UUID
 import asyncpg
 from opentelemetry import propagate
 
-from services.selector.domain import Policy
-from services.selector.learner import TextModel, Update
-from shared.db import Connection
-from shared.errors import RoutewiseError
-from shared.events import ModelSelected, TaskArrived, TaskRejected
-from shared.requests import RoutingPolicy, SetPolicy, TierPreferences
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import ModelSelected, TaskArrived, TaskRejected
+from routewise.contracts.routing import RoutingPolicy, SetPolicy, TierPreferences
+from routewise.runtime.db import Connection
+from routewise.services.selector.domain import Policy
+from routewise.services.selector.learner import TextModel, Update
 
 DEFAULT_POLICY = "normal"
 

@@ -15,8 +15,8 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from shared.requests import PerformanceSnapshot
-from shared.subjects import snapshot_key
+from routewise.contracts.performance import PerformanceSnapshot
+from routewise.contracts.subjects import snapshot_key
 
 log = structlog.get_logger(__name__)
 

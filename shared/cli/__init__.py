@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shared.cli import budgets, core, costs, dev, metrics, performance, routing  # noqa: F401  (each module adds its commands to the app)
-from shared.cli.common import app, err_console
-from shared.errors import RemoteError
+from routewise.cli import budgets, core, costs, dev, metrics, performance, routing  # noqa: F401  (each module adds its commands to the app)
+from routewise.cli.common import app, err_console
+from routewise.contracts.errors import RemoteError
 
 
 def main() -> None:

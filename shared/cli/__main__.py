@@ -1,3 +1,3 @@
-from shared.cli import main
+from routewise.cli import main
 
 main()

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import typer
 
-from shared.cli.common import (
+from routewise.cli.common import (
     JsonOpt,
     NatsUrlOpt,
     app,
@@ -18,13 +18,12 @@ from shared.cli.common import (
     console,
     err_console,
     fail,
-    resolve_settings,
     table,
     usd_option,
     who_am_i,
 )
-from shared.events import BudgetAlert
-from shared.requests import (
+from routewise.client.discovery import resolve_settings
+from routewise.contracts.budget import (
     Approval,
     ApproveTask,
     Budget,
@@ -39,6 +38,7 @@ from shared.requests import (
     ThresholdSpec,
     UpdateBudget,
 )
+from routewise.contracts.events import BudgetAlert
 
 budgets_app = typer.Typer(help="Budgets per org, team, user or workspace.", no_args_is_help=True)
 app.add_typer(budgets_app, name="budgets")
@@ -397,7 +397,7 @@ def alerts(
     """Budget alerts, from the first kept (the alerts stream replays them), one per line with --json."""
     import nats
 
-    from shared.client import RoutewiseClient
+    from routewise.client import RoutewiseClient
 
     settings = resolve_settings(nats_url)
 

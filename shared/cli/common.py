@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -16,9 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared.errors import RoutewiseError
-from shared.settings import DEFAULT_NATS_URL, Settings
-from shared.subjects import Subjects
+from routewise.client.discovery import resolve_settings
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.subjects import Subjects
 
 app = typer.Typer(
     name="routewise",
@@ -42,44 +40,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 
 # ------------------------------------------------------------------ where things are
-
-
-def home() -> Path:
-    return Path(os.environ.get("ROUTEWISE_HOME") or Path.home() / ".routewise")
-
-
-def dev_state_path() -> Path:
-    return home() / "dev.json"
-
-
-def read_dev_state() -> dict[str, Any] | None:
-    path = dev_state_path()
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid = state.get("pid")
-    if isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None  # left behind by a `routewise dev` that is gone
-        except PermissionError:
-            pass
-    return state
-
-
-def resolve_settings(nats_url: str | None) -> Settings:
-    """--nats-url, else ROUTEWISE_NATS_URL, else what `routewise dev` wrote, else the default."""
-    overrides: dict[str, Any] = {}
-    if nats_url:
-        overrides["nats_url"] = nats_url
-    elif not os.environ.get("ROUTEWISE_NATS_URL"):
-        state = read_dev_state()
-        overrides["nats_url"] = state["nats_url"] if state else DEFAULT_NATS_URL
-        if state and not os.environ.get("ROUTEWISE_NAMESPACE"):
-            overrides["namespace"] = state.get("namespace", "routewise")
-    return Settings(**overrides)
 
 
 # ------------------------------------------------------------------ output helpers
@@ -135,7 +95,7 @@ def ask(
     nats_url: str | None, subject: Callable[[Subjects], str], payload: BaseModel, reply: type[M], as_json: bool
 ) -> M:
     """One request/reply to a service, with the bus found as every command finds it."""
-    from shared.client import RoutewiseClient
+    from routewise.client import RoutewiseClient
 
     settings = resolve_settings(nats_url)
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import typer
 
-from shared.cli.common import (
+from routewise.cli.common import (
     JsonOpt,
     NatsUrlOpt,
     app,
@@ -18,12 +18,12 @@ from shared.cli.common import (
     csv_list,
     emit,
     fail,
-    resolve_settings,
     run_async,
     table,
 )
-from shared.errors import RoutewiseError
-from shared.events import (
+from routewise.client.discovery import resolve_settings
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import (
     Constraints,
     CostRecorded,
     ModelSelected,
@@ -33,7 +33,7 @@ from shared.events import (
     TaskRejected,
     fixed_point,
 )
-from shared.requests import RoutingPreview
+from routewise.contracts.routing import RoutingPreview
 
 
 def decision_view(outcome: ModelSelected | TaskRejected, trace_id: str | None) -> dict[str, Any]:
@@ -93,8 +93,8 @@ def task(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish a task and print the decision (or, with --preview, what it would be and why)."""
-    from shared.client import RoutewiseClient
-    from shared.telemetry import current_trace_id, setup_tracing
+    from routewise.client import RoutewiseClient
+    from routewise.runtime.telemetry import current_trace_id, setup_tracing
 
     settings = resolve_settings(nats_url)
     scope = build(Scope, as_json, org_id=org, team_id=team, user_id=user, workspace_id=workspace)
@@ -197,9 +197,10 @@ def record(
     as_json: JsonOpt = False,
 ) -> None:
     """Record what the call for a task really cost (for the model chosen for it)."""
-    from shared.client import RoutewiseClient
-    from shared.requests import Decision, GetDecision, Price, PriceUsage
-    from shared.telemetry import setup_tracing
+    from routewise.client import RoutewiseClient
+    from routewise.contracts.cost import Price, PriceUsage
+    from routewise.contracts.routing import Decision, GetDecision
+    from routewise.runtime.telemetry import setup_tracing
 
     settings = resolve_settings(nats_url)
     amount: Decimal | None = None

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from shared.catalog import default_catalog
-from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table, usd_option, who_am_i
-from shared.events import Scope, Tier
-from shared.requests import (
+from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table, usd_option, who_am_i
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import (
     CompareTiers,
     CostEstimate,
     EstimateAccuracy,
@@ -23,6 +22,7 @@ from shared.requests import (
     SetPrice,
     TierComparison,
 )
+from routewise.contracts.events import Scope, Tier
 
 
 def _usd(amount: Decimal | None, places: int = 6) -> str:

@@ -15,9 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from shared.cli.common import app, console, dev_state_path, fail, home, read_dev_state
-from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
-from shared.settings import Settings
+from routewise.cli.common import app, console, fail
+from routewise.client.discovery import dev_state_path, home, read_dev_state
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
+from routewise.runtime.settings import Settings
 
 MARKER = ".routewise-dev"
 """Marks a data directory as made by `routewise dev`, the only kind --fresh may delete."""
@@ -37,9 +38,9 @@ def dev(
     """Run Routewise locally: embedded NATS and Postgres, the five services, until Ctrl-C."""
     import shutil
 
-    from shared.embedded import EmbeddedNats, EmbeddedPostgres
-    from shared.provision import provision
-    from shared.stack import Stack
+    from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres
+    from routewise.dev.provision import provision
+    from routewise.dev.stack import Stack
 
     if (state := read_dev_state()) is not None:
         raise fail(f"`routewise dev` is already running (pid {state['pid']}, {state['nats_url']})", False)
@@ -128,8 +129,10 @@ def _print_stack(nats_url: str, stack: Any, data: Path) -> None:
 
 
 async def _demo(settings: Settings) -> None:
-    from shared.client import RoutewiseClient
-    from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary, Price, PriceUsage
+    from routewise.client import RoutewiseClient
+    from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+    from routewise.contracts.cost import Price, PriceUsage
+    from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 
     prompts = [
         ("simple_query", "What is the capital of France?"),

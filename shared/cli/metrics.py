@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from shared.cli.budgets import parse_scope
-from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table
-from shared.events import HIGH_CONFIDENCE, fixed_point
-from shared.requests import (
+from routewise.cli.budgets import parse_scope
+from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table
+from routewise.contracts.events import HIGH_CONFIDENCE, fixed_point
+from routewise.contracts.metrics import (
     MEDIUM_CONFIDENCE,
     CostSavings,
     GetMetricsReport,

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from shared.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table
-from shared.requests import Interval, Performance, QueryPerformance
+from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table
+from routewise.contracts.performance import Interval, Performance, QueryPerformance
 
 
 def _pct(value: float | None, ci: Interval | None = None) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shared.cli.common import (
+from routewise.cli.common import (
     JsonOpt,
     NatsUrlOpt,
     app,
@@ -20,9 +20,9 @@ from shared.cli.common import (
     usd_option,
     who_am_i,
 )
-from shared.cli.costs import tiers_app
-from shared.events import Tier, fixed_point
-from shared.requests import (
+from routewise.cli.costs import tiers_app
+from routewise.contracts.events import Tier, fixed_point
+from routewise.contracts.routing import (
     DeleteTierPreferences,
     GetTierPreferences,
     ListPolicies,

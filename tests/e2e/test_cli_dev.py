@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def routewise(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "routewise.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -38,7 +38,7 @@ def test_dev_runs_the_demo_other_commands_find_it_and_ctrl_c_stops_everything(tm
     env = clean_env(tmp_path)
     # started the way a shell starts a background job: with SIGINT ignored
     dev = subprocess.Popen(
-        ["bash", "-c", f'trap "" INT; exec {sys.executable} -m shared.cli dev --demo'],
+        ["bash", "-c", f'trap "" INT; exec {sys.executable} -m routewise.cli dev --demo'],
         env=env,
         text=True,
         stdout=subprocess.PIPE,

@@ -26,15 +26,19 @@ from typing import Any
 import httpx
 import nats
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from shared.client import RoutewiseClient
-from shared.embedded import free_port
-from shared.events import BudgetAlert, CostRecorded, Scope
-from shared.subjects import SERVICES
+from routewise.client import RoutewiseClient
+from routewise.contracts.events import BudgetAlert, CostRecorded, Scope
+from routewise.contracts.subjects import SERVICES
+from routewise.dev.embedded import free_port
 from tests.conftest import Database, RunningStack, running
 from tests.helpers import a_cost, eventually, spend_once_recorded
 
@@ -132,7 +136,7 @@ def cli(stack: RunningStack, otlp_url: str, *args: str) -> subprocess.CompletedP
         "ROUTEWISE_JAEGER_URL": "http://jaeger.example:16686/",
     }
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        [sys.executable, "-m", "routewise.cli", *args], capture_output=True, text=True, env=env, timeout=60, check=False
     )
 
 
@@ -210,7 +214,11 @@ async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_
         alerts.append(msg)
 
     await nc.subscribe(settings.subjects.budget_alert("org", org), cb=on_alert)
-    async with RoutewiseClient(settings) as rw:  # no trace context given: the SDK asks the selector
+    # the application's own spans go where its tracer provider sends them: here, to the receiver too
+    app_tracing = TracerProvider(resource=Resource.create({SERVICE_NAME: "the-application"}))
+    app_tracing.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")))
+    # no trace context given: the SDK asks the selector
+    async with RoutewiseClient(settings, tracer_provider=app_tracing) as rw:
         await rw.record_cost(
             a_cost(
                 Scope(org_id=org),

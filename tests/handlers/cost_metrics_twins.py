@@ -7,14 +7,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.cost_predictor.domain import price
-from services.cost_predictor.pricing import PriceBook
-from shared.catalog import default_catalog
-from shared.db import claim
-from shared.errors import RemoteError, RoutewiseError
-from shared.events import Event
-from shared.requests import BudgetStatus, GetBudgetStatus, Price, PriceUsage
-from shared.service import Deps, UnitOfWork
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import Price, PriceUsage
+from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.contracts.events import Event
+from routewise.runtime.db import claim
+from routewise.runtime.service import Deps, UnitOfWork
+from routewise.services.cost_predictor.domain import price
+from routewise.services.cost_predictor.pricing import PriceBook
 
 
 @dataclass

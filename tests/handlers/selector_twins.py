@@ -12,21 +12,20 @@ import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
-from services.cost_predictor.domain import Estimator
-from services.cost_predictor.pricing import PriceBook
-from shared.catalog import default_catalog
-from shared.errors import RemoteError, RoutewiseError
-from shared.requests import (
+from routewise.contracts.budget import (
     BudgetStatus,
-    CostEstimate,
     CostRestrictions,
-    EstimateCost,
     GetBudgetStatus,
     ReleaseBudget,
     Released,
     Reservation,
     ReserveBudget,
 )
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import CostEstimate, EstimateCost
+from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.services.cost_predictor.domain import Estimator
+from routewise.services.cost_predictor.pricing import PriceBook
 
 
 class PricedQuotes:

@@ -10,10 +10,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from services.budget_enforcer import handlers
-from services.budget_enforcer.handlers import BudgetDeps
-from shared.events import RejectionReason, Scope, TaskRejected
-from shared.requests import (
+from routewise.contracts.budget import (
     ApproveTask,
     CreateBudget,
     DeleteBudget,
@@ -25,8 +22,11 @@ from shared.requests import (
     ReserveBudget,
     UpdateBudget,
 )
-from shared.service import Deps
-from shared.settings import Settings
+from routewise.contracts.events import RejectionReason, Scope, TaskRejected
+from routewise.runtime.service import Deps
+from routewise.runtime.settings import Settings
+from routewise.services.budget_enforcer import handlers
+from routewise.services.budget_enforcer.handlers import BudgetDeps
 from tests.helpers import a_cost
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # extensions in force are read by the database clock

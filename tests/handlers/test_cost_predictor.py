@@ -13,16 +13,10 @@ import asyncpg
 import pytest
 from genai_prices import Usage, calc_price
 
-from services.cost_predictor import handlers
-from services.cost_predictor.handlers import CostDeps
-from services.cost_predictor.pricing import PriceBook
-from shared.catalog import default_catalog
-from shared.errors import RoutewiseError
-from shared.events import CostRecorded, Scope, Tier
-from shared.requests import (
-    BudgetStatus,
+from routewise.contracts.budget import BudgetStatus, CostRestrictions
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import (
     CompareTiers,
-    CostRestrictions,
     EstimateCost,
     GetEstimateAccuracy,
     ListPrices,
@@ -30,7 +24,12 @@ from shared.requests import (
     RemovePrice,
     SetPrice,
 )
-from shared.settings import Settings
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import CostRecorded, Scope, Tier
+from routewise.runtime.settings import Settings
+from routewise.services.cost_predictor import handlers
+from routewise.services.cost_predictor.handlers import CostDeps
+from routewise.services.cost_predictor.pricing import PriceBook
 from tests.handlers.cost_metrics_twins import CostBusTwin, apply_once
 
 

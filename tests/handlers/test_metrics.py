@@ -13,12 +13,9 @@ import pytest
 from genai_prices import Usage, calc_price
 from prometheus_client import CollectorRegistry
 
-from services.metrics import handlers
-from services.metrics.handlers import MetricsDeps
-from services.metrics.meters import Meters
-from shared.catalog import default_catalog
-from shared.errors import RemoteError
-from shared.events import (
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.errors import RemoteError
+from routewise.contracts.events import (
     CostRecorded,
     FeedbackRecorded,
     ModelSelected,
@@ -28,8 +25,11 @@ from shared.events import (
     TaskRejected,
     Tier,
 )
-from shared.requests import GetMetricsReport, GetMetricsSummary, MetricsReport
-from shared.settings import Settings
+from routewise.contracts.metrics import GetMetricsReport, GetMetricsSummary, MetricsReport
+from routewise.runtime.settings import Settings
+from routewise.services.metrics import handlers
+from routewise.services.metrics.handlers import MetricsDeps
+from routewise.services.metrics.meters import Meters
 from tests.handlers.cost_metrics_twins import PricerTwin, apply_once
 from tests.helpers import a_call
 

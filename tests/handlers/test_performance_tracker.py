@@ -11,12 +11,12 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from services.performance_tracker import handlers
-from services.performance_tracker.handlers import PerformanceDeps
-from services.performance_tracker.store import MemorySnapshotStore
-from shared.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected, Scope, Tier
-from shared.requests import ModelStats, QueryPerformance
-from shared.settings import Settings
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected, Scope, Tier
+from routewise.contracts.performance import ModelStats, QueryPerformance
+from routewise.runtime.settings import Settings
+from routewise.services.performance_tracker import handlers
+from routewise.services.performance_tracker.handlers import PerformanceDeps
+from routewise.services.performance_tracker.store import MemorySnapshotStore
 
 SCOPE = Scope(org_id="perf")
 

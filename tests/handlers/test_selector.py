@@ -11,11 +11,8 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from services.selector import handlers
-from services.selector.handlers import SelectorDeps
-from shared.db import claim
-from shared.errors import RemoteError, RoutewiseError
-from shared.events import (
+from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.contracts.events import (
     FeedbackRecorded,
     ModelSelected,
     RejectionReason,
@@ -24,19 +21,21 @@ from shared.events import (
     TaskRejected,
     Tier,
 )
-from shared.requests import (
+from routewise.contracts.performance import ModelHealth, PerformanceSnapshot
+from routewise.contracts.routing import (
     DeleteTierPreferences,
     GetDecision,
     GetTierPreferences,
     ListPolicies,
-    ModelHealth,
-    PerformanceSnapshot,
     SetPolicy,
     SetTierPreferences,
     TierPreferences,
 )
-from shared.settings import Settings
-from shared.subjects import snapshot_key
+from routewise.contracts.subjects import snapshot_key
+from routewise.runtime.db import claim
+from routewise.runtime.settings import Settings
+from routewise.services.selector import handlers
+from routewise.services.selector.handlers import SelectorDeps
 from tests.handlers.selector_twins import ListedSnapshots, MemoryBudgets, PricedQuotes
 
 SIMPLE = "What is the capital of France?"

@@ -12,11 +12,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from services.budget_enforcer import repository as repo
-from shared.db import unit_of_work
-from shared.errors import RoutewiseError
-from shared.events import CostRecorded, Scope
-from shared.requests import CreateBudget, ReserveBudget, ThresholdSpec, UpdateBudget
+from routewise.contracts.budget import CreateBudget, ReserveBudget, ThresholdSpec, UpdateBudget
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.runtime.db import unit_of_work
+from routewise.services.budget_enforcer import repository as repo
 from tests.conftest import Database
 from tests.integration.test_budget_properties import budget_schema
 

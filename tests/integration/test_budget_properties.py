@@ -14,12 +14,12 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.budget_enforcer import repository as repo
-from services.budget_enforcer.app import SERVICE
-from services.budget_enforcer.domain import DEFAULT_THRESHOLDS, in_force, percent_of
-from shared.db import claim, create_pool, migrate, unit_of_work
-from shared.events import CostRecorded, Scope
-from shared.requests import CreateBudget, ReserveBudget, ThresholdSpec
+from routewise.contracts.budget import CreateBudget, ReserveBudget, ThresholdSpec
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.runtime.db import claim, create_pool, migrate, unit_of_work
+from routewise.services.budget_enforcer import repository as repo
+from routewise.services.budget_enforcer.app import SERVICE
+from routewise.services.budget_enforcer.domain import DEFAULT_THRESHOLDS, in_force, percent_of
 from tests.conftest import Database
 
 PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,11 +14,18 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from shared.bus import HEADER_DELIVERIES, HEADER_REASON, HEADER_SUBJECT, consume, ensure_streams, msg_id_headers
-from shared.events import CostRecorded, Scope
-from shared.service import build_broker
-from shared.settings import Settings
-from shared.subjects import durable
+from routewise.client.wire import msg_id_headers
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.contracts.subjects import durable
+from routewise.runtime.bus import (
+    HEADER_DELIVERIES,
+    HEADER_REASON,
+    HEADER_SUBJECT,
+    consume,
+    ensure_streams,
+)
+from routewise.runtime.service import build_broker
+from routewise.runtime.settings import Settings
 from tests.helpers import eventually
 
 

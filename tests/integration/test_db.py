@@ -11,12 +11,12 @@ import nats
 import pytest
 from faststream.nats import NatsBroker
 
-from shared.bus import ensure_streams
-from shared.db import SHARED_MIGRATIONS, claim, create_pool, load_migrations, migrate, unit_of_work
-from shared.events import Scope, TaskRejected
-from shared.outbox import OutboxRelay, enqueue
-from shared.provision import dsn_with, provision
-from shared.settings import Settings
+from routewise.contracts.events import Scope, TaskRejected
+from routewise.dev.provision import dsn_with, provision
+from routewise.runtime.bus import ensure_streams
+from routewise.runtime.db import SHARED_MIGRATIONS, claim, create_pool, load_migrations, migrate, unit_of_work
+from routewise.runtime.outbox import OutboxRelay, enqueue
+from routewise.runtime.settings import Settings
 from tests.conftest import Database
 
 

@@ -15,10 +15,10 @@ import nats
 import pytest
 import yaml
 
-from shared.embedded import free_port, nats_server_binary, wait_for_port
-from shared.provision import DEPLOY_SQL, role_for
-from shared.settings import Settings
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
+from routewise.dev.embedded import free_port, nats_server_binary, wait_for_port
+from routewise.dev.provision import DEPLOY_SQL, role_for
+from routewise.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -32,8 +32,8 @@ def compose_service(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_runs_its_own_module_with_valid_settings(service: str) -> None:
     spec = compose_service(service)
-    assert spec["command"] == ["python", "-m", f"services.{service}"]
-    assert importlib.util.find_spec(f"services.{service}.__main__") is not None
+    assert spec["command"] == ["python", "-m", f"routewise.services.{service}"]
+    assert importlib.util.find_spec(f"routewise.services.{service}.__main__") is not None
     env = spec["environment"]
     unknown = {k for k in env if k.startswith("ROUTEWISE_")} - SETTINGS_FIELDS
     assert not unknown, f"{service} sets variables Settings does not read: {unknown}"
@@ -128,3 +128,10 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_service_image_installs_the_services_without_the_embedded_servers() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    syncs = [line for line in dockerfile.splitlines() if "uv sync" in line]
+    assert syncs and all("--extra server" in line and "--no-dev" in line for line in syncs)
+    assert "--all-extras" not in dockerfile and "--extra dev" not in dockerfile

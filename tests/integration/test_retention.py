@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shared.retention import prune_inbox_outbox
+from routewise.runtime.retention import prune_inbox_outbox
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

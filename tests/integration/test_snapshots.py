@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import nats
 
-from services.performance_tracker.kv import write_snapshot
-from shared.requests import ModelHealth, PerformanceSnapshot
-from shared.settings import Settings
-from shared.subjects import snapshot_key
+from routewise.contracts.performance import ModelHealth, PerformanceSnapshot
+from routewise.contracts.subjects import snapshot_key
+from routewise.runtime.settings import Settings
+from routewise.services.performance_tracker.kv import write_snapshot
 
 
 def snap(version: int) -> PerformanceSnapshot:

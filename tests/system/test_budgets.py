@@ -15,9 +15,16 @@ import asyncpg
 import nats
 import pytest
 
-from shared.client import RoutewiseClient
-from shared.events import BudgetAlert, RejectionReason, Scope, TaskRejected, Tier
-from shared.requests import BudgetStatus, GetBudgetStatus, ReleaseBudget, Released, Reservation, ReserveBudget
+from routewise.client import RoutewiseClient
+from routewise.contracts.budget import (
+    BudgetStatus,
+    GetBudgetStatus,
+    ReleaseBudget,
+    Released,
+    Reservation,
+    ReserveBudget,
+)
+from routewise.contracts.events import BudgetAlert, RejectionReason, Scope, TaskRejected, Tier
 from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import a_cost, eventually
 
@@ -363,7 +370,7 @@ async def test_alerts_follow_prints_new_alerts_as_they_happen(budget_stack: Runn
     follower = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "routewise.cli",
         "alerts",
         "--org",
         org,

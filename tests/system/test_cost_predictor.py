@@ -14,14 +14,11 @@ import nats
 import pytest
 from genai_prices import Usage, calc_price
 
-from shared.client import RoutewiseClient
-from shared.errors import RemoteError
-from shared.events import CostRecorded, Scope
-from shared.requests import (
-    BudgetStatus,
+from routewise.client import RoutewiseClient
+from routewise.contracts.budget import BudgetStatus, CostRestrictions
+from routewise.contracts.cost import (
     CompareTiers,
     CostEstimate,
-    CostRestrictions,
     EstimateAccuracy,
     EstimateCost,
     GetEstimateAccuracy,
@@ -30,7 +27,9 @@ from shared.requests import (
     PriceList,
     PriceUsage,
 )
-from shared.settings import Settings
+from routewise.contracts.errors import RemoteError
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.runtime.settings import Settings
 from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import eventually
 

@@ -13,8 +13,8 @@ from genai_prices import Usage, calc_price
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.client import RoutewiseClient
-from shared.events import (
+from routewise.client import RoutewiseClient
+from routewise.contracts.events import (
     Constraints,
     FeedbackRecorded,
     ModelSelected,
@@ -23,7 +23,7 @@ from shared.events import (
     TaskArrived,
     TaskRejected,
 )
-from shared.requests import GetMetricsReport, MetricsReport
+from routewise.contracts.metrics import GetMetricsReport, MetricsReport
 from tests.conftest import RunningStack
 from tests.helpers import a_call, eventually
 

@@ -14,9 +14,8 @@ from decimal import Decimal
 import nats
 import pytest
 
-from services.performance_tracker.domain import wilson
-from shared.client import RoutewiseClient
-from shared.events import (
+from routewise.client import RoutewiseClient
+from routewise.contracts.events import (
     CostRecorded,
     FeedbackRecorded,
     ModelHealthChanged,
@@ -25,8 +24,9 @@ from shared.events import (
     Tier,
     utcnow,
 )
-from shared.requests import ModelStats, Performance, PerformanceSnapshot, QueryPerformance
-from shared.subjects import snapshot_key
+from routewise.contracts.performance import ModelStats, Performance, PerformanceSnapshot, QueryPerformance
+from routewise.contracts.subjects import snapshot_key
+from routewise.services.performance_tracker.domain import wilson
 from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import eventually
 

@@ -14,8 +14,10 @@ import nats
 import nats.js.errors
 import pytest
 
-from shared.client import RoutewiseClient
-from shared.events import (
+from routewise.client import RoutewiseClient
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.cost import CostEstimate, EstimateCost
+from routewise.contracts.events import (
     ChatMessage,
     Constraints,
     FeedbackRecorded,
@@ -26,18 +28,9 @@ from shared.events import (
     TaskRejected,
     Tier,
 )
-from shared.requests import (
-    BudgetStatus,
-    CostEstimate,
-    Decision,
-    EstimateCost,
-    GetBudgetStatus,
-    GetDecision,
-    Performance,
-    QueryPerformance,
-    RoutingPreview,
-)
-from shared.subjects import snapshot_key
+from routewise.contracts.performance import Performance, QueryPerformance
+from routewise.contracts.routing import Decision, GetDecision, RoutingPreview
+from routewise.contracts.subjects import snapshot_key
 from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import a_cost, eventually
 

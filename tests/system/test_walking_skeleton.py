@@ -11,9 +11,18 @@ import asyncpg
 import nats
 from genai_prices import Usage, calc_price
 
-from shared.client import RoutewiseClient
-from shared.events import CostRecorded, ModelSelected, RejectionReason, Scope, TaskArrived, TaskRejected, Tier
-from shared.requests import BudgetStatus, GetBudgetStatus, GetMetricsSummary, MetricsSummary
+from routewise.client import RoutewiseClient
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.events import (
+    CostRecorded,
+    ModelSelected,
+    RejectionReason,
+    Scope,
+    TaskArrived,
+    TaskRejected,
+    Tier,
+)
+from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
 from tests.helpers import a_call, a_cost, eventually, spend_once_recorded
 
@@ -314,8 +323,9 @@ async def test_a_decision_holds_its_budget_and_the_cost_settles_it(running_stack
 
 
 async def test_a_hard_budget_forces_a_downgrade_then_a_rejection(running_stack: RunningStack) -> None:
-    from shared.catalog import default_catalog
-    from shared.requests import CostEstimate, EstimateCost, ListPolicies, PolicyList
+    from routewise.contracts.catalog import default_catalog
+    from routewise.contracts.cost import CostEstimate, EstimateCost
+    from routewise.contracts.routing import ListPolicies, PolicyList
 
     catalog = default_catalog()
     async with RoutewiseClient(running_stack.settings) as rw:

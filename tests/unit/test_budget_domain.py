@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.budget_enforcer.domain import (
+from routewise.contracts.events import Tier
+from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
     Action,
     BudgetState,
@@ -21,7 +22,6 @@ from services.budget_enforcer.domain import (
     period_bounds,
     status_of,
 )
-from shared.events import Tier
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu", "Pacific/Chatham"]
 START = datetime(2020, 1, 1, tzinfo=UTC)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
 
 
 def cost(**overrides: object) -> CostRecorded:

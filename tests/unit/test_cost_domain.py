@@ -9,7 +9,12 @@ from decimal import Decimal
 import pytest
 from genai_prices import Usage, calc_price
 
-from services.cost_predictor.domain import (
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import BudgetBasis, CompareTiers, EstimateCost, PriceUsage
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import ChatMessage, Tier
+from routewise.runtime.histogram import N_BUCKETS, quantile
+from routewise.services.cost_predictor.domain import (
     MIN_CACHED_PREFIX,
     Estimator,
     budget_impact,
@@ -19,13 +24,8 @@ from services.cost_predictor.domain import (
     price_entry,
     token_counts,
 )
-from services.cost_predictor.prediction import observe, predict
-from services.cost_predictor.pricing import Override, PriceBook
-from shared.catalog import default_catalog
-from shared.errors import RoutewiseError
-from shared.events import ChatMessage, Tier
-from shared.histogram import N_BUCKETS, quantile
-from shared.requests import BudgetBasis, CompareTiers, EstimateCost, PriceUsage
+from routewise.services.cost_predictor.prediction import observe, predict
+from routewise.services.cost_predictor.pricing import Override, PriceBook
 
 CATALOG = default_catalog()
 BOOK = PriceBook(CATALOG)

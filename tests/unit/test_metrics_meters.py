@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.metrics.meters import Meters
-from shared.catalog import default_catalog
-from shared.events import CostRecorded, Scope
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.events import CostRecorded, Scope
+from routewise.services.metrics.meters import Meters
 
 
 def a_cost(model: str, amount: str) -> CostRecorded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-from services.performance_tracker.domain import (
+from routewise.services.performance_tracker.domain import (
     HEALTHY,
     Health,
     HealthPolicy,

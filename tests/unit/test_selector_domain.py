@@ -7,9 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from services.cost_predictor.domain import Estimator
-from services.cost_predictor.pricing import PriceBook
-from services.selector.domain import (
+from routewise.contracts.budget import CostRestrictions
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import EstimateCost, ModelEstimate
+from routewise.contracts.events import Constraints, Tier
+from routewise.contracts.routing import TierPreferences
+from routewise.services.cost_predictor.domain import Estimator
+from routewise.services.cost_predictor.pricing import PriceBook
+from routewise.services.selector.domain import (
     Candidate,
     Limits,
     Pick,
@@ -29,7 +34,7 @@ from services.selector.domain import (
     tier_for,
     validate,
 )
-from services.selector.learner import (
+from routewise.services.selector.learner import (
     TextModel,
     base_quality,
     confidence,
@@ -39,9 +44,6 @@ from services.selector.learner import (
     sigmoid,
     text_features,
 )
-from shared.catalog import default_catalog
-from shared.events import Constraints, Tier
-from shared.requests import CostRestrictions, EstimateCost, ModelEstimate, TierPreferences
 
 CATALOG = default_catalog()
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.settings import Settings
-from shared.subjects import SERVICES, Subjects, durable
+from routewise.contracts.subjects import SERVICES, Subjects, durable
+from routewise.runtime.settings import Settings
 
 
 def test_subjects_follow_the_architecture_names() -> None:

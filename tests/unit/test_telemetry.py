@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from shared.telemetry import _exporters
+from routewise.runtime.telemetry import _exporters
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
-from shared.embedded import free_port
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
+from routewise.dev.embedded import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Stack:
         log_path = self.log_dir / f"{key}.log"
         with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{service}"],
+                [sys.executable, "-m", f"routewise.services.{service}"],
                 cwd=PROJECT_ROOT,
                 env=self.env_for(service, port),
                 stdout=log,

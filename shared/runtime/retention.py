@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from shared.db import Connection
+from routewise.runtime.db import Connection
 
 log = structlog.get_logger(__name__)
 BATCH = 5_000

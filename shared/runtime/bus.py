@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -30,10 +29,11 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.client import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import ErrorInfo, ErrorReply, PermanentError, RemoteError, RoutewiseError
-from shared.events import Event
-from shared.settings import Settings
-from shared.subjects import durable
+from routewise.client.wire import parse_reply, request_errors
+from routewise.contracts.errors import ErrorInfo, ErrorReply, PermanentError, RoutewiseError
+from routewise.contracts.events import Event
+from routewise.contracts.subjects import durable
+from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -327,22 +327,6 @@ def _validation_details(exc: Exception) -> dict[str, Any]:
     return {}
 
 
-def parse_reply(data: bytes, reply_type: type[Res]) -> Res:
-    """Turn a reply into ``reply_type``, or raise RemoteError with the service's code."""
-    payload = json.loads(data)
-    if isinstance(payload, dict) and set(payload) == {"error"}:
-        err = ErrorReply.model_validate(payload).error
-        raise RemoteError(err.message, code=err.code, details=err.details)
-    return reply_type.model_validate(payload)
-
-
-def msg_id_headers(event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
-    headers = {"Nats-Msg-Id": str(event.event_id), "content-type": "application/json"}
-    if extra:
-        headers.update(extra)
-    return headers
-
-
 async def request(
     broker: NatsBroker, subject: str, payload: BaseModel, reply_type: type[Res], *, timeout: float
 ) -> Res:
@@ -350,14 +334,3 @@ async def request(
     with request_errors(subject, timeout):
         response = await broker.request(payload.model_dump_json().encode(), subject, timeout=timeout)
     return parse_reply(response.body, reply_type)
-
-
-@contextmanager
-def request_errors(subject: str, timeout: float) -> Iterator[None]:
-    """Turn "nobody listens" and "nobody answered" into RemoteError codes a caller can act on."""
-    try:
-        yield
-    except nats.errors.NoRespondersError as exc:
-        raise RemoteError(f"no service is answering on {subject}; is Routewise running?", code="unavailable") from exc
-    except TimeoutError as exc:
-        raise RemoteError(f"no answer on {subject} within {timeout}s", code="timeout") from exc

@@ -8,7 +8,7 @@ from functools import cached_property
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.subjects import Subjects
+from routewise.contracts.subjects import Subjects
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 

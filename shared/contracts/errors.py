@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from shared.events import Contract
+from routewise.contracts.events import Contract
 
 
 class RoutewiseError(Exception):

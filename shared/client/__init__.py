@@ -1,9 +1,15 @@
 """The client SDK: what an application uses to talk to Routewise over NATS.
 
-    async with RoutewiseClient("nats://127.0.0.1:4222") as rw:
+    from routewise.client import RoutewiseClient, Scope, TaskArrived
+
+    async with RoutewiseClient(nats_url="nats://127.0.0.1:4222") as rw:
         outcome = await rw.submit_task(TaskArrived(scope=Scope(org_id="acme"), prompt="..."), wait=10)
         ...run the call with outcome.model...
         await rw.record_cost(CostRecorded(...))
+
+Without ``settings`` or ``nats_url`` it finds Routewise as the CLI does: ``ROUTEWISE_NATS_URL``,
+else a running ``routewise dev``, else ``nats://127.0.0.1:4222`` (``routewise.client.discovery``).
+The contract types an application needs are importable from here too.
 
 Each task is one trace: ``submit_task`` starts the root span and sends its context with
 TaskArrived; ``record_cost`` continues it under the selector's decision span, so the cost and
@@ -28,11 +34,21 @@ from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
-from shared.bus import msg_id_headers, parse_reply, request_errors
-from shared.errors import RemoteError
-from shared.events import CostRecorded, Event, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
-from shared.requests import Decision, GetDecision
-from shared.settings import Settings
+from routewise.client.discovery import resolve_settings
+from routewise.client.wire import msg_id_headers, parse_reply, request_errors
+from routewise.contracts.errors import RemoteError
+from routewise.contracts.events import (
+    Constraints,
+    CostRecorded,
+    Event,
+    FeedbackRecorded,
+    ModelSelected,
+    Scope,
+    TaskArrived,
+    TaskRejected,
+)
+from routewise.contracts.routing import Decision, GetDecision
+from routewise.runtime.settings import Settings
 
 Res = TypeVar("Res", bound=BaseModel)
 
@@ -41,18 +57,26 @@ async def _quiet(_: Exception) -> None:
     return None
 
 
-tracer = trace.get_tracer("routewise.client")
 log = structlog.get_logger(__name__)
 TRACE_LOOKUP_TIMEOUT_S = 2.0
 """How long ``record_cost`` waits for the decision's trace context before publishing without it."""
 
 
 class RoutewiseClient:
-    def __init__(self, settings: Settings | None = None, *, nats_url: str | None = None):
-        self.settings = settings or Settings()
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        nats_url: str | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ):
+        """``settings``: default, from ``ROUTEWISE_*`` variables; ``nats_url`` overrides its URL.
+        ``tracer_provider``: where the task's root span and the cost's span go (default: the global one)."""
+        self.settings = settings or resolve_settings(nats_url)
         self.nats_url = nats_url or self.settings.nats_url
         self.subjects = self.settings.subjects
         self._nc: NatsClient | None = None
+        self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("routewise.client")
 
     async def __aenter__(self) -> RoutewiseClient:
         try:
@@ -105,7 +129,7 @@ class RoutewiseClient:
 
     async def submit_task(self, task: TaskArrived, *, wait: float | None = None) -> ModelSelected | TaskRejected | None:
         """Publish TaskArrived; with ``wait``, return the decision (None if none came in time)."""
-        with tracer.start_as_current_span("routewise.task", kind=trace.SpanKind.PRODUCER) as span:
+        with self._tracer.start_as_current_span("routewise.task", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("routewise.task_id", str(task.task_id))
             if wait is None:
                 await self.publish(self.subjects.task_arrived, task)
@@ -150,7 +174,7 @@ class RoutewiseClient:
         if trace_context is None:
             trace_context = await self._decision_trace(cost.task_id)
         parent = propagate.extract(dict(trace_context))
-        with tracer.start_as_current_span("routewise.cost", context=parent, kind=trace.SpanKind.PRODUCER) as span:
+        with self._tracer.start_as_current_span("routewise.cost", context=parent, kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("routewise.task_id", str(cost.task_id))
             span.set_attribute("routewise.model", cost.model)
             await self.publish(self.subjects.cost_recorded, cost)
@@ -179,3 +203,17 @@ class RoutewiseClient:
         with request_errors(subject, timeout):
             msg = await self.nc.request(subject, payload.model_dump_json().encode(), timeout=timeout)
         return parse_reply(msg.data, reply_type)
+
+
+__all__ = [
+    "Constraints",
+    "CostRecorded",
+    "FeedbackRecorded",
+    "ModelSelected",
+    "RemoteError",
+    "RoutewiseClient",
+    "Scope",
+    "Settings",
+    "TaskArrived",
+    "TaskRejected",
+]

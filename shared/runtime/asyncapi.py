@@ -1,8 +1,8 @@
 """Each service's AsyncAPI document, generated from its table (the typed subscribers and the
 events it publishes), checked in under docs/asyncapi/: the one description of the contracts.
 
-python -m shared.asyncapi          # rewrite docs/asyncapi/
-python -m shared.asyncapi --check  # exit 1 if the documents drifted from the code
+python -m routewise.runtime.asyncapi          # rewrite docs/asyncapi/
+python -m routewise.runtime.asyncapi --check  # exit 1 if the documents drifted from the code
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 from faststream.specification import AsyncAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.inprocess import service
-from shared.service import build_runtime
-from shared.settings import Settings
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
+from routewise.runtime.inprocess import service
+from routewise.runtime.service import build_runtime
+from routewise.runtime.settings import Settings
 
-DOC_DIR = Path(__file__).resolve().parent.parent / "docs" / "asyncapi"
+DOC_DIR = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"
 
 
 def document(name: str) -> dict[str, Any]:
@@ -65,7 +65,11 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         problems = drift()
         if problems:
-            print("docs/asyncapi drifted from the code (run `python -m shared.asyncapi`):", *problems, sep="\n  ")
+            print(
+                "docs/asyncapi drifted from the code (run `python -m routewise.runtime.asyncapi`):",
+                *problems,
+                sep="\n  ",
+            )
             return 1
         print(f"docs/asyncapi matches the code ({len(SERVICES)} services)")
         return 0

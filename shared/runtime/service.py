@@ -16,7 +16,7 @@ A service declares, in its ``app.py``:
 - ``deps``: an async factory that builds the service's dependencies once, at start-up.
 
 Handlers are plain module-level functions that know nothing of NATS or FastStream, so a test
-imports and calls them. ``run(service)`` is the entry point of ``python -m services.<name>``;
+imports and calls them. ``run(service)`` is the entry point of ``python -m routewise.services.<name>``;
 ``Runtime`` starts the same service inside another process (the in-process system of the tests).
 """
 
@@ -43,15 +43,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, make_asgi_app
 from pydantic import BaseModel
 
-from shared import retention
-from shared.bus import DeadLetterMiddleware, consume, ensure_streams, reply
-from shared.db import Connection, claim, create_pool, migrate
-from shared.events import Event, utcnow
-from shared.logs import setup_logging
-from shared.outbox import OutboxRelay, enqueue
-from shared.settings import Settings
-from shared.subjects import Subjects
-from shared.telemetry import setup_tracing
+from routewise.contracts.events import Event, utcnow
+from routewise.contracts.subjects import Subjects
+from routewise.runtime import retention
+from routewise.runtime.bus import DeadLetterMiddleware, consume, ensure_streams, reply
+from routewise.runtime.db import Connection, claim, create_pool, migrate
+from routewise.runtime.logs import setup_logging
+from routewise.runtime.outbox import OutboxRelay, enqueue
+from routewise.runtime.settings import Settings
+from routewise.runtime.telemetry import setup_tracing
 
 log = structlog.get_logger(__name__)
 E = TypeVar("E", bound=Event)
@@ -171,7 +171,7 @@ def every(
 
 
 async def prune_inbox_outbox(deps: Deps) -> None:
-    """Every service's inbox and outbox, past their retention (``shared.retention``)."""
+    """Every service's inbox and outbox, past their retention (``routewise.runtime.retention``)."""
     async with deps.transaction() as uow:
         s = deps.settings
         await retention.prune_inbox_outbox(uow.conn, deps.clock(), s.inbox_retention_days, s.outbox_retention_days)
@@ -454,7 +454,7 @@ def _json(status: int, body: dict[str, Any]) -> AsgiResponse:
 
 
 def run(service: Service[Any]) -> None:
-    """Entry point of ``python -m services.<name>``."""
+    """Entry point of ``python -m routewise.services.<name>``."""
     settings = Settings()
     app, _ = build_app(service, settings)
     # log_config=None: uvicorn's loggers go through the same JSON renderer as everything else

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import Field, PrivateAttr
 
-from shared.events import Contract, Tier
+from routewise.contracts.events import Contract, Tier
 
 DEFAULT_CATALOG = Path(__file__).parent / "data" / "models.toml"
 

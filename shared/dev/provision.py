@@ -11,9 +11,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
 
-DEPLOY_SQL = Path(__file__).resolve().parent.parent / "deploy" / "postgres"
+DEPLOY_SQL = Path(__file__).resolve().parents[2] / "deploy" / "postgres"
 
 
 def role_for(service: str) -> str:

@@ -19,10 +19,10 @@ from faststream.nats import NatsBroker
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from shared.bus import msg_id_headers
-from shared.db import Connection
-from shared.events import Event
-from shared.settings import Settings
+from routewise.client.wire import msg_id_headers
+from routewise.contracts.events import Event
+from routewise.runtime.db import Connection
+from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -16,14 +16,14 @@ from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.service import Runtime, Service, build_runtime
-from shared.settings import Settings
-from shared.subjects import SERVICES
+from routewise.contracts.subjects import SERVICES
+from routewise.runtime.service import Runtime, Service, build_runtime
+from routewise.runtime.settings import Settings
 
 
 def service(name: str) -> Service[Any]:
     """A service's table (``services.<name>.app.SERVICE``)."""
-    found: Service[Any] = importlib.import_module(f"services.{name}.app").SERVICE
+    found: Service[Any] = importlib.import_module(f"routewise.services.{name}.app").SERVICE
     return found
 
 

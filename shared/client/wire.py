@@ -1,0 +1,45 @@
+"""The wire conventions of every Routewise message, for the client and the services alike: an
+event carries its id as ``Nats-Msg-Id`` (JetStream drops a duplicate), a reply is the model asked
+for or ``{"error": {...}}``, and a bus that does not answer becomes a RemoteError code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import nats.errors
+from pydantic import BaseModel
+
+from routewise.contracts.errors import ErrorReply, RemoteError
+from routewise.contracts.events import Event
+
+Res = TypeVar("Res", bound=BaseModel)
+
+
+def parse_reply(data: bytes, reply_type: type[Res]) -> Res:
+    """Turn a reply into ``reply_type``, or raise RemoteError with the service's code."""
+    payload = json.loads(data)
+    if isinstance(payload, dict) and set(payload) == {"error"}:
+        err = ErrorReply.model_validate(payload).error
+        raise RemoteError(err.message, code=err.code, details=err.details)
+    return reply_type.model_validate(payload)
+
+
+def msg_id_headers(event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": str(event.event_id), "content-type": "application/json"}
+    if extra:
+        headers.update(extra)
+    return headers
+
+
+@contextmanager
+def request_errors(subject: str, timeout: float) -> Iterator[None]:
+    """Turn "nobody listens" and "nobody answered" into RemoteError codes a caller can act on."""
+    try:
+        yield
+    except nats.errors.NoRespondersError as exc:
+        raise RemoteError(f"no service is answering on {subject}; is Routewise running?", code="unavailable") from exc
+    except TimeoutError as exc:
+        raise RemoteError(f"no answer on {subject} within {timeout}s", code="timeout") from exc

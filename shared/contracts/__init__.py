@@ -1,0 +1,1 @@
+"""What travels on the bus: events, request/reply contracts, subjects, the shared vocabulary, the model catalog."""
