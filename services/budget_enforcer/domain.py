@@ -13,37 +13,22 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from routewise.contracts.events import Tier
-
-
-class Period(StrEnum):
-    daily = "daily"
-    weekly = "weekly"
-    monthly = "monthly"
-    quarterly = "quarterly"
-    total = "total"
-
-
-class Action(StrEnum):
-    notify = "notify"
-    restrict_models = "restrict-models"
-    downgrade = "downgrade"
-    require_approval = "require-approval"
-    block = "block"
+from routewise.contracts.vocabulary import Period, ThresholdAction
 
 
 @dataclass(frozen=True)
 class Threshold:
     percent: int
-    actions: tuple[Action, ...]
+    actions: tuple[ThresholdAction, ...]
     restricted_models: tuple[str, ...] = ()
     max_tier: Tier | None = None
 
 
 DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
-    Threshold(50, (Action.notify,)),
-    Threshold(80, (Action.notify, Action.restrict_models), max_tier=Tier.versatile),
-    Threshold(95, (Action.notify, Action.require_approval)),
-    Threshold(100, (Action.block,)),
+    Threshold(50, (ThresholdAction.notify,)),
+    Threshold(80, (ThresholdAction.notify, ThresholdAction.restrict_models), max_tier=Tier.versatile),
+    Threshold(95, (ThresholdAction.notify, ThresholdAction.require_approval)),
+    Threshold(100, (ThresholdAction.block,)),
 )
 
 
@@ -108,16 +93,16 @@ class Restrictions:
 
     def add(self, threshold: Threshold) -> None:
         actions = set(threshold.actions)
-        if Action.restrict_models in actions:
+        if ThresholdAction.restrict_models in actions:
             self.model_downgrading = True
             self.restricted_models.update(threshold.restricted_models)
             if threshold.max_tier is not None:
                 self.cap_tier(threshold.max_tier)
-        if Action.downgrade in actions:
+        if ThresholdAction.downgrade in actions:
             self.model_downgrading = True
-        if Action.require_approval in actions:
+        if ThresholdAction.require_approval in actions:
             self.approval_required = True
-        if Action.block in actions:
+        if ThresholdAction.block in actions:
             self.block_non_essential = True
 
     def cap_tier(self, tier: Tier) -> None:
@@ -244,9 +229,9 @@ def status_of(state: BudgetState) -> str:
     if state.used >= state.limit:
         return "exceeded"
     actions = {a for t in in_force(state.thresholds, state.percent) for a in t.actions}
-    if Action.block in actions:
+    if ThresholdAction.block in actions:
         return "exceeded"
-    if actions & {Action.restrict_models, Action.downgrade, Action.require_approval}:
+    if actions & {ThresholdAction.restrict_models, ThresholdAction.downgrade, ThresholdAction.require_approval}:
         return "critical"
     if actions:
         return "warning"

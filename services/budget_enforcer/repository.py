@@ -31,13 +31,12 @@ from routewise.contracts.budget import (
 )
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import BudgetAlert, CostRecorded, Tier
+from routewise.contracts.vocabulary import Period, ThresholdAction
 from routewise.runtime.db import Connection
 from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
     SEVERITY,
-    Action,
     BudgetState,
-    Period,
     Restrictions,
     Threshold,
     admit,
@@ -58,7 +57,7 @@ def thresholds_of(raw: list[dict[str, Any]]) -> tuple[Threshold, ...]:
     return tuple(
         Threshold(
             percent=t["percent"],
-            actions=tuple(Action(a) for a in t["actions"]),
+            actions=tuple(ThresholdAction(a) for a in t["actions"]),
             restricted_models=tuple(t.get("restricted_models") or ()),
             max_tier=Tier(t["max_tier"]) if t.get("max_tier") else None,
         )

@@ -19,6 +19,7 @@ from routewise.contracts.cost import PriceUsage
 from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
 from routewise.contracts.metrics import GetMetricsReport, GetMetricsSummary, MetricsReport, MetricsSummary
+from routewise.contracts.vocabulary import is_permanent
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.metrics import repository as repo
 from routewise.services.metrics.meters import Meters
@@ -30,9 +31,6 @@ log = structlog.get_logger(__name__)
 PRICE_EVERY_S = 1.0
 """The baseline-pricing job runs this often, and at once when an applied event asks for it."""
 PRICE_BATCH = 200
-
-_UNPRICEABLE = {"unknown_price", "ambiguous_model", "invalid_request"}
-"""cost.price errors that mean "the baseline cannot be priced", not "try again later"."""
 
 
 @dataclass(kw_only=True)
@@ -117,7 +115,7 @@ async def _price(task: repo.Unpriced, deps: MetricsDeps) -> tuple[Decimal | None
     except ValidationError as exc:
         return None, f"invalid_request: {exc.errors()[0]['msg']}"
     except RemoteError as exc:
-        if exc.code not in _UNPRICEABLE:
+        if not is_permanent(exc.code):
             raise  # cost-predictor unavailable: try again on the next round
         return None, f"{exc.code}: {exc.message}"
 

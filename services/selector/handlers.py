@@ -49,6 +49,7 @@ from routewise.contracts.routing import (
     TierPreferences,
     TierPreferencesReply,
 )
+from routewise.contracts.vocabulary import is_permanent
 from routewise.runtime.db import Connection, claim
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.selector import repository as repo
@@ -95,9 +96,6 @@ _REJECTION = {
     "over_request_cap": RejectionReason.over_request_cap,
     "model_restricted": RejectionReason.no_model_within_constraints,
 }
-
-# Errors of cost.estimate that mean "this task cannot be priced", not "try again later".
-_UNPRICEABLE = {"unknown_model", "unknown_price", "context_window_exceeded", "invalid_request"}
 
 
 class TaskLocks:
@@ -276,7 +274,7 @@ async def quote(
     try:
         return await deps.quotes.estimate(ask)
     except RemoteError as exc:
-        if exc.code not in _UNPRICEABLE:
+        if not is_permanent(exc.code):
             raise
         detail = f"{exc.code}: {exc.message}"
         return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)

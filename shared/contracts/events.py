@@ -15,6 +15,8 @@ from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
+from routewise.contracts.vocabulary import HealthState, ScopeType
+
 
 def fixed_point(amount: Decimal) -> str:
     """Money for JSON: plain notation, no trailing zeros ("2.5", "100", "0.000123")."""
@@ -290,7 +292,7 @@ class BudgetAlert(Event):
 
     budget_id: UUID
     budget_name: str
-    scope_type: Literal["org", "team", "user", "workspace"]
+    scope_type: ScopeType
     scope_id: Identifier
     org_id: Identifier | None = Field(default=None, description="the org of the cost that crossed the threshold")
     period_start: UtcDatetime
@@ -304,9 +306,6 @@ class BudgetAlert(Event):
     actions_in_force: list[str]
     """Every action in force on the budget now (this threshold's and lower ones')."""
     cause_event_id: UUID | None = None
-
-
-HealthState = Literal["healthy", "demoted", "probation"]
 
 
 class ModelHealthChanged(Event):

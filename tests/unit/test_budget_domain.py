@@ -11,11 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from routewise.contracts.events import Tier
+from routewise.contracts.vocabulary import Period, ThresholdAction
 from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
-    Action,
     BudgetState,
-    Period,
     Refusal,
     Threshold,
     admit,
@@ -104,7 +103,7 @@ def state(
 
 
 def test_a_hard_budget_admits_up_to_its_limit_and_not_a_cent_more() -> None:
-    only_limit = (Threshold(100, (Action.notify,)),)
+    only_limit = (Threshold(100, (ThresholdAction.notify,)),)
     assert admit([state("9", thresholds=only_limit)], Decimal("1"), "m", None, approved=False).admitted
     refused = admit([state("9", thresholds=only_limit)], Decimal("1.01"), "m", None, approved=False)
     assert (refused.admitted, refused.reason) == (False, Refusal.budget_exhausted)
@@ -140,7 +139,7 @@ def test_default_thresholds(spent: str, approved: bool, model: str, tier: Tier |
 
 
 def test_the_per_request_cap_and_a_model_list() -> None:
-    listed = (Threshold(10, (Action.restrict_models,), restricted_models=("claude-opus-4-1",)),)
+    listed = (Threshold(10, (ThresholdAction.restrict_models,), restricted_models=("claude-opus-4-1",)),)
     assert admit([state("0", cap="0.5")], Decimal("0.51"), "m", None, approved=False).reason is Refusal.over_request_cap
     restricted = admit([state("2", thresholds=listed)], Decimal("0.1"), "claude-opus-4-1", Tier.complex, approved=False)
     assert restricted.reason is Refusal.model_restricted

@@ -109,3 +109,10 @@ def test_feedback_quality_is_bounded() -> None:
 def test_model_selected_schema_shows_money_as_string() -> None:
     schema = ModelSelected.model_json_schema(mode="serialization")
     assert schema["properties"]["estimated_cost_usd"]["type"] == "string"
+
+
+def test_one_vocabulary_says_which_error_codes_are_worth_asking_again() -> None:
+    from routewise.contracts.vocabulary import ErrorCode, is_permanent
+
+    assert {c for c in ErrorCode if not is_permanent(c)} == {"unavailable", "timeout", "internal"}
+    assert is_permanent("unknown_price") and is_permanent("ambiguous_model") and is_permanent("a_future_code")
