@@ -1,0 +1,92 @@
+"""Routewise without the SDK: any NATS client in any language will do. This one uses nats-py and
+json only, to show exactly what goes over the wire.
+
+- Publish TaskArrived as JSON to the JetStream subject ``<namespace>.tasks.arrived`` (the
+  namespace is ``routewise`` unless ROUTEWISE_NAMESPACE says otherwise), with the event's id
+  in the ``Nats-Msg-Id`` header so JetStream drops a repeated publish.
+- The decision comes back on ``<namespace>.models.selected`` (ModelSelected) or
+  ``<namespace>.tasks.rejected`` (TaskRejected); match it by ``task_id``. Subscribe before
+  publishing.
+- Then publish CostRecorded to ``<namespace>.costs.recorded`` and FeedbackRecorded to
+  ``<namespace>.feedback.recorded`` the same way (see docs/sdk.md for their fields).
+
+The JSON Schemas of every event and request are in docs/asyncapi/<service>.json. Money is a
+decimal string of USD ("0.000121"), timestamps are ISO 8601 with a time zone, and unknown
+fields are refused (the message goes to the dead letter subject).
+
+    ROUTEWISE_NATS_URL=nats://127.0.0.1:PORT uv run python examples/05_raw_nats_client.py
+
+Exits 0 when a decision for the task arrived, 1 otherwise.
+"""
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import nats
+from nats.aio.msg import Msg
+
+
+async def main() -> int:
+    url = os.environ.get("ROUTEWISE_NATS_URL", "nats://127.0.0.1:4222")
+    namespace = os.environ.get("ROUTEWISE_NAMESPACE", "routewise")
+    nc = await nats.connect(
+        url,
+        user=os.environ.get("ROUTEWISE_NATS_USER"),
+        password=os.environ.get("ROUTEWISE_NATS_PASSWORD"),
+    )
+    try:
+        event_id, task_id = str(uuid4()), str(uuid4())
+        task = {
+            "event_id": event_id,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "schema_version": 1,
+            "task_id": task_id,
+            "scope": {"org_id": f"example-{uuid4().hex[:8]}", "team_id": "docs"},
+            "task_type": "normal",
+            "prompt": "Explain what a JetStream durable consumer is, in three sentences.",
+            "constraints": {"max_cost_usd": "0.01"},
+        }
+        decided: asyncio.Future[tuple[str, dict[str, object]]] = asyncio.get_running_loop().create_future()
+
+        async def on_decision(msg: Msg) -> None:
+            body = json.loads(msg.data)
+            if body.get("task_id") == task_id and not decided.done():
+                decided.set_result((msg.subject, body))
+
+        subs = [
+            await nc.subscribe(f"{namespace}.models.selected", cb=on_decision),
+            await nc.subscribe(f"{namespace}.tasks.rejected", cb=on_decision),
+        ]
+        ack = await nc.jetstream().publish(
+            f"{namespace}.tasks.arrived",
+            json.dumps(task).encode(),
+            headers={"Nats-Msg-Id": event_id, "content-type": "application/json"},
+        )
+        print(f"published TaskArrived {task_id} to {namespace}.tasks.arrived (stream {ack.stream}, seq {ack.seq})")
+        try:
+            subject, decision = await asyncio.wait_for(decided, timeout=10)
+        except TimeoutError:
+            print("no decision within 10 s: is Routewise running on this namespace?")
+            return 1
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+    finally:
+        await nc.drain()
+
+    print(f"received on {subject}:")
+    if subject.endswith(".models.selected"):
+        for key in ("model", "provider", "tier", "estimated_cost_usd", "baseline_model", "baseline_cost_usd"):
+            print(f"  {key}: {decision[key]}")
+        print(f"  reasoning: {decision['reasoning']}")
+        return 0
+    print(f"  rejected: {decision['reason']}: {decision['detail']}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
