@@ -20,7 +20,7 @@ from typing import Any
 from routewise.client.wire import msg_id_headers
 from routewise.contracts.events import Event
 from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres
-from routewise.dev.provision import drop_database, provision
+from routewise.dev.provision import drop_database, dsn_with, provision
 from routewise.dev.stack import Stack
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,9 +36,9 @@ class Environment:
 
 
 @contextmanager
-def environment(services: dict[str, int]) -> Iterator[tuple[Environment, Stack]]:
-    """Servers (ROUTEWISE_NATS_URL / ROUTEWISE_DATABASE_URL, else embedded) and ``services``
-    ({name: replicas}) running as separate processes on a fresh namespace and database."""
+def environment_servers() -> Iterator[Environment]:
+    """Servers (ROUTEWISE_NATS_URL / ROUTEWISE_DATABASE_URL, else embedded), a fresh database with
+    each service's role and schema, and a fresh namespace."""
     workdir = Path(tempfile.mkdtemp(prefix="rw-bench-"))
     nats_server = postgres = None
     nats_url = os.environ.get("ROUTEWISE_NATS_URL")
@@ -51,21 +51,29 @@ def environment(services: dict[str, int]) -> Iterator[tuple[Environment, Stack]]
         admin = postgres.start()
     database = f"rw_bench_{uuid.uuid4().hex[:8]}"
     dsns = asyncio.run(provision(admin, database))
-    namespace = f"bench{uuid.uuid4().hex[:8]}"
-    stack = Stack(nats_url, dsns, namespace, workdir / "logs", services=())
     try:
-        for name, replicas in services.items():
-            for i in range(replicas):
-                stack.start_service(name, instance="" if i == 0 else str(i + 1))
-        stack.wait_ready(90)
-        yield Environment(nats_url, admin, dsns, namespace, workdir), stack
+        yield Environment(nats_url, dsn_with(admin, database=database), dsns, f"bench{uuid.uuid4().hex[:8]}", workdir)
     finally:
-        stack.stop()
         asyncio.run(drop_database(admin, database))
         if nats_server:
             nats_server.stop()
         if postgres:
             postgres.stop()
+
+
+@contextmanager
+def environment(services: dict[str, int]) -> Iterator[tuple[Environment, Stack]]:
+    """``environment_servers`` with ``services`` ({name: replicas}) running as separate processes."""
+    with environment_servers() as env:
+        stack = Stack(env.nats_url, env.dsns, env.namespace, env.workdir / "logs", services=())
+        try:
+            for name, replicas in services.items():
+                for i in range(replicas):
+                    stack.start_service(name, instance="" if i == 0 else str(i + 1))
+            stack.wait_ready(90)
+            yield env, stack
+        finally:
+            stack.stop()
 
 
 def latency_summary(samples_s: list[float]) -> dict[str, float]:

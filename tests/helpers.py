@@ -11,12 +11,45 @@ from typing import TYPE_CHECKING, TypeVar
 
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.events import CostRecorded, ModelSelected, Scope
+from routewise.contracts.events import CostRecorded, ModelSelected, Scope, Tier
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
 T = TypeVar("T")
+
+
+class Clock:
+    """An injected clock a test moves by hand (``clock.now = ...``)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def a_selection(scope: Scope, model: str, task_id: uuid.UUID, pattern: str, task_type: str) -> ModelSelected:
+    """A decision for ``model`` with this pattern and task type (for consumers that only read those)."""
+    return ModelSelected(
+        task_id=task_id,
+        scope=scope,
+        task_type=task_type,
+        model=model,
+        provider="test",
+        tier=Tier.micro,
+        estimated_input_tokens=1,
+        estimated_output_tokens=1,
+        estimated_cost_usd=Decimal(0),
+        baseline_model="gpt-4.1",
+        baseline_cost_usd=Decimal(0),
+        strategy="complexity",
+        confidence=1,
+        complexity=0.1,
+        pattern=pattern,
+        reasoning="test",
+        decision_latency_ms=1,
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.05) -> T:

@@ -22,4 +22,5 @@ SERVICE = Service(
     },
     notices={"cost_prices_changed": handlers.reload_prices},
     jobs=[every(handlers.RELOAD_EVERY_S, handlers.reload_prices)],
+    retention={"estimates": "created_at"},
 )

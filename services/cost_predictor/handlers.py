@@ -34,7 +34,7 @@ from routewise.contracts.events import CostRecorded
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.cost_predictor import repository as repo
 from routewise.services.cost_predictor.domain import Estimator, check_catalog_priced, compare_tiers, price, price_entry
-from routewise.services.cost_predictor.ports import CostBus, NatsCostBus
+from routewise.services.cost_predictor.ports import BUDGET_TIMEOUT_S, CostBus, NatsCostBus
 from routewise.services.cost_predictor.pricing import PriceBook
 
 RELOAD_EVERY_S = 30.0
@@ -59,7 +59,9 @@ async def build(rt: Runtime) -> CostDeps:
     catalog = default_catalog()
     book = PriceBook(catalog)
     check_catalog_priced(book)
-    deps = CostDeps(**rt.base_deps(), catalog=catalog, book=book, bus=NatsCostBus(rt.broker, rt.subjects))
+    deps = CostDeps(
+        **rt.base_deps(), catalog=catalog, book=book, bus=NatsCostBus(rt.broker, rt.subjects, BUDGET_TIMEOUT_S)
+    )
     await reload_prices(deps)
     return deps
 

@@ -4,14 +4,10 @@ is the real one, built at start-up; tests use an in-memory twin."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from faststream.nats import NatsBroker
-
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.subjects import Subjects
-from routewise.runtime.bus import request
+from routewise.runtime.bus import BusPort
 
 BUDGET_TIMEOUT_S = 0.5
 """An estimate does not wait long for the budget: without an answer it comes without budget impact."""
@@ -28,14 +24,9 @@ class CostBus(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class NatsCostBus:
-    broker: NatsBroker
-    subjects: Subjects
-    budget_timeout: float = BUDGET_TIMEOUT_S
-
+class NatsCostBus(BusPort):
     async def budget_status(self, req: GetBudgetStatus) -> BudgetStatus:
-        return await request(self.broker, self.subjects.budget_status, req, BudgetStatus, timeout=self.budget_timeout)
+        return await self.ask(self.subjects.budget_status, req, BudgetStatus)
 
     async def announce_prices_changed(self) -> None:
         await self.broker.publish(b"", self.subjects.cost_prices_changed)

@@ -4,14 +4,10 @@ in-memory twin."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from faststream.nats import NatsBroker
-
 from routewise.contracts.cost import Price, PriceUsage
-from routewise.contracts.subjects import Subjects
-from routewise.runtime.bus import request
+from routewise.runtime.bus import BusPort
 
 
 class Pricer(Protocol):
@@ -21,11 +17,6 @@ class Pricer(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class NatsPricer:
-    broker: NatsBroker
-    subjects: Subjects
-    timeout: float
-
+class NatsPricer(BusPort):
     async def price(self, usage: PriceUsage) -> Price:
-        return await request(self.broker, self.subjects.cost_price, usage, Price, timeout=self.timeout)
+        return await self.ask(self.subjects.cost_price, usage, Price)

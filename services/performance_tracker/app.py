@@ -22,4 +22,5 @@ SERVICE = Service(
         every(handlers.PRUNE_EVERY_S, handlers.prune),
     ],
     publishes=[ModelHealthChanged],
+    retention={"outcomes": "occurred_at", "feedback": "occurred_at", "task_patterns": "created_at"},
 )

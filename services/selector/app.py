@@ -28,4 +28,5 @@ SERVICE = Service(
         every(handlers.SNAPSHOT_REWATCH_S, handlers.watch_snapshots, wake=lambda deps: deps.watch_now),
     ],
     publishes=[ModelSelected, TaskRejected],
+    retention={"task_features": "created_at"},
 )

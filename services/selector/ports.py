@@ -9,10 +9,7 @@ service is a ``RemoteError`` carrying its code (``unknown_model``, ``context_win
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
-
-from faststream.nats import NatsBroker
 
 from routewise.contracts.budget import (
     BudgetStatus,
@@ -23,8 +20,7 @@ from routewise.contracts.budget import (
     ReserveBudget,
 )
 from routewise.contracts.cost import CostEstimate, EstimateCost
-from routewise.contracts.subjects import Subjects
-from routewise.runtime import bus
+from routewise.runtime.bus import BusPort
 
 
 class Quotes(Protocol):
@@ -43,31 +39,21 @@ class Budgets(Protocol):
     async def status(self, request: GetBudgetStatus) -> BudgetStatus: ...
 
 
-@dataclass(frozen=True)
-class BusQuotes:
+class BusQuotes(BusPort):
     """``Quotes`` over request/reply on ``cost.estimate``."""
 
-    broker: NatsBroker
-    subjects: Subjects
-    timeout: float
-
     async def estimate(self, request: EstimateCost) -> CostEstimate:
-        return await bus.request(self.broker, self.subjects.cost_estimate, request, CostEstimate, timeout=self.timeout)
+        return await self.ask(self.subjects.cost_estimate, request, CostEstimate)
 
 
-@dataclass(frozen=True)
-class BusBudgets:
+class BusBudgets(BusPort):
     """``Budgets`` over request/reply on ``budget.reserve``, ``budget.release`` and ``budget.status``."""
 
-    broker: NatsBroker
-    subjects: Subjects
-    timeout: float
-
     async def reserve(self, request: ReserveBudget) -> Reservation:
-        return await bus.request(self.broker, self.subjects.budget_reserve, request, Reservation, timeout=self.timeout)
+        return await self.ask(self.subjects.budget_reserve, request, Reservation)
 
     async def release(self, request: ReleaseBudget) -> Released:
-        return await bus.request(self.broker, self.subjects.budget_release, request, Released, timeout=self.timeout)
+        return await self.ask(self.subjects.budget_release, request, Released)
 
     async def status(self, request: GetBudgetStatus) -> BudgetStatus:
-        return await bus.request(self.broker, self.subjects.budget_status, request, BudgetStatus, timeout=self.timeout)
+        return await self.ask(self.subjects.budget_status, request, BudgetStatus)

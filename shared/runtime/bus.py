@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from routewise.client.wire import parse_reply, request_errors
 from routewise.contracts.errors import ErrorInfo, ErrorReply, PermanentError, RoutewiseError
 from routewise.contracts.events import Event
-from routewise.contracts.subjects import durable
+from routewise.contracts.subjects import Subjects, durable
 from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -325,6 +326,20 @@ def _validation_details(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, ValidationError):
         return {"errors": json.loads(exc.json(include_url=False, include_input=False))}
     return {}
+
+
+@dataclass(frozen=True)
+class BusPort:
+    """The base of a service's port to another service's requests: the broker, the subjects and
+    how long to wait. A port names what it asks (``estimate``, ``reserve``, ...); handlers see only
+    that Protocol, and tests give them an in-memory twin."""
+
+    broker: NatsBroker
+    subjects: Subjects
+    timeout: float
+
+    async def ask(self, subject: str, payload: BaseModel, reply_type: type[Res]) -> Res:
+        return await request(self.broker, subject, payload, reply_type, timeout=self.timeout)
 
 
 async def request(

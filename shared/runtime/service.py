@@ -29,7 +29,7 @@ import logging
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -170,16 +170,6 @@ def every(
     return Job(run, interval, wake)
 
 
-async def prune_inbox_outbox(deps: Deps) -> None:
-    """Every service's inbox and outbox, past their retention (``routewise.runtime.retention``)."""
-    async with deps.transaction() as uow:
-        s = deps.settings
-        await retention.prune_inbox_outbox(uow.conn, deps.clock(), s.inbox_retention_days, s.outbox_retention_days)
-
-
-PRUNE_INBOX_OUTBOX = every(lambda s: s.prune_interval, prune_inbox_outbox)
-
-
 @dataclass(frozen=True)
 class Service(Generic[D]):
     name: str  # also the Postgres schema
@@ -191,6 +181,9 @@ class Service(Generic[D]):
     jobs: Sequence[Job] = ()
     publishes: Sequence[type[Event]] = ()
     """Events the service publishes (documented in its AsyncAPI)."""
+    retention: Mapping[str, str] = field(default_factory=dict)
+    """Per-task working data past its use, ``{table: timestamp column}``: rows older than
+    ``task_retention_days`` are pruned (with the inbox and outbox, every ``prune_interval``)."""
 
 
 def _first_parameter_type(handler: Callable[..., Any]) -> type[BaseModel]:
@@ -349,8 +342,18 @@ class Runtime:
     def start_background(self) -> None:
         if self._outbox is not None:
             self._outbox.start()
-        for job in (*self.service.jobs, PRUNE_INBOX_OUTBOX):
+        for job in (*self.service.jobs, every(lambda s: s.prune_interval, self.prune)):
             self.spawn(self._run_job(job), job.name)
+
+    async def prune(self, deps: Deps) -> dict[str, int]:
+        """The inbox, the outbox and the service's per-task tables, past their retention."""
+        s, now = deps.settings, deps.clock()
+        async with deps.transaction() as uow:
+            pruned = await retention.prune_inbox_outbox(uow.conn, now, s.inbox_retention_days, s.outbox_retention_days)
+            before = now - timedelta(days=s.task_retention_days)
+            for table, column in self.service.retention.items():
+                pruned[table] = await retention.prune_older(uow.conn, table, column, before)
+        return pruned
 
     async def stop_background(self) -> None:
         for task in self._tasks:

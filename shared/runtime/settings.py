@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         default=7.0, ge=1, description="Days an applied event's id is kept (past any redelivery or republish)."
     )
     outbox_retention_days: float = Field(default=7.0, gt=0, description="Days a published outbox row is kept.")
+    task_retention_days: float = Field(
+        default=30.0,
+        ge=1,
+        description="Days per-task working data is kept: the selector's prompt features (feedback later than"
+        " this is not learnt), cost-predictor's estimates awaiting their cost, performance-tracker's raw outcomes,"
+        " feedback and task patterns (its statistics are kept in buckets).",
+    )
     prune_interval: float = Field(default=3600.0, gt=0, description="Seconds between retention prunes.")
 
     @field_validator("namespace")

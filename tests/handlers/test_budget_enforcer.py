@@ -27,17 +27,9 @@ from routewise.runtime.service import Deps
 from routewise.runtime.settings import Settings
 from routewise.services.budget_enforcer import handlers
 from routewise.services.budget_enforcer.handlers import BudgetDeps
-from tests.helpers import a_cost
+from tests.helpers import Clock, a_cost
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # extensions in force are read by the database clock
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -11,22 +11,15 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected, Scope, Tier
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected, Scope
 from routewise.contracts.performance import ModelStats, QueryPerformance
 from routewise.runtime.settings import Settings
 from routewise.services.performance_tracker import handlers
 from routewise.services.performance_tracker.handlers import PerformanceDeps
 from routewise.services.performance_tracker.store import MemorySnapshotStore
+from tests.helpers import Clock, a_selection
 
 SCOPE = Scope(org_id="perf")
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -79,28 +72,6 @@ def outcome(
         success=error is None,
         error_type=error,
         occurred_at=deps.clock(),
-    )
-
-
-def selected(model: str, task_id: uuid.UUID, pattern: str, task_type: str) -> ModelSelected:
-    return ModelSelected(
-        task_id=task_id,
-        scope=SCOPE,
-        task_type=task_type,
-        model=model,
-        provider="test",
-        tier=Tier.micro,
-        estimated_input_tokens=1,
-        estimated_output_tokens=1,
-        estimated_cost_usd=Decimal(0),
-        baseline_model="gpt-4.1",
-        baseline_cost_usd=Decimal(0),
-        strategy="complexity",
-        confidence=1,
-        complexity=0.1,
-        pattern=pattern,
-        reasoning="test",
-        decision_latency_ms=1,
     )
 
 
@@ -268,7 +239,7 @@ async def test_the_query_answers_per_task_type_and_per_pattern(deps: Performance
         task_id = uuid.uuid4()
         await record(
             deps,
-            selected(model, task_id, pattern, task_type),  # the decision is known before the cost
+            a_selection(SCOPE, model, task_id, pattern, task_type),  # the decision is known before the cost
             outcome(deps, model, task_type=task_type, task_id=task_id, error=None if ok else "server_error"),
         )
     await record(deps, outcome(deps, model, task_type="normal"))  # no decision seen: pattern unknown

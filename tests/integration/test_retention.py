@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from routewise.runtime.inprocess import System
 from routewise.runtime.retention import prune_inbox_outbox
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -35,3 +36,38 @@ async def test_old_inbox_ids_and_published_outbox_rows_go_unpublished_ones_stay(
         assert await conn.fetchval("SELECT count(*) FROM inbox") == 1
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
         assert await conn.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_each_service_prunes_its_per_task_working_data_past_task_retention(
+    system: System, admin: asyncpg.Connection
+) -> None:
+    old, recent = datetime.now(UTC) - timedelta(days=31), datetime.now(UTC) - timedelta(days=1)
+    tasks = {when: uuid.uuid4() for when in (old, recent)}
+    for when, task in tasks.items():
+        await admin.execute(
+            "INSERT INTO selector.task_features (task_id, task_type, pattern, complexity, features, created_at)"
+            " VALUES ($1, 'normal', 'factual', 0.1, '{1,2}', $2)",
+            task,
+            when,
+        )
+        await admin.execute(
+            "INSERT INTO cost_predictor.estimates (task_id, task_type, predictions, created_at)"
+            " VALUES ($1, 'normal', '{}', $2)",
+            task,
+            when,
+        )
+        await admin.execute(
+            "INSERT INTO performance_tracker.outcomes (task_id, model, task_type, pattern, occurred_at)"
+            " VALUES ($1, 'm', 'normal', 'factual', $2)",
+            task,
+            when,
+        )
+
+    pruned = {name: await rts[0].prune(system.deps(name)) for name, rts in system.runtimes.items()}
+
+    assert pruned["selector"]["task_features"] >= 1
+    assert pruned["cost_predictor"]["estimates"] >= 1
+    assert pruned["performance_tracker"]["outcomes"] >= 1
+    for table in ("selector.task_features", "cost_predictor.estimates", "performance_tracker.outcomes"):
+        left = {r["task_id"] for r in await admin.fetch(f"SELECT task_id FROM {table}")}
+        assert tasks[recent] in left and tasks[old] not in left, table

@@ -19,16 +19,14 @@ from routewise.contracts.events import (
     CostRecorded,
     FeedbackRecorded,
     ModelHealthChanged,
-    ModelSelected,
     Scope,
-    Tier,
     utcnow,
 )
 from routewise.contracts.performance import ModelStats, Performance, PerformanceSnapshot, QueryPerformance
 from routewise.contracts.subjects import snapshot_key
 from routewise.services.performance_tracker.domain import wilson
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import eventually
+from tests.helpers import a_selection, eventually
 
 SCOPE = Scope(org_id="perf")
 
@@ -129,25 +127,7 @@ async def test_stats_per_task_type_and_per_pattern_the_selector_saw(perf_stack: 
             task_id = uuid.uuid4()
             await rw.publish(
                 rw.subjects.model_selected,
-                ModelSelected(
-                    task_id=task_id,
-                    scope=SCOPE,
-                    task_type=task_type,
-                    model=model,
-                    provider="test",
-                    tier=Tier.micro,
-                    estimated_input_tokens=1,
-                    estimated_output_tokens=1,
-                    estimated_cost_usd=Decimal(0),
-                    baseline_model="gpt-4.1",
-                    baseline_cost_usd=Decimal(0),
-                    strategy="complexity",
-                    confidence=1,
-                    complexity=0.1,
-                    pattern=pattern,
-                    reasoning="test",
-                    decision_latency_ms=1,
-                ),
+                a_selection(SCOPE, model, task_id, pattern, task_type),
             )
             await asyncio.sleep(0.2)  # the decision is known before the cost, as in real life
             await rw.record_cost(
