@@ -119,6 +119,18 @@ RequestHandler = Callable[[Any, Any], Awaitable[BaseModel]]
 JobHandler = Callable[[Any], Awaitable[Any]]
 
 
+async def apply_once(handler: EventHandler, event: Event, deps: Deps) -> bool:
+    """An event applied exactly once: its id claimed in the inbox and ``handler(event, uow, deps)``
+    in one transaction (what it publishes goes out, and its after-commit actions run, after the
+    commit). False when the event was applied before. What the runtime does with every consumed
+    event; a test calls it to apply an event as the service would."""
+    async with deps.transaction() as uow:
+        applied = await claim(uow.conn, event.event_id, deps.subjects.of(type(event)))
+        if applied:
+            await handler(event, uow, deps)
+    return applied
+
+
 @dataclass(frozen=True)
 class Consumer:
     """An event subscription's options beyond the handler (see ``consumer``)."""
@@ -260,7 +272,7 @@ class Runtime:
                 name,
                 subject,
                 event_type,
-                self._applier(spec, subject),
+                self._applier(spec),
                 workers=spec.workers(settings),
             )
         for subject_name, request_entry in self.service.requests.items():
@@ -282,7 +294,7 @@ class Runtime:
             router.publisher(subject, schema=event_type, title=f"{name}:{subject}:publish")
         return router
 
-    def _applier(self, spec: Consumer, subject: str) -> Callable[[Event], Awaitable[None]]:
+    def _applier(self, spec: Consumer) -> Callable[[Event], Awaitable[None]]:
         if not spec.inbox:
             plain = typing.cast(PlainEventHandler, spec.handler)
 
@@ -292,13 +304,10 @@ class Runtime:
             return handle
         handler = typing.cast(EventHandler, spec.handler)
 
-        async def apply_once(event: Event) -> None:
-            deps: Deps = self.deps
-            async with deps.transaction() as uow:
-                if await claim(uow.conn, event.event_id, subject):
-                    await handler(event, uow, deps)
+        async def apply(event: Event) -> None:
+            await apply_once(handler, event, self.deps)
 
-        return apply_once
+        return apply
 
     def _answerer(self, handler: RequestHandler) -> Callable[[BaseModel], Awaitable[BaseModel]]:
         async def answer_request(request: BaseModel) -> BaseModel:

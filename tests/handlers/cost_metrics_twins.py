@@ -3,17 +3,12 @@ the runtime's exactly-once application of an event, for calling handlers directl
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import Price, PriceUsage
 from routewise.contracts.errors import RemoteError, RoutewiseError
-from routewise.contracts.events import Event
-from routewise.runtime.db import claim
-from routewise.runtime.service import Deps, UnitOfWork
 from routewise.services.cost_predictor.domain import price
 from routewise.services.cost_predictor.pricing import PriceBook
 
@@ -56,13 +51,3 @@ class PricerTwin:
             return price(self.book, usage)
         except RoutewiseError as exc:
             raise RemoteError(exc.message, code=exc.code, details=exc.details) from exc
-
-
-async def apply_once(handler: Callable[[Any, UnitOfWork, Any], Awaitable[None]], event: Event, deps: Deps) -> bool:
-    """What the runtime does with a consumed event: claim its id in the inbox and run the handler
-    in the same transaction (after-commit actions run after it). False for a replay."""
-    async with deps.transaction() as uow:
-        applied = await claim(uow.conn, event.event_id, deps.subjects.of(type(event)))
-        if applied:
-            await handler(event, uow, deps)
-    return applied

@@ -26,11 +26,12 @@ from routewise.contracts.cost import (
 )
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import CostRecorded, Scope, Tier
+from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
 from routewise.services.cost_predictor import handlers
 from routewise.services.cost_predictor.handlers import CostDeps
 from routewise.services.cost_predictor.pricing import PriceBook
-from tests.handlers.cost_metrics_twins import CostBusTwin, apply_once
+from tests.handlers.cost_metrics_twins import CostBusTwin
 
 
 @pytest.fixture

@@ -26,11 +26,12 @@ from routewise.contracts.events import (
     Tier,
 )
 from routewise.contracts.metrics import GetMetricsReport, GetMetricsSummary, MetricsReport
+from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
 from routewise.services.metrics import handlers
 from routewise.services.metrics.handlers import MetricsDeps
 from routewise.services.metrics.meters import Meters
-from tests.handlers.cost_metrics_twins import PricerTwin, apply_once
+from tests.handlers.cost_metrics_twins import PricerTwin
 from tests.helpers import a_call
 
 NOW = datetime.now(UTC)
