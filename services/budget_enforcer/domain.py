@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from routewise.contracts.events import Tier
-from routewise.contracts.vocabulary import Period, ThresholdAction
+from routewise.contracts.vocabulary import Period, Refusal, ThresholdAction
 
 
 @dataclass(frozen=True)
@@ -141,13 +140,6 @@ class BudgetState:
     @property
     def percent(self) -> Decimal:
         return percent_of(self.used, self.limit)
-
-
-class Refusal(StrEnum):
-    budget_exhausted = "budget_exhausted"
-    approval_required = "approval_required"
-    over_request_cap = "over_request_cap"
-    model_restricted = "model_restricted"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ SERVICE = Service(
     jobs=[
         every(handlers.sweep_interval, handlers.sweep_health),
         every(handlers.SNAPSHOT_EVERY_S, handlers.publish_snapshots),
-        every(handlers.PRUNE_EVERY_S, handlers.prune),
+        every(handlers.PRUNE_EVERY_S, handlers.prune_buckets),
     ],
     publishes=[ModelHealthChanged],
     retention={"outcomes": "occurred_at", "feedback": "occurred_at", "task_patterns": "created_at"},

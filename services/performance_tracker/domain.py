@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from routewise.contracts.performance import Interval, ModelStats
-from routewise.contracts.vocabulary import Window
+from routewise.contracts.vocabulary import HealthState, Window
 from routewise.runtime import histogram
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -157,7 +157,7 @@ class HealthPolicy:
 
 @dataclass(frozen=True)
 class Health:
-    state: str  # healthy | demoted | probation
+    state: HealthState
     since: datetime
     reason: str
     probation_successes: int = 0

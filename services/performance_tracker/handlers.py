@@ -16,6 +16,7 @@ import structlog
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
 from routewise.contracts.performance import ModelHealth, ModelStats, Performance, PerformanceSnapshot, QueryPerformance
 from routewise.contracts.vocabulary import Window
+from routewise.runtime.bus import ensure_bucket
 from routewise.runtime.db import Connection
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.runtime.settings import Settings
@@ -30,7 +31,7 @@ from routewise.services.performance_tracker.domain import (
     after_outcome,
     stats,
 )
-from routewise.services.performance_tracker.kv import open_bucket
+from routewise.services.performance_tracker.kv import KvSnapshotStore
 from routewise.services.performance_tracker.store import SnapshotStore
 
 SNAPSHOT_EVERY_S = 0.25
@@ -61,7 +62,7 @@ class PerformanceDeps(Deps):
 
 
 async def build(rt: Runtime) -> PerformanceDeps:
-    store = await open_bucket(rt.broker, rt.subjects.performance_bucket)
+    store = KvSnapshotStore(await ensure_bucket(rt.broker, rt.subjects.performance_bucket))
     return PerformanceDeps(**rt.base_deps(), store=store)
 
 
@@ -166,7 +167,7 @@ async def sweep_health(deps: PerformanceDeps) -> list[str]:
     return changed
 
 
-async def prune(deps: PerformanceDeps) -> None:
+async def prune_buckets(deps: PerformanceDeps) -> None:
     """Drop the minute and hour buckets no window reads any more."""
     async with deps.transaction() as uow:
         await repo.prune(uow.conn, deps.clock())

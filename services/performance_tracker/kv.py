@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from faststream.nats import NatsBroker
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from routewise.contracts.performance import PerformanceSnapshot
@@ -43,14 +41,3 @@ class KvSnapshotStore:
 
     async def write(self, snapshot: PerformanceSnapshot) -> bool:
         return await write_snapshot(self.kv, snapshot)
-
-
-async def open_bucket(broker: NatsBroker, bucket: str) -> KvSnapshotStore:
-    """The bucket, created (one revision per key) if it does not exist yet."""
-    client = await broker.connect()
-    js = client.jetstream()
-    try:
-        kv = await js.key_value(bucket)
-    except BucketNotFoundError:
-        kv = await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
-    return KvSnapshotStore(kv)

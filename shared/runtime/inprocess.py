@@ -52,10 +52,7 @@ class System:
     async def stop(self, name: str) -> None:
         """Stop every replica of ``name``, as a shutdown would."""
         for rt in reversed(self.runtimes.pop(name, [])):
-            await rt.stop_background()
-            await rt.broker.stop()
-            if rt._pool is not None:
-                await rt._pool.close()
+            await rt.stop(shutdown_tracer=False)  # the provider is the system's, shared
 
     async def restart(self, name: str) -> None:
         """Stop every replica of ``name`` and start as many again (state from Postgres and the bus)."""
@@ -94,6 +91,7 @@ def in_background(
     module's fixture, a benchmark) that talk to the system over the bus as to processes.
     ``services``: names, or {name: replicas}."""
     started: concurrent.futures.Future[System] = concurrent.futures.Future()
+    stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
@@ -103,10 +101,10 @@ def in_background(
                 system.loop = loop
                 started.set_result(system)
                 await stop.wait()
-        except BaseException as exc:
-            if not started.done():
-                started.set_exception(exc)
-            raise
+        except BaseException as exc:  # at start: the caller's; at stop: raised to the caller after
+            (stopped if started.done() else started).set_exception(exc)
+        else:
+            stopped.set_result(None)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="routewise-in-process", daemon=True)
     thread.start()
@@ -115,4 +113,8 @@ def in_background(
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(60)
+        if thread.is_alive():
+            raise RuntimeError("the in-process system did not stop within 60 s")
         loop.close()
+        if started.done() and started.exception() is None:
+            stopped.result(0)  # a failure while stopping is the caller's to see

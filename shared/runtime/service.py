@@ -26,10 +26,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -54,7 +55,6 @@ from routewise.runtime.settings import Settings
 from routewise.runtime.telemetry import setup_tracing
 
 log = structlog.get_logger(__name__)
-E = TypeVar("E", bound=Event)
 D = TypeVar("D", bound="Deps")
 
 
@@ -77,8 +77,13 @@ class UnitOfWork:
         self._after_commit.append(action)
 
     def committed(self) -> None:
+        """Every after-commit action, each on its own: one that fails is logged and the others run
+        (the work is committed: failing the message now would only redeliver it for nothing)."""
         for action in self._after_commit:
-            action()
+            try:
+                action()
+            except Exception:
+                log.exception("an after-commit action failed", action=getattr(action, "__qualname__", repr(action)))
 
 
 @dataclass
@@ -164,11 +169,15 @@ def answer(handler: RequestHandler, *, workers: Callable[[Settings], int] = lamb
 @dataclass(frozen=True)
 class Job:
     """``run(deps)`` for the life of the service, ``interval(settings)`` seconds apart (sooner when
-    ``wake(deps)`` is set). A failure is logged and the job runs again at its next turn."""
+    ``wake(deps)`` is set). A failure is logged and the job runs again at its next turn. The
+    retention prune every service runs starts 10 to 60 s after start-up (replicas apart), then
+    every ``prune_interval``."""
 
     run: JobHandler
     interval: Callable[[Settings], float]
     wake: Callable[[Any], asyncio.Event] | None = None
+    first_after: Callable[[Settings], float] | None = None
+    """Seconds before the first run (default: one interval)."""
 
     @property
     def name(self) -> str:
@@ -176,10 +185,14 @@ class Job:
 
 
 def every(
-    seconds: float | Callable[[Settings], float], run: JobHandler, *, wake: Callable[[Any], asyncio.Event] | None = None
+    seconds: float | Callable[[Settings], float],
+    run: JobHandler,
+    *,
+    wake: Callable[[Any], asyncio.Event] | None = None,
+    first_after: Callable[[Settings], float] | None = None,
 ) -> Job:
     interval = seconds if callable(seconds) else (lambda _: seconds)
-    return Job(run, interval, wake)
+    return Job(run, interval, wake, first_after)
 
 
 @dataclass(frozen=True)
@@ -253,7 +266,7 @@ class Runtime:
         outbox = self._outbox
         return {"pool": self.pool, "settings": self.settings, "wake_outbox": outbox.poke if outbox else lambda: None}
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background task for the life of the service (cancelled at shutdown)."""
         self._tasks.append(asyncio.create_task(coro, name=name))
 
@@ -323,8 +336,12 @@ class Runtime:
 
     async def _run_job(self, job: Job) -> None:
         interval = job.interval(self.settings)
+        first = job.first_after(self.settings) if job.first_after is not None else None
         while True:
-            if job.wake is None:
+            if first is not None:
+                await asyncio.sleep(first)
+                first = None
+            elif job.wake is None:
                 await asyncio.sleep(interval)
             else:
                 wake = job.wake(self.deps)
@@ -351,20 +368,18 @@ class Runtime:
     def start_background(self) -> None:
         if self._outbox is not None:
             self._outbox.start()
-        for job in (*self.service.jobs, every(lambda s: s.prune_interval, self.prune)):
-            self.spawn(self._run_job(job), job.name)
+        prune = every(lambda s: s.prune_interval, self.prune, first_after=lambda _: random.uniform(10, 60))  # noqa: S311 (jitter)
+        for job in (*self.service.jobs, prune):
+            self._spawn(self._run_job(job), job.name)
 
     async def prune(self, deps: Deps) -> dict[str, int]:
         """The inbox, the outbox and the service's per-task tables, past their retention."""
-        s, now = deps.settings, deps.clock()
-        async with deps.transaction() as uow:
-            pruned = await retention.prune_inbox_outbox(uow.conn, now, s.inbox_retention_days, s.outbox_retention_days)
-            before = now - timedelta(days=s.task_retention_days)
-            for table, column in self.service.retention.items():
-                pruned[table] = await retention.prune_older(uow.conn, table, column, before)
-        return pruned
+        return await retention.prune(deps.pool, deps.clock(), deps.settings, self.service.retention)
 
     async def stop_background(self) -> None:
+        """Jobs and the outbox relay stopped, and what the outbox holds published once more while
+        the bus is still there (a row written later, by a message still in hand, goes out at the
+        next start)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -373,11 +388,17 @@ class Runtime:
         self._tasks.clear()
         if self._outbox:
             await self._outbox.stop()
+            try:
+                await self._outbox.flush()
+            except Exception:
+                log.exception("the last outbox flush failed; the rows go out at the next start")
 
-    async def close(self) -> None:
+    async def close(self, *, shutdown_tracer: bool = True) -> None:
+        """After the broker stopped: the pool (and the tracer provider, when it is the service's own)."""
         if self._pool:
             await self._pool.close()
-        self.tracer_provider.shutdown()
+        if shutdown_tracer:
+            self.tracer_provider.shutdown()
 
     async def start(self) -> None:
         """Start the whole service inside this process (no HTTP): what the in-process system runs."""
@@ -385,10 +406,11 @@ class Runtime:
         await self.broker.start()
         self.start_background()
 
-    async def stop(self) -> None:
+    async def stop(self, *, shutdown_tracer: bool = True) -> None:
+        """As a shutdown does: background work, then the broker (messages in hand finish), then the pool."""
         await self.stop_background()
         await self.broker.stop()
-        await self.close()
+        await self.close(shutdown_tracer=shutdown_tracer)
 
 
 def build_broker(

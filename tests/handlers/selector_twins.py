@@ -109,7 +109,7 @@ class MemoryBudgets:
 
 
 class ListedSnapshots:
-    """``SnapshotFeed`` whose watch yields ``puts`` and ends."""
+    """``SnapshotFeed`` whose content is ``puts`` (and whose watch yields them and ends)."""
 
     def __init__(self, *puts: tuple[str, bytes | None]) -> None:
         self.puts = list(puts)
@@ -117,3 +117,6 @@ class ListedSnapshots:
     async def watch(self) -> AsyncIterator[tuple[str, bytes | None]]:
         for key, value in self.puts:
             yield key, value
+
+    async def current(self) -> list[tuple[str, bytes | None]]:
+        return list(self.puts)

@@ -260,7 +260,7 @@ async def test_pruning_drops_old_minute_buckets_but_keeps_all_time_totals(deps: 
     await record(deps, outcome(deps, model))
 
     clock.now += timedelta(hours=3)
-    await handlers.prune(deps)
+    await handlers.prune_buckets(deps)
 
     async with deps.pool.acquire() as conn:
         minutes = await conn.fetchval(

@@ -83,8 +83,9 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
     command = [str(ROOT / mounts[a]) if a in mounts else a for a in nats_spec["command"]]
     command = [str(tmp_path) if a == "/data/jetstream" else a for a in command]
     port = free_port()
+    log = tmp_path / "nats-server.log"
     proc = subprocess.Popen(
-        [nats_server_binary(), *command, "-a", "127.0.0.1", "-p", str(port), "-m", str(free_port())],
+        [nats_server_binary(), *command, "-a", "127.0.0.1", "-p", str(port), "-m", str(free_port()), "-l", str(log)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
@@ -124,7 +125,10 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
                 finally:
                     await nc.close()
 
-        asyncio.run(use_jetstream())
+        try:
+            asyncio.run(use_jetstream())
+        except nats.errors.Error as exc:  # say why the server refused, from its own log
+            raise AssertionError(f"{exc}; the server's log ends:\n{log.read_text()[-3000:]}") from exc
     finally:
         proc.terminate()
         proc.wait(10)

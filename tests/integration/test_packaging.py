@@ -24,7 +24,12 @@ def test_the_client_installs_alone_and_works(tmp_path: Path) -> None:
     found = os.environ.get("UV") or shutil.which("uv")  # `uv run` says where it is in UV
     assert found, "the suite runs under uv (python3 -m uv run pytest)"
     uv = [found]
-    run(*uv, "build", "--wheel", "--out-dir", tmp_path / "dist")
+    source = tmp_path / "source"  # a build writes build/ and *.egg-info: never into the checkout
+    for folder in ("shared", "services"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for file in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / file, source / file)
+    run(*uv, "build", "--wheel", "--out-dir", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("routewise-*.whl")
     venv = tmp_path / "venv"
     run(*uv, "venv", "--quiet", "--python", sys.executable, venv)

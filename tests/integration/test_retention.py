@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from routewise.runtime.inprocess import System
-from routewise.runtime.retention import prune_inbox_outbox
+from routewise.runtime.retention import prune
+from routewise.runtime.settings import Settings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 async def test_old_inbox_ids_and_published_outbox_rows_go_unpublished_ones_stay(
-    service_pool: Callable[[str], Awaitable[asyncpg.Pool]],
+    service_pool: Callable[[str], Awaitable[asyncpg.Pool]], settings: Settings
 ) -> None:
     pool = await service_pool("metrics")
     old, recent = NOW - timedelta(days=8), NOW - timedelta(days=1)
@@ -30,7 +31,8 @@ async def test_old_inbox_ids_and_published_outbox_rows_go_unpublished_ones_stay(
             [(uuid.uuid4(), old, old), (uuid.uuid4(), old, None), (uuid.uuid4(), recent, recent)],
         )
 
-        pruned = await prune_inbox_outbox(conn, NOW, inbox_days=7, outbox_days=7)
+        week = settings.model_copy(update={"inbox_retention_days": 7, "outbox_retention_days": 7})
+        pruned = await prune(pool, NOW, week)
 
         assert pruned == {"inbox": 6, "outbox": 1}
         assert await conn.fetchval("SELECT count(*) FROM inbox") == 1

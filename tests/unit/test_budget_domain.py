@@ -11,11 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from routewise.contracts.events import Tier
-from routewise.contracts.vocabulary import Period, ThresholdAction
+from routewise.contracts.vocabulary import Period, Refusal, ThresholdAction
 from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
     BudgetState,
-    Refusal,
     Threshold,
     admit,
     period_bounds,

@@ -115,4 +115,5 @@ def test_one_vocabulary_says_which_error_codes_are_worth_asking_again() -> None:
     from routewise.contracts.vocabulary import ErrorCode, is_permanent
 
     assert {c for c in ErrorCode if not is_permanent(c)} == {"unavailable", "timeout", "internal"}
-    assert is_permanent("unknown_price") and is_permanent("ambiguous_model") and is_permanent("a_future_code")
+    assert is_permanent("unknown_price") and is_permanent("ambiguous_model")
+    assert not is_permanent("rate_limited")  # a code this version does not know: try again later
