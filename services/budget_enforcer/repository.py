@@ -31,7 +31,7 @@ from routewise.contracts.budget import (
 )
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import BudgetAlert, CostRecorded, Tier
-from routewise.contracts.vocabulary import Period, ThresholdAction
+from routewise.contracts.vocabulary import ErrorCode, Period, ThresholdAction
 from routewise.runtime.db import Connection
 from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
@@ -490,7 +490,7 @@ def _budget_model(row: asyncpg.Record, extensions: list[asyncpg.Record]) -> Budg
 async def get_budget(conn: Connection, budget_id: UUID, *, lock: bool = False) -> Budget:
     row = await conn.fetchrow(f"SELECT * FROM budgets WHERE id = $1{' FOR UPDATE' if lock else ''}", budget_id)
     if row is None:
-        raise RoutewiseError(f"no budget {budget_id}", code="not_found")
+        raise RoutewiseError(f"no budget {budget_id}", code=ErrorCode.not_found)
     extensions = await conn.fetch(
         "SELECT * FROM extensions WHERE budget_id = $1 AND expires_at > now() ORDER BY expires_at", budget_id
     )
@@ -558,7 +558,7 @@ async def update_budget(conn: Connection, req: UpdateBudget) -> Budget:
             raise RoutewiseError(
                 "the time zone of a budget in use cannot change (its periods would restart at zero);"
                 " create a new budget instead",
-                code="invalid_request",
+                code=ErrorCode.invalid_request,
             )
         changes["timezone"] = req.timezone
     if req.max_cost_per_request is not None:
@@ -568,7 +568,7 @@ async def update_budget(conn: Connection, req: UpdateBudget) -> Budget:
     if req.thresholds is not None:
         changes["thresholds"] = thresholds_json(req.thresholds)
     if not changes:
-        raise RoutewiseError("nothing to change: give at least one new value", code="invalid_request")
+        raise RoutewiseError("nothing to change: give at least one new value", code=ErrorCode.invalid_request)
     assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
     await conn.execute(
         f"UPDATE budgets SET {assignments}, updated_at = now() WHERE id = $1", req.budget_id, *changes.values()
@@ -613,7 +613,7 @@ async def approve(conn: Connection, req: ApproveTask) -> Approval:
 async def extend(conn: Connection, req: ExtendBudget, now: datetime) -> Budget:
     if req.until <= now:
         raise RoutewiseError(
-            f"an extension must end in the future, not {req.until.isoformat()}", code="invalid_request"
+            f"an extension must end in the future, not {req.until.isoformat()}", code=ErrorCode.invalid_request
         )
     before = await get_budget(conn, req.budget_id, lock=True)
     await conn.execute(

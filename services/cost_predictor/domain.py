@@ -28,6 +28,7 @@ from routewise.contracts.cost import (
 )
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import ChatMessage, Tier
+from routewise.contracts.vocabulary import ErrorCode
 from routewise.services.cost_predictor.prediction import predict
 from routewise.services.cost_predictor.pricing import PriceBook, PricedModel, output_cost
 
@@ -82,7 +83,8 @@ def price(book: PriceBook, usage: PriceUsage) -> Price:
     )
     if usage.provider and usage.provider != model.provider:
         raise RoutewiseError(
-            f"model {usage.model!r} is served by {model.provider!r}, not {usage.provider!r}", code="unknown_price"
+            f"model {usage.model!r} is served by {model.provider!r}, not {usage.provider!r}",
+            code=ErrorCode.unknown_price,
         )
     input_cost, output_cost = model.cost(
         usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens
@@ -127,7 +129,7 @@ class Estimator:
             if model.id in seen:
                 raise RoutewiseError(
                     f"{ref!r} and {seen[model.id]!r} are the same model ({model.id}); ask once",
-                    code="invalid_request",
+                    code=ErrorCode.invalid_request,
                 )
             seen[model.id] = ref
             models.append(model)
@@ -184,7 +186,7 @@ class Estimator:
             raise RoutewiseError(
                 f"the prompt has {largest.input_tokens} tokens; the largest context window asked for "
                 f"({largest.model}) holds {largest.context_window}",
-                code="context_window_exceeded",
+                code=ErrorCode.context_window_exceeded,
                 details={
                     e.model: {"input_tokens": e.input_tokens, "context_window": e.context_window} for e in estimates
                 },

@@ -31,6 +31,7 @@ from routewise.contracts.cost import (
 )
 from routewise.contracts.errors import RemoteError, RoutewiseError
 from routewise.contracts.events import CostRecorded
+from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.cost_predictor import repository as repo
 from routewise.services.cost_predictor.domain import Estimator, check_catalog_priced, compare_tiers, price, price_entry
@@ -160,7 +161,7 @@ async def set_price(req: SetPrice, deps: CostDeps) -> PriceEntry:
 async def remove_price(req: RemovePrice, deps: CostDeps) -> PriceList:
     async with deps.transaction() as uow:
         if not await repo.remove_override(uow.conn, req.provider, req.model, req.actor):
-            raise RoutewiseError(f"there is no price override for {req.provider}/{req.model}", code="not_found")
+            raise RoutewiseError(f"there is no price override for {req.provider}/{req.model}", code=ErrorCode.not_found)
     await _announce_change(deps)
     log.info("price override removed", model=req.model, provider=req.provider, actor=req.actor)
     return PriceList(prices=await repo.list_override_entries(deps.pool))

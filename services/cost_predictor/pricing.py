@@ -20,6 +20,7 @@ from genai_prices.data_snapshot import get_snapshot
 from routewise.contracts.catalog import Catalog, CatalogModel
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import Tier
+from routewise.contracts.vocabulary import ErrorCode
 
 PriceSource = Literal["override", "genai-prices"]
 
@@ -77,7 +78,7 @@ class PricedModel:
         Cached tokens are part of ``input_tokens``.
         """
         if cache_read + cache_write > input_tokens:
-            raise RoutewiseError("cached tokens cannot exceed input tokens", code="invalid_request")
+            raise RoutewiseError("cached tokens cannot exceed input tokens", code=ErrorCode.invalid_request)
         price = self.current_price()
         if cache_read and price.cache_read_mtok is None:
             cache_read = 0  # no cache price for this model: cached tokens cost as fresh input
@@ -161,7 +162,7 @@ class PriceBook:
     def _resolve(self, ref: str) -> PricedModel:
         ref = ref.strip()
         if not ref:
-            raise RoutewiseError("a model id is empty", code="invalid_request")
+            raise RoutewiseError("a model id is empty", code=ErrorCode.invalid_request)
         provider_id, model_ref = self._split(ref)
         override = self._override(provider_id, model_ref)
         if override is not None:
@@ -210,7 +211,7 @@ class PriceBook:
             options = sorted(f"{o.provider}/{o.model}" for o in matches)
             raise RoutewiseError(
                 f"model {model!r} has price overrides from several providers; say which: {', '.join(options)}",
-                code="ambiguous_model",
+                code=ErrorCode.ambiguous_model,
                 details={"candidates": options},
             )
         return matches[0] if matches else None
@@ -244,7 +245,7 @@ class PriceBook:
             options = sorted(f"{p.id}/{i.id}" for p, i in found)
             raise RoutewiseError(
                 f"model {original!r} is served by several providers; say which, e.g. {options[0]!r}",
-                code="ambiguous_model",
+                code=ErrorCode.ambiguous_model,
                 details={"candidates": options},
             )
         raise self._unknown(original)
@@ -258,6 +259,6 @@ class PriceBook:
         hint = f"; close matches: {', '.join(close)}" if close else ""
         return RoutewiseError(
             f"no price is known for model {ref!r}{hint}. Add one with `routewise prices set`.",
-            code="unknown_price",
+            code=ErrorCode.unknown_price,
             details={"model": ref, "close_matches": close},
         )

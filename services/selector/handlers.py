@@ -49,7 +49,7 @@ from routewise.contracts.routing import (
     TierPreferences,
     TierPreferencesReply,
 )
-from routewise.contracts.vocabulary import is_permanent
+from routewise.contracts.vocabulary import ErrorCode, is_permanent
 from routewise.runtime.db import Connection, claim
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.selector import repository as repo
@@ -555,7 +555,7 @@ async def get_decision(req: GetDecision, deps: SelectorDeps) -> Decision:
     async with deps.pool.acquire() as conn:
         row = await repo.decision(conn, req.task_id)
     if row is None:
-        raise RoutewiseError(f"no decision is known for task {req.task_id}", code="not_found")
+        raise RoutewiseError(f"no decision is known for task {req.task_id}", code=ErrorCode.not_found)
     return Decision(
         task_id=row["task_id"],
         status=row["status"],
@@ -582,7 +582,7 @@ async def set_policy(req: SetPolicy, deps: SelectorDeps) -> RoutingPolicy:
     if unknown:
         raise RoutewiseError(
             f"not in the model catalog: {', '.join(unknown)} (known: {', '.join(m.id for m in catalog.models)})",
-            code="unknown_model",
+            code=ErrorCode.unknown_model,
         )
     async with deps.transaction() as uow:
         saved = await repo.set_policy(uow.conn, req)
@@ -604,7 +604,7 @@ async def set_preferences(req: SetTierPreferences, deps: SelectorDeps) -> TierPr
     if unknown:
         raise RoutewiseError(
             f"no catalog model is served by {', '.join(unknown)} (providers: {', '.join(sorted(providers))})",
-            code="unknown_provider",
+            code=ErrorCode.unknown_provider,
         )
     async with deps.transaction() as uow:
         stored = await repo.set_preferences(uow.conn, req.preferences, req.actor)
@@ -615,7 +615,7 @@ async def set_preferences(req: SetTierPreferences, deps: SelectorDeps) -> TierPr
 async def delete_preferences(req: DeleteTierPreferences, deps: SelectorDeps) -> TierPreferencesReply:
     async with deps.transaction() as uow:
         if not await repo.delete_preferences(uow.conn, req.workspace_id):
-            raise RoutewiseError(f"workspace {req.workspace_id} has no stored preferences", code="not_found")
+            raise RoutewiseError(f"workspace {req.workspace_id} has no stored preferences", code=ErrorCode.not_found)
     log.info("tier preferences deleted", workspace=req.workspace_id, by=req.actor)
     return TierPreferencesReply(preferences=TierPreferences(workspace_id=req.workspace_id), stored=False)
 

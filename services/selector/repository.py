@@ -12,6 +12,7 @@ from opentelemetry import propagate
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import ModelSelected, TaskArrived, TaskRejected
 from routewise.contracts.routing import RoutingPolicy, SetPolicy, TierPreferences
+from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.db import Connection
 from routewise.services.selector.domain import Policy
 from routewise.services.selector.learner import TextModel, Update
@@ -78,7 +79,7 @@ async def policy_for(conn: Connection, task_type: str, name: str | None) -> Poli
         DEFAULT_POLICY,
     )
     if row is None:
-        raise RoutewiseError(f"no routing policy is named {name or DEFAULT_POLICY!r}", code="unknown_policy")
+        raise RoutewiseError(f"no routing policy is named {name or DEFAULT_POLICY!r}", code=ErrorCode.unknown_policy)
     return Policy(row["name"], tuple(row["models"]), row["max_cost_per_task_usd"], row["max_tokens"])
 
 

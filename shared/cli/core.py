@@ -34,6 +34,7 @@ from routewise.contracts.events import (
     fixed_point,
 )
 from routewise.contracts.routing import RoutingPreview
+from routewise.contracts.vocabulary import ErrorCode
 
 
 def decision_view(outcome: ModelSelected | TaskRejected, trace_id: str | None) -> dict[str, Any]:
@@ -220,7 +221,7 @@ def record(
             if decision.status != "selected" or not decision.model or not decision.provider:
                 raise RoutewiseError(
                     f"task {task_id} was rejected ({decision.reason}); no model ran, nothing to record",
-                    code="task_rejected",
+                    code=ErrorCode.task_rejected,
                 )
             actual = amount
             if actual is None:

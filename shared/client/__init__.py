@@ -48,6 +48,7 @@ from routewise.contracts.events import (
     TaskRejected,
 )
 from routewise.contracts.routing import Decision, GetDecision
+from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.settings import Settings
 
 Res = TypeVar("Res", bound=BaseModel)
@@ -91,7 +92,7 @@ class RoutewiseClient:
                 error_cb=_quiet,  # failures surface as RemoteError, not as logged tracebacks
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            raise RemoteError(f"cannot reach NATS at {self.nats_url}: {exc}", code="unavailable") from exc
+            raise RemoteError(f"cannot reach NATS at {self.nats_url}: {exc}", code=ErrorCode.unavailable) from exc
         return self
 
     async def __aexit__(
@@ -122,10 +123,10 @@ class RoutewiseClient:
             raise RemoteError(
                 f"no Routewise stream stores {subject} on {self.nats_url}; is Routewise running"
                 f" (namespace {self.settings.namespace!r})?",
-                code="unavailable",
+                code=ErrorCode.unavailable,
             ) from exc
         except TimeoutError as exc:
-            raise RemoteError(f"JetStream did not confirm {subject} in time", code="timeout") from exc
+            raise RemoteError(f"JetStream did not confirm {subject} in time", code=ErrorCode.timeout) from exc
 
     async def submit_task(self, task: TaskArrived, *, wait: float | None = None) -> ModelSelected | TaskRejected | None:
         """Publish TaskArrived; with ``wait``, return the decision (None if none came in time)."""

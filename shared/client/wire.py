@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from routewise.contracts.errors import ErrorReply, RemoteError
 from routewise.contracts.events import Event
+from routewise.contracts.vocabulary import ErrorCode
 
 Res = TypeVar("Res", bound=BaseModel)
 
@@ -40,6 +41,8 @@ def request_errors(subject: str, timeout: float) -> Iterator[None]:
     try:
         yield
     except nats.errors.NoRespondersError as exc:
-        raise RemoteError(f"no service is answering on {subject}; is Routewise running?", code="unavailable") from exc
+        raise RemoteError(
+            f"no service is answering on {subject}; is Routewise running?", code=ErrorCode.unavailable
+        ) from exc
     except TimeoutError as exc:
-        raise RemoteError(f"no answer on {subject} within {timeout}s", code="timeout") from exc
+        raise RemoteError(f"no answer on {subject} within {timeout}s", code=ErrorCode.timeout) from exc
