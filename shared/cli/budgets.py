@@ -1,4 +1,4 @@
-"""``routewise budgets …`` and ``routewise alerts``: budgets that cannot be overspent."""
+"""``routewise budgets …`` and ``routewise alerts``: budgets whose hard limits no reservation can pass."""
 
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ class PolicyList(Contract):
 
 
 class TierPreferences(Contract):
-    """A workspace's routing preferences (after seed 000's cognitive tier preferences)."""
+    """A workspace's routing preferences: its cognitive tiers, providers, quality bias and fallbacks."""
 
     workspace_id: Identifier
     default_tier: Tier = Tier.standard
