@@ -29,6 +29,36 @@ class Clock:
         return self.now
 
 
+def an_outcome(
+    scope: Scope,
+    model: str,
+    *,
+    latency: float | None = 1000.0,
+    output: int = 100,
+    cost: str = "0.01",
+    error: str | None = None,
+    task_type: str = "normal",
+    task_id: uuid.UUID | None = None,
+    at: datetime | None = None,
+) -> CostRecorded:
+    """A call of ``model`` (50 tokens in), failed with ``error`` when given: what performance-tracker counts."""
+    fields: dict[str, object] = {} if at is None else {"occurred_at": at}
+    return CostRecorded(
+        task_id=task_id or uuid.uuid4(),
+        scope=scope,
+        task_type=task_type,
+        model=model,
+        provider="test",
+        input_tokens=50,
+        output_tokens=output,
+        cost_usd=Decimal(cost),
+        latency_ms=latency,
+        success=error is None,
+        error_type=error,
+        **fields,
+    )  # type: ignore[arg-type]
+
+
 def a_selection(scope: Scope, model: str, task_id: uuid.UUID, pattern: str, task_type: str) -> ModelSelected:
     """A decision for ``model`` with this pattern and task type (for consumers that only read those)."""
     return ModelSelected(

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,7 +18,7 @@ from routewise.runtime.settings import Settings
 from routewise.services.performance_tracker import handlers
 from routewise.services.performance_tracker.handlers import PerformanceDeps
 from routewise.services.performance_tracker.store import MemorySnapshotStore
-from tests.helpers import Clock, a_selection
+from tests.helpers import Clock, a_selection, an_outcome
 
 SCOPE = Scope(org_id="perf")
 
@@ -48,31 +49,9 @@ def a_model() -> str:
     return f"model-{uuid.uuid4().hex[:8]}"
 
 
-def outcome(
-    deps: PerformanceDeps,
-    model: str,
-    *,
-    error: str | None = None,
-    latency: float | None = 1000.0,
-    output: int = 100,
-    cost: str = "0.01",
-    task_type: str = "normal",
-    task_id: uuid.UUID | None = None,
-) -> CostRecorded:
-    return CostRecorded(
-        task_id=task_id or uuid.uuid4(),
-        scope=SCOPE,
-        task_type=task_type,
-        model=model,
-        provider="test",
-        input_tokens=50,
-        output_tokens=output,
-        cost_usd=Decimal(cost),
-        latency_ms=latency,
-        success=error is None,
-        error_type=error,
-        occurred_at=deps.clock(),
-    )
+def outcome(deps: PerformanceDeps, model: str, **fields: Any) -> CostRecorded:
+    """A call of ``model`` at the deps' clock."""
+    return an_outcome(SCOPE, model, at=deps.clock(), **fields)
 
 
 async def record(deps: PerformanceDeps, *events: CostRecorded | FeedbackRecorded | ModelSelected) -> None:

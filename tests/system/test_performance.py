@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import nats
 import pytest
@@ -26,7 +27,7 @@ from routewise.contracts.performance import ModelStats, Performance, Performance
 from routewise.contracts.subjects import snapshot_key
 from routewise.services.performance_tracker.domain import wilson
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import a_selection, eventually
+from tests.helpers import a_selection, an_outcome, eventually
 
 SCOPE = Scope(org_id="perf")
 
@@ -47,29 +48,8 @@ def a_model() -> str:
     return f"test-model-{uuid.uuid4().hex[:6]}"
 
 
-def outcome(
-    model: str,
-    *,
-    latency: float | None = 1000.0,
-    output: int = 100,
-    cost: str = "0.01",
-    error: str | None = None,
-    task_type: str = "normal",
-    task_id: uuid.UUID | None = None,
-) -> CostRecorded:
-    return CostRecorded(
-        task_id=task_id or uuid.uuid4(),
-        scope=SCOPE,
-        task_type=task_type,
-        model=model,
-        provider="test",
-        input_tokens=50,
-        output_tokens=output,
-        cost_usd=Decimal(cost),
-        latency_ms=latency,
-        success=error is None,
-        error_type=error,
-    )
+def outcome(model: str, **fields: Any) -> CostRecorded:
+    return an_outcome(SCOPE, model, **fields)
 
 
 async def query(rw: RoutewiseClient, **fields: object) -> Performance:
