@@ -21,7 +21,7 @@ from asyncpg.pool import PoolConnectionProxy
 log = structlog.get_logger(__name__)
 
 Connection = asyncpg.Connection | PoolConnectionProxy
-"""A connection, or a pool's proxy for one: what handlers receive from ``unit_of_work``."""
+"""A connection, or a pool's proxy for one: what a unit of work (``Deps.transaction``) holds."""
 
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 
