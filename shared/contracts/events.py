@@ -64,7 +64,11 @@ class Event(Contract):
     SUBJECT: ClassVar[str]
     """The ``Subjects`` field the event travels on (``Subjects.of``)."""
 
-    event_id: UUID = Field(default_factory=uuid4)
+    event_id: UUID = Field(
+        default_factory=uuid4,
+        description="Applied once per id. On the wire: in the payload, else the message's Nats-Msg-Id header;"
+        " an event with neither is dead-lettered (a random id would make every redelivery new).",
+    )
     occurred_at: UtcDatetime = Field(default_factory=utcnow)
     schema_version: int = Field(default=1, ge=1)
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
+from uuid import UUID, uuid5
 
 import nats.errors
 import nats.js.errors
@@ -212,14 +213,33 @@ def contract_decoder(contract: type[BaseModel]) -> Callable[[NatsMessage], Await
 
     async def decode(msg: NatsMessage) -> BaseModel:
         try:
-            return contract.model_validate_json(msg.body)
+            decoded = contract.model_validate_json(msg.body)
         except (ValidationError, ValueError) as exc:
             raise InvalidMessage(
                 f"not a valid {contract.__name__}: {exc}",
                 details={"message": _validation_message(exc), **_validation_details(exc)},
             ) from exc
+        if isinstance(decoded, Event) and "event_id" not in decoded.model_fields_set:
+            return decoded.model_copy(update={"event_id": _id_from_header(contract.__name__, msg.headers)})
+        return decoded
 
     return decode
+
+
+EVENT_ID_NAMESPACE = UUID("0b9f6d7e-3c1a-5e8f-9a42-6d1c2b7e4f10")
+"""Names the event ids derived from a ``Nats-Msg-Id`` that is not itself a UUID."""
+
+
+def _id_from_header(contract: str, headers: Mapping[str, str] | None) -> UUID:
+    """The id of an event whose payload has none: its ``Nats-Msg-Id``, the same on every redelivery
+    (a UUID as it is, anything else named by it). Without either it could not be applied once."""
+    msg_id = (headers or {}).get("Nats-Msg-Id", "").strip()
+    if not msg_id:
+        raise InvalidMessage(f"a {contract} needs its event_id: in the payload, or as the Nats-Msg-Id header")
+    try:
+        return UUID(msg_id)
+    except ValueError:
+        return uuid5(EVENT_ID_NAMESPACE, msg_id[:1024])
 
 
 def consume(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from routewise.client.wire import msg_id_headers
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.events import CostRecorded, Scope
 from routewise.contracts.subjects import durable
 from routewise.runtime.bus import (
@@ -23,6 +25,7 @@ from routewise.runtime.bus import (
     HEADER_SUBJECT,
     consume,
     ensure_streams,
+    reply,
 )
 from routewise.runtime.service import build_broker
 from routewise.runtime.settings import Settings
@@ -234,3 +237,83 @@ async def test_a_message_that_crashed_its_consumer_is_dead_lettered_without_runn
     assert letter.headers[HEADER_REASON] == "max_deliver_exceeded"
     assert letter.headers[HEADER_DELIVERIES] == str(settings.max_deliver + 1)
     assert "crashed or timed out" in letter.headers["Routewise-DeadLetter-Error"]
+
+
+def without_event_id(event: CostRecorded) -> bytes:
+    return event.model_dump_json(exclude={"event_id"}).encode()
+
+
+async def test_an_event_without_its_id_takes_it_from_nats_msg_id_on_every_delivery(settings: Settings) -> None:
+    """Redelivered, it is the same event (a random id per delivery made each one new)."""
+    seen: list[uuid.UUID] = []
+
+    async def fails_once(event: CostRecorded) -> None:
+        seen.append(event.event_id)
+        if len(seen) == 1:
+            raise RuntimeError("transient")
+
+    msg_id = str(uuid.uuid4())
+    async with consumer(settings, fails_once):
+        await publish_raw(settings, without_event_id(a_cost()), msg_id)
+        await eventually(lambda: asyncio.sleep(0, result=len(seen) == 2), timeout=10)
+    assert seen == [uuid.UUID(msg_id)] * 2
+
+    other: list[uuid.UUID] = []
+
+    async def record(event: CostRecorded) -> None:
+        other.append(event.event_id)
+
+    async with consumer(settings, record):  # a Nats-Msg-Id that is not a UUID still names one id
+        await publish_raw(settings, without_event_id(a_cost()), "client-retry-key-42")
+        await eventually(lambda: asyncio.sleep(0, result=other), timeout=10)
+    assert other == [uuid.uuid5(uuid.UUID("0b9f6d7e-3c1a-5e8f-9a42-6d1c2b7e4f10"), "client-retry-key-42")]
+
+
+async def test_an_event_with_no_id_at_all_is_dead_lettered_not_applied(settings: Settings) -> None:
+    applied: list[CostRecorded] = []
+
+    async def record(event: CostRecorded) -> None:
+        applied.append(event)
+
+    async with consumer(settings, record):
+        nc = await nats.connect(settings.nats_url)
+        try:  # no payload id, no Nats-Msg-Id
+            await nc.jetstream().publish(settings.subjects.cost_recorded, without_event_id(a_cost()))
+        finally:
+            await nc.close()
+        (letter,) = await eventually(lambda: dead_letters(settings), timeout=10)
+    assert applied == []
+    assert letter.headers is not None and letter.headers[HEADER_REASON] == "invalid_message"
+    assert "needs its event_id" in letter.headers["Routewise-DeadLetter-Error"]
+
+
+def nested(depth: int) -> bytes:
+    return b'{"task_id": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+async def test_json_nested_a_thousand_levels_is_dead_lettered_at_once(settings: Settings) -> None:
+    async with consumer(settings, lambda _: asyncio.sleep(0)):
+        await publish_raw(settings, nested(1_000), "deep-" + uuid.uuid4().hex)
+        (letter,) = await eventually(lambda: dead_letters(settings), timeout=10)
+    assert letter.headers is not None
+    assert letter.headers[HEADER_REASON] == "invalid_message"
+    assert letter.headers[HEADER_DELIVERIES] == "1"  # not retried
+
+
+async def test_a_request_nested_a_thousand_levels_is_answered(settings: Settings) -> None:
+    broker = build_broker(settings, "testsvc", TracerProvider(), CollectorRegistry())
+    router = NatsRouter()
+
+    async def echo(req: GetBudgetStatus) -> BudgetStatus:
+        raise AssertionError("never called with an invalid request")
+
+    reply(router, settings.subjects.budget_status, "testsvc", GetBudgetStatus, BudgetStatus, echo)
+    broker.include_router(router)
+    await broker.start()
+    nc = await nats.connect(settings.nats_url)
+    try:
+        answer = await nc.request(settings.subjects.budget_status, nested(1_000), timeout=5)
+    finally:
+        await nc.close()
+        await broker.stop()
+    assert json.loads(answer.data)["error"]["code"] == "invalid_request"
