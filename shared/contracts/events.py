@@ -118,22 +118,31 @@ class Tier(StrEnum):
 _TIER_RANKS = {tier: i for i, tier in enumerate(Tier)}
 
 
+MAX_PROMPT_CHARS = 900_000
+"""A task travels as one NATS message; NATS's default max_payload is 1 MiB."""
+
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+"""A model's id as applications and providers spell it (``provider/model`` included)."""
+ProviderName = Annotated[str, Field(min_length=1, max_length=64)]
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+"""A short machine-readable word: an error type, a pattern, a policy, a budget's name, an action."""
+Text = Annotated[str, Field(max_length=20_000)]
+"""A sentence for people: a detail, a reasoning, a reason."""
+
+
 class ChatMessage(Contract):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: str = Field(max_length=MAX_PROMPT_CHARS)
 
 
 class Constraints(Contract):
     max_cost_usd: Usd | None = None
     min_quality: float | None = Field(default=None, ge=0, le=1)
-    allowed_providers: list[str] | None = None
+    allowed_providers: list[ProviderName] | None = Field(default=None, max_length=50)
     latency_slo_ms: int | None = Field(default=None, gt=0)
 
 
 Strategy = Literal["complexity", "learning", "hybrid"]
-
-MAX_PROMPT_CHARS = 900_000
-"""A task travels as one NATS message; NATS's default max_payload is 1 MiB."""
 
 TaskType = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 PolicyName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
@@ -184,8 +193,8 @@ learned choice (validating it against complexity's) from here on, and the metric
 
 
 class CandidateScore(Contract):
-    model: str
-    provider: str
+    model: ModelName
+    provider: ProviderName
     tier: Tier
     predicted_quality: float = Field(ge=0, le=1)
     confidence: float = Field(ge=0, le=1)
@@ -201,27 +210,27 @@ class ModelSelected(Event):
     task_id: UUID
     scope: Scope
     task_type: TaskType
-    model: str
-    provider: str
+    model: ModelName
+    provider: ProviderName
     tier: Tier
-    fallback_chain: list[str] = Field(default_factory=list)
-    policy: str | None = None
+    fallback_chain: list[ModelName] = Field(default_factory=list, max_length=50)
+    policy: Label | None = None
     """The routing policy that chose the candidates."""
     estimated_input_tokens: int = Field(ge=0)
     estimated_output_tokens: int = Field(ge=0)
     max_output_tokens: int | None = Field(default=None, ge=1)
     """The policy's output cap: pass it to the provider as max_tokens (the estimate and hold assume it)."""
     estimated_cost_usd: Usd
-    baseline_model: str
+    baseline_model: ModelName
     baseline_cost_usd: Usd
     strategy: Strategy
     """The strategy that made the decision (complexity when hybrid fell back)."""
-    fallback_reason: str | None = None
+    fallback_reason: Text | None = None
     """Why the requested strategy was not the one that decided (hybrid's learner failed or was overruled)."""
     confidence: float = Field(ge=0, le=1)
     complexity: float = Field(ge=0, le=1)
-    pattern: str
-    reasoning: str
+    pattern: Label
+    reasoning: Text
     experimental: bool = False
     candidates: list[CandidateScore] = Field(default_factory=list)
     reservation_id: UUID | None = None
@@ -241,7 +250,7 @@ class TaskRejected(Event):
     scope: Scope
     task_type: TaskType
     reason: RejectionReason
-    detail: str
+    detail: Text
     budget_id: UUID | None = None
     """The budget that refused, when a budget did."""
 
@@ -254,8 +263,8 @@ class CostRecorded(Event):
     task_id: UUID
     scope: Scope
     task_type: TaskType = "normal"
-    model: str
-    provider: str
+    model: ModelName
+    provider: ProviderName
     input_tokens: int = Field(ge=0, le=100_000_000)
     output_tokens: int = Field(ge=0, le=100_000_000)
     cached_input_tokens: int = Field(default=0, ge=0, le=100_000_000)
@@ -263,7 +272,8 @@ class CostRecorded(Event):
     cost_usd: Usd
     latency_ms: float | None = Field(default=None, ge=0)
     success: bool = True
-    error_type: str | None = None
+    error_type: Annotated[str, Field(max_length=200)] | None = None
+    """Required, and non-empty, when the call failed (``success`` false)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> CostRecorded:
@@ -283,7 +293,7 @@ class FeedbackRecorded(Event):
 
     task_id: UUID
     scope: Scope
-    model: str
+    model: ModelName
     quality: float = Field(ge=0, le=1)
     task_type: TaskType = "normal"
     comment: str | None = Field(default=None, max_length=2000)
@@ -295,7 +305,7 @@ class BudgetAlert(Event):
     SUBJECT: ClassVar[str] = "budget_alerts"
 
     budget_id: UUID
-    budget_name: str
+    budget_name: Label
     scope_type: ScopeType
     scope_id: Identifier
     org_id: Identifier | None = Field(default=None, description="the org of the cost that crossed the threshold")
@@ -305,9 +315,9 @@ class BudgetAlert(Event):
     spent_usd: Usd
     limit_usd: Usd
     percent: Percent
-    actions: list[str]
+    actions: list[Label] = Field(max_length=10)
     """This threshold's actions."""
-    actions_in_force: list[str]
+    actions_in_force: list[Label] = Field(max_length=10)
     """Every action in force on the budget now (this threshold's and lower ones')."""
     cause_event_id: UUID | None = None
 
@@ -317,10 +327,10 @@ class ModelHealthChanged(Event):
 
     SUBJECT: ClassVar[str] = "model_health_changed"
 
-    model: str
+    model: ModelName
     previous: HealthState
     state: HealthState
-    reason: str
+    reason: Text
     error_rate: float | None = Field(default=None, ge=0, le=1)
     samples: int = Field(default=0, ge=0)
 
