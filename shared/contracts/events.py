@@ -25,10 +25,15 @@ def fixed_point(amount: Decimal) -> str:
 
 Usd = Annotated[
     Decimal,
-    Field(ge=0, max_digits=20, decimal_places=12, allow_inf_nan=False),
+    Field(ge=0, max_digits=30, decimal_places=12, allow_inf_nan=False),
     PlainSerializer(fixed_point, return_type=str, when_used="json"),
 ]
-"""A non-negative amount of US dollars; a fixed-point string in JSON ("0.000123", never "1.23E-4")."""
+"""A non-negative amount of US dollars; a fixed-point string in JSON ("0.000123", never "1.23E-4").
+Up to 10^18 with 12 places, as every money column (numeric(30, 12)): sums fit too."""
+
+MAX_CALL_COST_USD = Decimal(10_000)
+"""The most one LLM call may cost: far above any real call, far below what sums could overflow."""
+CallUsd = Annotated[Usd, Field(le=MAX_CALL_COST_USD)]
 
 Percent = Annotated[
     Decimal,
@@ -269,7 +274,7 @@ class CostRecorded(Event):
     output_tokens: int = Field(ge=0, le=100_000_000)
     cached_input_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cache_write_tokens: int = Field(default=0, ge=0, le=100_000_000)
-    cost_usd: Usd
+    cost_usd: CallUsd
     latency_ms: float | None = Field(default=None, ge=0)
     success: bool = True
     error_type: Annotated[str, Field(max_length=200)] | None = None

@@ -1,5 +1,6 @@
 """Hostile input the contracts now refuse at the door (issue 12): every string in an event is
-bounded, so none can grow a subject or a KV key past what NATS carries."""
+bounded, so none can grow a subject or a KV key past what NATS carries; a call's cost is bounded
+and every money column holds any sum of them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from routewise.client import RoutewiseClient
-from routewise.contracts.events import CostRecorded, Scope
+from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, Scope
+from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.contracts.subjects import snapshot_key
 from routewise.runtime.inprocess import System
@@ -58,3 +61,38 @@ def test_every_free_string_of_a_cost_is_bounded() -> None:
         field = properties[name]
         bounds = [field.get("maxLength")] + [option.get("maxLength") for option in field.get("anyOf", [])]
         assert any(bounds), name
+
+
+async def test_a_cost_past_the_per_call_maximum_is_refused_and_maximal_costs_add_up_everywhere(system: System) -> None:
+    """One 99,999,999.999999999999 cost used to break every org's report and poison its org's sums."""
+    subjects = system.settings.subjects
+    poison, org = Scope(org_id=f"poison-{uuid.uuid4().hex[:6]}"), Scope(org_id=f"big-{uuid.uuid4().hex[:6]}")
+    hostile = json.loads(a_cost(poison, "0.01").model_dump_json())
+    hostile["cost_usd"] = "99999999.999999999999"
+    nc = await nats.connect(system.settings.nats_url)
+    try:
+        await nc.jetstream().publish(
+            subjects.cost_recorded, json.dumps(hostile).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())}
+        )
+        dead = await nc.jetstream().subscribe(
+            subjects.dead_letter("budget_enforcer"), stream=subjects.dead_letter_stream.name
+        )
+        letter = await dead.next_msg(timeout=10)
+        assert letter.headers is not None and letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
+        assert "less than or equal to 10000" in letter.headers["Routewise-DeadLetter-Error"]
+    finally:
+        await nc.close()
+
+    async with RoutewiseClient(system.settings) as rw:
+        for _ in range(3):  # each the most a call may cost
+            await rw.record_cost(a_cost(org, str(MAX_CALL_COST_USD)), trace_context={})
+
+        async def both_applied() -> tuple[BudgetStatus, MetricsSummary] | None:
+            status = await rw.request(subjects.budget_status, GetBudgetStatus(scope=org), BudgetStatus)
+            summary = await rw.request(subjects.metrics_summary, GetMetricsSummary(org_id=org.org_id), MetricsSummary)
+            return (status, summary) if status.costs_recorded == 3 and summary.costs_recorded == 3 else None
+
+        status, summary = await eventually(both_applied)
+        everyone = await rw.request(subjects.metrics_summary, GetMetricsSummary(), MetricsSummary)  # all orgs
+    assert status.spent_usd == summary.actual_cost_usd == 3 * MAX_CALL_COST_USD
+    assert everyone.actual_cost_usd >= 3 * MAX_CALL_COST_USD

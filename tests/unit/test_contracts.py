@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
+from routewise.contracts.events import (
+    MAX_CALL_COST_USD,
+    CostRecorded,
+    FeedbackRecorded,
+    ModelSelected,
+    Scope,
+    TaskArrived,
+)
 
 
 def cost(**overrides: object) -> CostRecorded:
@@ -36,7 +43,7 @@ def test_money_travels_as_an_exact_decimal_string() -> None:
     assert CostRecorded.model_validate_json(event.model_dump_json()).cost_usd == Decimal("0.000000123456")
 
 
-@given(st.decimals(min_value=0, max_value=Decimal("1e6"), places=12, allow_nan=False, allow_infinity=False))
+@given(st.decimals(min_value=0, max_value=MAX_CALL_COST_USD, places=12, allow_nan=False, allow_infinity=False))
 def test_any_amount_survives_a_round_trip_exactly(amount: Decimal) -> None:
     event = cost(cost_usd=amount)
     assert CostRecorded.model_validate_json(event.model_dump_json()).cost_usd == amount
