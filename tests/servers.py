@@ -41,7 +41,7 @@ def nats_server(workdir: Path) -> Iterator[tuple[str, str]]:
     else:
         from routewise.dev.embedded import EmbeddedNats
 
-        server = EmbeddedNats(workdir / "nats")
+        server = EmbeddedNats(workdir / "nats", durable=False)  # a throwaway server: no fsync per write
         try:
             yield server.start(), "embedded"
         finally:

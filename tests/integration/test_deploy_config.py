@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import nats
 import pytest
 import yaml
@@ -82,10 +83,10 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
     mounts = dict(v.split(":")[:2][::-1] for v in nats_spec["volumes"] if v.startswith("./"))
     command = [str(ROOT / mounts[a]) if a in mounts else a for a in nats_spec["command"]]
     command = [str(tmp_path) if a == "/data/jetstream" else a for a in command]
-    port = free_port()
+    port, monitor = free_port(), free_port()
     log = tmp_path / "nats-server.log"
     proc = subprocess.Popen(
-        [nats_server_binary(), *command, "-a", "127.0.0.1", "-p", str(port), "-m", str(free_port()), "-l", str(log)],
+        [nats_server_binary(), *command, "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-l", str(log)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
@@ -125,6 +126,8 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
                 finally:
                     await nc.close()
 
+        varz = httpx.get(f"http://127.0.0.1:{monitor}/varz", timeout=5).json()
+        assert varz["jetstream"]["config"]["sync_always"] is True  # acked writes survive a power loss
         try:
             asyncio.run(use_jetstream())
         except nats.errors.Error as exc:  # say why the server refused, from its own log
