@@ -11,7 +11,12 @@ SERVICE = Service(
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
     events={
-        TaskArrived: consumer(handlers.decide_task_arrived, inbox=False, workers=lambda s: s.decision_workers),
+        TaskArrived: consumer(
+            handlers.decide_task_arrived,
+            inbox=False,
+            workers=lambda s: s.decision_workers,
+            on_invalid=handlers.reject_invalid_task,
+        ),
         FeedbackRecorded: handlers.learn_feedback,
     },
     requests={

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import structlog
 from opentelemetry import trace
@@ -29,6 +32,7 @@ from routewise.contracts.events import (
     FeedbackRecorded,
     ModelSelected,
     RejectionReason,
+    Scope,
     TaskArrived,
     TaskRejected,
     Tier,
@@ -429,6 +433,36 @@ async def reserve(deps: SelectorDeps, p: Plan) -> ModelSelected | TaskRejected:
 
 
 # --- events ---------------------------------------------------------------------------------
+
+
+TASK_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+"""What a task type may be (the contract's pattern and bound)."""
+
+INVALID_TASK_IDS = UUID("5f0c1e9a-7b7d-4d3e-8a51-2f6e0c4b9d21")
+"""Names the ids of the TaskRejected answering an invalid TaskArrived (the same for a redelivery)."""
+
+
+async def reject_invalid_task(raw: bytes, problem: str, deps: SelectorDeps) -> None:
+    """A TaskArrived that is not valid gets an answer, not silence: TaskRejected ``invalid_request``
+    with why, when its task id and scope can be read from it (else only the dead letter says it)."""
+    try:
+        payload = json.loads(raw)
+        task_id = UUID(str(payload["task_id"]))
+        scope = Scope.model_validate(payload["scope"])
+    except Exception:  # not even the sender can be read: nobody to answer
+        return
+    task_type = payload.get("task_type")
+    rejected = TaskRejected(
+        event_id=uuid5(INVALID_TASK_IDS, f"{task_id}:{hashlib.sha256(raw).hexdigest()}"),
+        task_id=task_id,
+        scope=scope,
+        task_type=task_type if isinstance(task_type, str) and TASK_TYPE.fullmatch(task_type) else "normal",
+        reason=RejectionReason.invalid_request,
+        detail=f"not a valid TaskArrived: {problem}"[:2_000],
+    )
+    async with deps.transaction() as uow:
+        await uow.publish(deps.subjects.task_rejected, rejected)
+    log.info("invalid task rejected", task_id=str(task_id), problem=problem[:500])
 
 
 async def decide_task_arrived(task: TaskArrived, deps: SelectorDeps) -> None:

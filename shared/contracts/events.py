@@ -247,6 +247,8 @@ class RejectionReason(StrEnum):
     approval_required = "approval_required"
     over_request_cap = "over_request_cap"
     no_model_within_constraints = "no_model_within_constraints"
+    invalid_request = "invalid_request"
+    """The task is not a valid TaskArrived (the detail says why); nothing was decided."""
 
 
 class TaskRejected(Event):

@@ -205,7 +205,14 @@ class DeadLetterMiddleware(BaseMiddleware):
         log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=repr(exc))
 
 
-def contract_decoder(contract: type[BaseModel]) -> Callable[[NatsMessage], Awaitable[BaseModel]]:
+OnInvalid = Callable[[bytes, str], Awaitable[None]]
+"""Told of a payload that is not its contract, with why (the validation message), before it is
+dead-lettered: to answer its sender when the sender can be read from it."""
+
+
+def contract_decoder(
+    contract: type[BaseModel], on_invalid: OnInvalid | None = None
+) -> Callable[[NatsMessage], Awaitable[BaseModel]]:
     """A FastStream decoder that validates the raw JSON as ``contract`` (pydantic's JSON mode, once):
     the typed subscriber then receives the instance as it is. A payload that is not the contract
     raises InvalidMessage, which the DeadLetterMiddleware dead-letters (events) or answers
@@ -215,9 +222,15 @@ def contract_decoder(contract: type[BaseModel]) -> Callable[[NatsMessage], Await
         try:
             decoded = contract.model_validate_json(msg.body)
         except (ValidationError, ValueError) as exc:
+            problem = _validation_message(exc)
+            if on_invalid is not None:
+                try:
+                    await on_invalid(msg.body, problem)
+                except Exception:
+                    log.exception("could not answer an invalid message; it is dead-lettered all the same")
             raise InvalidMessage(
                 f"not a valid {contract.__name__}: {exc}",
-                details={"message": _validation_message(exc), **_validation_details(exc)},
+                details={"message": problem, **_validation_details(exc)},
             ) from exc
         if isinstance(decoded, Event) and "event_id" not in decoded.model_fields_set:
             return decoded.model_copy(update={"event_id": _id_from_header(contract.__name__, msg.headers)})
@@ -252,6 +265,7 @@ def consume(
     *,
     batch_size: int = 16,
     workers: int = 1,
+    on_invalid: OnInvalid | None = None,
 ) -> None:
     """Register a durable pull consumer of ``subject`` that calls ``handler(event)``.
 
@@ -286,7 +300,7 @@ def consume(
             ack_wait=settings.ack_wait,
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=contract_decoder(event_type),
+        decoder=contract_decoder(event_type, on_invalid),
         title=f"{service}:{subject}",
         description=(event_type.__doc__ or "").strip() or None,
     )(_consumer)

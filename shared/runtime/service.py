@@ -143,6 +143,10 @@ class Consumer:
     handler: EventHandler | PlainEventHandler
     inbox: bool = True
     workers: Callable[[Settings], int] = lambda _: 1
+    on_invalid: InvalidHandler | None = None
+
+
+InvalidHandler = Callable[[bytes, str, Any], Awaitable[None]]
 
 
 def consumer(
@@ -150,10 +154,13 @@ def consumer(
     *,
     inbox: bool = True,
     workers: Callable[[Settings], int] = lambda _: 1,
+    on_invalid: InvalidHandler | None = None,
 ) -> Consumer:
     """``inbox=False``: the handler gets ``(event, deps)`` and claims the event itself;
-    ``workers``: how many events one replica handles at once (from the settings)."""
-    return Consumer(handler, inbox, workers)
+    ``workers``: how many events one replica handles at once (from the settings);
+    ``on_invalid(raw, problem, deps)``: told of a payload that is not the contract before it is
+    dead-lettered, to answer its sender."""
+    return Consumer(handler, inbox, workers, on_invalid)
 
 
 @dataclass(frozen=True)
@@ -287,6 +294,7 @@ class Runtime:
                 event_type,
                 self._applier(spec),
                 workers=spec.workers(settings),
+                on_invalid=self._told_invalid(spec.on_invalid) if spec.on_invalid else None,
             )
         for subject_name, request_entry in self.service.requests.items():
             ans = request_entry if isinstance(request_entry, Answer) else Answer(request_entry)
@@ -321,6 +329,12 @@ class Runtime:
             await apply_once(handler, event, self.deps)
 
         return apply
+
+    def _told_invalid(self, handler: InvalidHandler) -> Callable[[bytes, str], Awaitable[None]]:
+        async def told(raw: bytes, problem: str) -> None:
+            await handler(raw, problem, self.deps)
+
+        return told
 
     def _answerer(self, handler: RequestHandler) -> Callable[[BaseModel], Awaitable[BaseModel]]:
         async def answer_request(request: BaseModel) -> BaseModel:

@@ -3,6 +3,7 @@ estimator and budgets held in memory (tests/handlers/selector_twins.py)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -309,3 +310,19 @@ async def test_a_model_demoted_in_the_snapshots_is_never_chosen(deps: SelectorDe
     assert chosen.model in deps.snapshots.demoted
     assert after.selected is not None and after.selected.model != chosen.model
     assert "demoted" in after.excluded[chosen.model]
+
+
+async def test_an_invalid_task_whose_sender_can_be_read_is_rejected_with_why(deps: SelectorDeps) -> None:
+    task_id = uuid.uuid4()
+    raw = json.dumps({"task_id": str(task_id), "scope": {"org_id": "acme"}, "prompt": "hi", "quality_bias": 7}).encode()
+
+    await handlers.reject_invalid_task(raw, "quality_bias: Input should be less than or equal to 1", deps)
+    await handlers.reject_invalid_task(raw, "quality_bias: Input should be less than or equal to 1", deps)  # again
+    await handlers.reject_invalid_task(b"{not json", "request: Invalid JSON", deps)  # nobody to answer
+
+    async with deps.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT subject, payload FROM outbox WHERE subject = $1", deps.subjects.task_rejected)
+    answers = [TaskRejected.model_validate_json(r["payload"]) for r in rows]
+    mine = [a for a in answers if a.task_id == task_id]
+    assert len(mine) == 1  # a redelivery of the same message does not answer twice
+    assert mine[0].reason == RejectionReason.invalid_request and "quality_bias" in mine[0].detail

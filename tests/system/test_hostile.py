@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, Scope
+from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, RejectionReason, Scope, TaskRejected
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.contracts.subjects import snapshot_key
@@ -96,3 +96,23 @@ async def test_a_cost_past_the_per_call_maximum_is_refused_and_maximal_costs_add
         everyone = await rw.request(subjects.metrics_summary, GetMetricsSummary(), MetricsSummary)  # all orgs
     assert status.spent_usd == summary.actual_cost_usd == 3 * MAX_CALL_COST_USD
     assert everyone.actual_cost_usd >= 3 * MAX_CALL_COST_USD
+
+
+async def test_an_invalid_task_gets_a_rejection_with_why_not_silence(system: System) -> None:
+    subjects = system.settings.subjects
+    task_id = uuid.uuid4()
+    task = {"task_id": str(task_id), "scope": {"org_id": "acme"}, "prompt": "hi", "quality_bias": 7}
+    nc = await nats.connect(system.settings.nats_url)
+    try:
+        answers = await nc.subscribe(subjects.task_rejected)
+        await nc.jetstream().publish(
+            subjects.task_arrived, json.dumps(task).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())}
+        )
+        while True:
+            rejected = TaskRejected.model_validate_json((await answers.next_msg(timeout=10)).data)
+            if rejected.task_id == task_id:
+                break
+    finally:
+        await nc.close()
+    assert rejected.reason == RejectionReason.invalid_request
+    assert "quality_bias" in rejected.detail and "less than or equal to 1" in rejected.detail
