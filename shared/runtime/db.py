@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,19 +124,46 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_folder: Path) -> list
     return applied_now
 
 
-async def claim(conn: Connection, event_id: UUID, subject: str) -> bool:
+async def claim(
+    conn: Connection,
+    event_id: UUID,
+    subject: str,
+    digest: bytes | None = None,
+    on_conflict: Callable[[str], None] | None = None,
+) -> bool:
     """Record ``event_id`` in this service's inbox; False when it was applied before.
 
     Call inside the transaction that applies the event's effect: the effect and the
     inbox row commit together or not at all. A concurrent replica claiming the same id
-    waits on the unique index and then sees the conflict.
+    waits on the unique index and then sees the conflict. ``digest`` (of the event's canonical
+    payload) is kept: an id seen before with another payload is a conflicting duplicate — not
+    applied either, but logged and told to ``on_conflict(subject)``.
     """
     row = await conn.fetchval(
-        "INSERT INTO inbox (event_id, subject) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING RETURNING 1",
+        "INSERT INTO inbox (event_id, subject, digest) VALUES ($1, $2, $3)"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING 1",
         event_id,
         subject,
+        digest,
     )
-    return row is not None
+    if row is not None:
+        return True
+    if digest is not None:
+        before = await conn.fetchval("SELECT digest FROM inbox WHERE event_id = $1", event_id)
+        if before is not None and bytes(before) != digest:
+            log.warning(
+                "conflicting duplicate: an event id applied before came again with another payload; not applied",
+                event_id=str(event_id),
+                subject=subject,
+            )
+            if on_conflict is not None:
+                on_conflict(subject)
+    return False
+
+
+def digest_of(payload: bytes) -> bytes:
+    """What ``claim`` compares: a SHA-256 of the event's canonical JSON."""
+    return hashlib.sha256(payload).digest()
 
 
 @asynccontextmanager

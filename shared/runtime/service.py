@@ -41,14 +41,14 @@ from faststream.nats import NatsBroker, NatsRouter, NatsUserPassword
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, make_asgi_app
 from pydantic import BaseModel
 
 from routewise.contracts.events import Event, utcnow
 from routewise.contracts.subjects import Subjects
 from routewise.runtime import retention
 from routewise.runtime.bus import DeadLetterMiddleware, consume, ensure_streams, reply
-from routewise.runtime.db import Connection, claim, create_pool, migrate
+from routewise.runtime.db import Connection, claim, create_pool, digest_of, migrate
 from routewise.runtime.logs import setup_logging
 from routewise.runtime.outbox import OutboxRelay, enqueue
 from routewise.runtime.settings import Settings
@@ -95,6 +95,8 @@ class Deps:
     settings: Settings
     clock: Callable[[], datetime] = utcnow
     wake_outbox: Callable[[], None] = lambda: None
+    count_conflict: Callable[[str], None] = lambda subject: None
+    """Told of each conflicting duplicate (an event id applied before, with another payload)."""
 
     @property
     def subjects(self) -> Subjects:
@@ -129,8 +131,9 @@ async def apply_once(handler: EventHandler, event: Event, deps: Deps) -> bool:
     in one transaction (what it publishes goes out, and its after-commit actions run, after the
     commit). False when the event was applied before. What the runtime does with every consumed
     event; a test calls it to apply an event as the service would."""
+    digest = digest_of(event.model_dump_json().encode())
     async with deps.transaction() as uow:
-        applied = await claim(uow.conn, event.event_id, deps.subjects.of(type(event)))
+        applied = await claim(uow.conn, event.event_id, deps.subjects.of(type(event)), digest, deps.count_conflict)
         if applied:
             await handler(event, uow, deps)
     return applied
@@ -248,6 +251,14 @@ class Runtime:
     _deps: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._conflicts = Counter(
+            "routewise_conflicting_duplicates_total",
+            "Events whose id was applied before with another payload (not applied; logged)",
+            ["subject"],
+            registry=self.registry,
+        )
+
     @property
     def name(self) -> str:
         return self.service.name
@@ -271,7 +282,12 @@ class Runtime:
     def base_deps(self) -> dict[str, Any]:
         """The fields of ``Deps`` as this runtime fills them, for a service's factory."""
         outbox = self._outbox
-        return {"pool": self.pool, "settings": self.settings, "wake_outbox": outbox.poke if outbox else lambda: None}
+        return {
+            "pool": self.pool,
+            "settings": self.settings,
+            "wake_outbox": outbox.poke if outbox else lambda: None,
+            "count_conflict": lambda subject: self._conflicts.labels(subject).inc(),
+        }
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background task for the life of the service (cancelled at shutdown)."""

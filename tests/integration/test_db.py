@@ -14,7 +14,15 @@ from faststream.nats import NatsBroker
 from routewise.contracts.events import Scope, TaskRejected
 from routewise.dev.provision import dsn_with, provision
 from routewise.runtime.bus import ensure_streams
-from routewise.runtime.db import SHARED_MIGRATIONS, claim, create_pool, load_migrations, migrate, unit_of_work
+from routewise.runtime.db import (
+    SHARED_MIGRATIONS,
+    claim,
+    create_pool,
+    digest_of,
+    load_migrations,
+    migrate,
+    unit_of_work,
+)
 from routewise.runtime.outbox import OutboxRelay, enqueue
 from routewise.runtime.settings import Settings
 from tests.conftest import Database
@@ -173,3 +181,16 @@ def test_dsn_with_keeps_the_server_and_swaps_credentials() -> None:
         "postgresql://routewise_selector:pw@/rw?host=/tmp/pg"
     )
     assert dsn_with("postgresql://a:b@db:5432/x", database="y") == "postgresql://a:b@db:5432/y"
+
+
+async def test_an_event_id_applied_before_with_another_payload_is_not_applied_but_logged_and_counted(
+    service_pool: asyncpg.Pool,
+) -> None:
+    conflicts: list[str] = []
+    event_id = uuid.uuid4()
+    first, second = digest_of(b'{"cost_usd":"1"}'), digest_of(b'{"cost_usd":"1000"}')
+    async with service_pool.acquire() as conn:
+        assert await claim(conn, event_id, "s", first, conflicts.append)
+        assert not await claim(conn, event_id, "s", first, conflicts.append)  # a replay: quietly nothing
+        assert not await claim(conn, event_id, "s", second, conflicts.append)  # a conflicting duplicate
+    assert conflicts == ["s"]

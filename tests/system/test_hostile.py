@@ -4,8 +4,10 @@ and every money column holds any sum of them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from decimal import Decimal
 
 import nats
 import pytest
@@ -116,3 +118,30 @@ async def test_an_invalid_task_gets_a_rejection_with_why_not_silence(system: Sys
         await nc.close()
     assert rejected.reason == RejectionReason.invalid_request
     assert "quality_bias" in rejected.detail and "less than or equal to 1" in rejected.detail
+
+
+async def test_a_conflicting_duplicate_is_not_applied_and_is_counted(system: System) -> None:
+    subjects = system.settings.subjects
+    org = Scope(org_id=f"dup-{uuid.uuid4().hex[:6]}")
+    first = a_cost(org, "0.01")
+    conflicting = json.loads(first.model_dump_json())
+    conflicting["cost_usd"] = "5"  # the same event id, another payload
+    nc = await nats.connect(system.settings.nats_url)
+    try:  # under another Nats-Msg-Id, so JetStream's duplicate window does not drop it first
+        js = nc.jetstream()
+        await js.publish(subjects.cost_recorded, first.model_dump_json().encode(), headers={"Nats-Msg-Id": "a"})
+        await js.publish(subjects.cost_recorded, json.dumps(conflicting).encode(), headers={"Nats-Msg-Id": "b"})
+    finally:
+        await nc.close()
+    registry = system.runtimes["budget_enforcer"][0].registry
+
+    def counted() -> float:
+        return (
+            registry.get_sample_value("routewise_conflicting_duplicates_total", {"subject": subjects.cost_recorded})
+            or 0
+        )
+
+    await eventually(lambda: asyncio.sleep(0, result=counted() == 1))
+    async with RoutewiseClient(system.settings) as rw:
+        status = await rw.request(subjects.budget_status, GetBudgetStatus(scope=org), BudgetStatus)
+    assert status.spent_usd == Decimal("0.01") and status.costs_recorded == 1
