@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID, uuid4
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from routewise.contracts.vocabulary import HealthState, ScopeType
 
@@ -59,9 +59,18 @@ def utcnow() -> datetime:
 
 
 class Contract(BaseModel):
-    """Base of every message model: immutable, strict about unknown fields."""
+    """Base of every message model: immutable, strict about unknown fields, no NUL in any text
+    (Postgres cannot store it: one service would fail on what the others apply)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("text may not contain NUL (\\u0000)")
+        return value
 
 
 class Event(Contract):

@@ -124,3 +124,13 @@ def test_one_vocabulary_says_which_error_codes_are_worth_asking_again() -> None:
     assert {c for c in ErrorCode if not is_permanent(c)} == {"unavailable", "timeout", "internal"}
     assert is_permanent("unknown_price") and is_permanent("ambiguous_model")
     assert not is_permanent("rate_limited")  # a code this version does not know: try again later
+
+
+@pytest.mark.parametrize("field", ["model", "provider", "error_type"])
+def test_no_text_of_a_contract_may_carry_nul(field: str) -> None:
+    """Postgres cannot store NUL: one service failed on what the others applied."""
+    overrides: dict[str, object] = {field: "gpt\x00-4o"}
+    if field == "error_type":
+        overrides["success"] = False
+    with pytest.raises(ValidationError, match="NUL"):
+        cost(**overrides)
