@@ -8,9 +8,11 @@ import asyncio
 import json
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from routewise.client import RoutewiseClient
@@ -23,6 +25,19 @@ from routewise.runtime.inprocess import System
 from tests.helpers import a_cost, eventually
 
 
+async def dead_lettered(system: System, cost: dict[str, Any], service: str) -> Msg:
+    """Publish ``cost`` as it is (no SDK, no contract in the way); ``service``'s dead letter of it."""
+    subjects = system.settings.subjects
+    nc = await nats.connect(system.settings.nats_url)
+    try:
+        js = nc.jetstream()
+        dead = await js.subscribe(subjects.dead_letter(service), stream=subjects.dead_letter_stream.name)
+        await js.publish(subjects.cost_recorded, json.dumps(cost).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        return await dead.next_msg(timeout=10)
+    finally:
+        await nc.close()
+
+
 def test_a_model_name_longer_than_any_model_is_refused_by_the_contract() -> None:
     with pytest.raises(ValidationError, match="at most 200 characters"):
         a_cost(Scope(org_id="acme"), "0.01", model="m" * 5_000)
@@ -33,18 +48,8 @@ async def test_a_cost_with_a_huge_model_name_is_dead_lettered_and_performance_tr
     subjects = system.settings.subjects
     hostile = json.loads(a_cost(Scope(org_id="acme"), "0.01").model_dump_json())
     hostile["model"] = "m" * 5_000
-    nc = await nats.connect(system.settings.nats_url)
-    try:
-        await nc.jetstream().publish(
-            subjects.cost_recorded, json.dumps(hostile).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())}
-        )
-        dead = await nc.jetstream().subscribe(
-            subjects.dead_letter("performance_tracker"), stream=subjects.dead_letter_stream.name
-        )
-        letter = await dead.next_msg(timeout=10)
-        assert letter.headers is not None and letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
-    finally:
-        await nc.close()
+    letter = await dead_lettered(system, hostile, "performance_tracker")
+    assert letter.headers is not None and letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
 
     good = a_cost(Scope(org_id="acme"), "0.01", model="gpt-4o")
     async with RoutewiseClient(system.settings) as rw:
@@ -71,19 +76,9 @@ async def test_a_cost_past_the_per_call_maximum_is_refused_and_maximal_costs_add
     poison, org = Scope(org_id=f"poison-{uuid.uuid4().hex[:6]}"), Scope(org_id=f"big-{uuid.uuid4().hex[:6]}")
     hostile = json.loads(a_cost(poison, "0.01").model_dump_json())
     hostile["cost_usd"] = "99999999.999999999999"
-    nc = await nats.connect(system.settings.nats_url)
-    try:
-        await nc.jetstream().publish(
-            subjects.cost_recorded, json.dumps(hostile).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())}
-        )
-        dead = await nc.jetstream().subscribe(
-            subjects.dead_letter("budget_enforcer"), stream=subjects.dead_letter_stream.name
-        )
-        letter = await dead.next_msg(timeout=10)
-        assert letter.headers is not None and letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
-        assert "less than or equal to 10000" in letter.headers["Routewise-DeadLetter-Error"]
-    finally:
-        await nc.close()
+    letter = await dead_lettered(system, hostile, "budget_enforcer")
+    assert letter.headers is not None and letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
+    assert "less than or equal to 10000" in letter.headers["Routewise-DeadLetter-Error"]
 
     async with RoutewiseClient(system.settings) as rw:
         for _ in range(3):  # each the most a call may cost
