@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 import nats
 import pytest
 
@@ -100,6 +101,20 @@ async def test_stats_match_a_hand_computed_stream_and_replays_do_not_double_coun
     assert second.mean_cost_usd == (Decimal("0.363") / 11).quantize(Decimal("1e-12"))
 
 
+async def pattern_known(stack: RunningStack, task_id: uuid.UUID) -> None:
+    """Once performance-tracker has applied the task's decision (remembered its pattern)."""
+    conn = await asyncpg.connect(stack.database.admin_dsn)
+    try:
+
+        async def remembered() -> bool:
+            found = await conn.fetchval("SELECT 1 FROM performance_tracker.task_patterns WHERE task_id = $1", task_id)
+            return found is not None
+
+        await eventually(remembered)
+    finally:
+        await conn.close()
+
+
 async def test_stats_per_task_type_and_per_pattern_the_selector_saw(perf_stack: RunningStack) -> None:
     model = a_model()
     async with RoutewiseClient(perf_stack.settings) as rw:
@@ -109,7 +124,7 @@ async def test_stats_per_task_type_and_per_pattern_the_selector_saw(perf_stack: 
                 rw.subjects.model_selected,
                 a_selection(SCOPE, model, task_id, pattern, task_type),
             )
-            await asyncio.sleep(0.2)  # the decision is known before the cost, as in real life
+            await pattern_known(perf_stack, task_id)  # the decision is known before the cost, as in real life
             await rw.record_cost(
                 outcome(model, task_type=task_type, task_id=task_id, error=None if ok else "server_error")
             )
