@@ -437,9 +437,14 @@ class Runtime:
         self.start_background()
 
     async def stop(self, *, shutdown_tracer: bool = True) -> None:
-        """As a shutdown does: background work, then the broker (messages in hand finish), then the pool."""
-        await self.stop_background()
-        await self.broker.stop()
+        """As a shutdown does: background work, then the broker (messages in hand finish), then the
+        pool. Each step is bounded: a stop that hangs (seen once: FastStream restarting a pull task
+        while its subscriber stopped) is logged and cut short, so a stop always ends."""
+        for step, timeout in ((self.stop_background, 30.0), (self.broker.stop, 30.0)):
+            try:
+                await asyncio.wait_for(step(), timeout)
+            except TimeoutError:
+                log.error("a stop step did not finish in time; going on", step=step.__qualname__, seconds=timeout)
         await self.close(shutdown_tracer=shutdown_tracer)
 
 
