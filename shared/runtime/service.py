@@ -26,7 +26,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
+import signal
+import threading
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -250,6 +253,10 @@ class Runtime:
     _outbox: OutboxRelay | None = None
     _deps: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: bool = False
+    """Set once the service is asked to stop: the bus closing then is expected."""
+    bus_gone: bool = False
+    """Set when the bus connection closed for good while the service ran: it exits non-zero."""
 
     def __post_init__(self) -> None:
         self._conflicts = Counter(
@@ -410,6 +417,7 @@ class Runtime:
         """Jobs and the outbox relay stopped, and what the outbox holds published once more while
         the bus is still there (a row written later, by a message still in hand, goes out at the
         next start)."""
+        self.stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -449,10 +457,19 @@ class Runtime:
 
 
 def build_broker(
-    settings: Settings, name: str, tracer_provider: TracerProvider, registry: CollectorRegistry
+    settings: Settings,
+    name: str,
+    tracer_provider: TracerProvider,
+    registry: CollectorRegistry,
+    *,
+    on_closed: Callable[[], Awaitable[None]] | None = None,
 ) -> NatsBroker:
+    """``on_closed``: the connection is closed for good (reconnects exhausted, or stopped)."""
     return NatsBroker(
         settings.nats_url,
+        max_reconnect_attempts=settings.nats_reconnect_attempts,
+        reconnect_time_wait=settings.nats_reconnect_wait,  # type: ignore[arg-type]  # seconds, fractions too
+        closed_cb=on_closed,
         security=(NatsUserPassword(settings.nats_user, settings.nats_password or "") if settings.nats_user else None),
         name=f"routewise-{name}",
         middlewares=[
@@ -466,15 +483,27 @@ def build_broker(
 
 
 def build_runtime(
-    service: Service[Any], settings: Settings, *, tracer_provider: TracerProvider | None = None
+    service: Service[Any],
+    settings: Settings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    on_bus_gone: Callable[[], Awaitable[None]] | None = None,
 ) -> Runtime:
-    """The service's broker with every subscriber of its table, not yet connected."""
+    """The service's broker with every subscriber of its table, not yet connected. ``on_bus_gone``:
+    the bus connection closed for good while the service was not stopping."""
     if not settings.database_url:
         raise SystemExit(f"ROUTEWISE_DATABASE_URL is not set: {service.name} needs its own Postgres role's DSN")
     tracer_provider = tracer_provider or setup_tracing(f"routewise-{service.name}")
     registry = CollectorRegistry()
-    broker = build_broker(settings, service.name, tracer_provider, registry)
+    runtime: list[Runtime] = []
+
+    async def closed() -> None:
+        if on_bus_gone is not None and not runtime[0].stopping:
+            await on_bus_gone()
+
+    broker = build_broker(settings, service.name, tracer_provider, registry, on_closed=closed)
     rt = Runtime(service, settings, broker, tracer_provider, registry)
+    runtime.append(rt)
     broker.include_router(rt.router())
     return rt
 
@@ -482,7 +511,26 @@ def build_runtime(
 def build_app(service: Service[Any], settings: Settings | None = None) -> tuple[AsgiFastStream, Runtime]:
     settings = settings or Settings()
     setup_logging(service.name, settings.log_level)
-    rt = build_runtime(service, settings)
+    runtime: list[Runtime] = []
+
+    async def bus_gone() -> None:
+        """Reconnects exhausted: shut down (health says so meanwhile) and exit non-zero, so that a
+        supervisor (compose's restart policy, Kubernetes, systemd) starts the service again."""
+        log.error(
+            "the bus connection is gone for good; stopping, to be restarted",
+            attempts=settings.nats_reconnect_attempts,
+            nats_url=settings.nats_url,
+        )
+        runtime[0].bus_gone = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        # a graceful stop without a bus may not finish (FastStream's pull loops spin once their
+        # connection is closed): whatever happens, the process is gone within the stop grace
+        watchdog = threading.Timer(settings.stop_grace, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    rt = build_runtime(service, settings, on_bus_gone=bus_gone)
+    runtime.append(rt)
 
     async def after_startup() -> None:
         rt.start_background()
@@ -525,7 +573,7 @@ def _json(status: int, body: dict[str, Any]) -> AsgiResponse:
 def run(service: Service[Any]) -> None:
     """Entry point of ``python -m routewise.services.<name>``."""
     settings = Settings()
-    app, _ = build_app(service, settings)
+    app, rt = build_app(service, settings)
     # log_config=None: uvicorn's loggers go through the same JSON renderer as everything else
     options: dict[str, Any] = {
         "host": settings.http_host,
@@ -534,3 +582,5 @@ def run(service: Service[Any]) -> None:
         "log_config": None,
     }
     asyncio.run(app.run(run_extra_options=options))
+    if rt.bus_gone:
+        raise SystemExit(1)

@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     )
     ack_wait: float = Field(default=60.0, gt=0, description="Seconds a handler has before its message is redelivered.")
     request_timeout: float = Field(default=5.0, gt=0)
+    nats_reconnect_attempts: int = Field(
+        default=60,
+        ge=1,
+        le=10_000,
+        description="Reconnects to NATS before a service gives the bus up for gone and exits (a supervisor"
+        " restarts it).",
+    )
+    nats_reconnect_wait: float = Field(default=2.0, gt=0, le=60, description="Seconds between reconnects to NATS.")
+    stop_grace: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a service whose bus is gone has to stop before it exits anyway.",
+    )
     jaeger_url: str | None = Field(
         default=None, description="Jaeger's UI (e.g. http://localhost:16686): the CLI links each task's trace."
     )
