@@ -54,7 +54,7 @@ from routewise.contracts.routing import (
     TierPreferencesReply,
 )
 from routewise.contracts.vocabulary import ErrorCode, is_permanent
-from routewise.runtime.db import Connection, claim, digest_of
+from routewise.runtime.db import Connection
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.selector import repository as repo
 from routewise.services.selector.domain import (
@@ -498,8 +498,7 @@ async def decide_task(deps: SelectorDeps, task: TaskArrived, started: float) -> 
     subjects = deps.subjects
     subject = subjects.model_selected if isinstance(outcome, ModelSelected) else subjects.task_rejected
     async with deps.transaction() as uow:
-        digest = digest_of(task.model_dump_json().encode())
-        if not await claim(uow.conn, task.event_id, subjects.task_arrived, digest, deps.count_conflict):
+        if not await deps.claim(uow.conn, task):
             return None
         if await repo.record_decision(uow.conn, task, outcome, learning):
             await uow.publish(subject, outcome)

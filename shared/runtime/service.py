@@ -105,6 +105,12 @@ class Deps:
     def subjects(self) -> Subjects:
         return self.settings.subjects
 
+    async def claim(self, conn: Connection, event: Event) -> bool:
+        """Claim ``event`` in the inbox (with its digest, so a conflicting duplicate is counted);
+        False when it was applied before. Inside the transaction that applies it."""
+        digest = digest_of(event.model_dump_json().encode())
+        return await claim(conn, event.event_id, self.subjects.of(type(event)), digest, self.count_conflict)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """One connection, one transaction: commit on success, roll back on any error. After the
@@ -134,9 +140,8 @@ async def apply_once(handler: EventHandler, event: Event, deps: Deps) -> bool:
     in one transaction (what it publishes goes out, and its after-commit actions run, after the
     commit). False when the event was applied before. What the runtime does with every consumed
     event; a test calls it to apply an event as the service would."""
-    digest = digest_of(event.model_dump_json().encode())
     async with deps.transaction() as uow:
-        applied = await claim(uow.conn, event.event_id, deps.subjects.of(type(event)), digest, deps.count_conflict)
+        applied = await deps.claim(uow.conn, event)
         if applied:
             await handler(event, uow, deps)
     return applied
