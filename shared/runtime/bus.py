@@ -30,8 +30,18 @@ from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
+from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 
+from routewise.client.deadletters import (  # the dead letters' headers, defined once for their readers too
+    HEADER_DELIVERIES,
+    HEADER_ERROR,
+    HEADER_MSG_ID,
+    HEADER_REASON,
+    HEADER_SERVICE,
+    HEADER_STREAM_SEQ,
+    HEADER_SUBJECT,
+)
 from routewise.client.wire import parse_reply, request_errors
 from routewise.contracts.errors import ErrorInfo, ErrorReply, PermanentError, RoutewiseError
 from routewise.contracts.events import Event
@@ -46,13 +56,6 @@ Res = TypeVar("Res", bound=BaseModel)
 
 DUPLICATE_WINDOW_S = 24 * 3600
 """JetStream drops a republished event_id seen within this window."""
-
-HEADER_REASON = "Routewise-DeadLetter-Reason"
-HEADER_ERROR = "Routewise-DeadLetter-Error"
-HEADER_SUBJECT = "Routewise-Original-Subject"
-HEADER_DELIVERIES = "Routewise-Deliveries"
-HEADER_SERVICE = "Routewise-Service"
-HEADER_STREAM_SEQ = "Routewise-Stream-Seq"
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
@@ -125,11 +128,14 @@ class DeadLetterMiddleware(BaseMiddleware):
 
     settings: Settings
     service: str
+    written: Counter | None = None
+    """``routewise_dead_letters_total{service,reason}``, counted once a dead letter is written."""
 
     @classmethod
-    def configured(cls, settings: Settings, service: str) -> type[DeadLetterMiddleware]:
-        """A subclass bound to one service's settings (broker middlewares are classes)."""
-        return type("ConfiguredDeadLetterMiddleware", (cls,), {"settings": settings, "service": service})
+    def configured(cls, settings: Settings, service: str, written: Counter | None = None) -> type[DeadLetterMiddleware]:
+        """A subclass bound to one service's settings and counter (broker middlewares are classes)."""
+        attributes = {"settings": settings, "service": service, "written": written}
+        return type("ConfiguredDeadLetterMiddleware", (cls,), attributes)
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
         raw = cast(Msg, self.msg)
@@ -187,6 +193,9 @@ class DeadLetterMiddleware(BaseMiddleware):
         settings, service = self.settings, self.service
         deliveries = int(meta.num_delivered)
         headers = {k: v for k, v in (raw.headers or {}).items() if k != "Nats-Msg-Id"}
+        # kept for a replay: the consumers name an event without event_id by its Nats-Msg-Id
+        if original_id := (raw.headers or {}).get("Nats-Msg-Id"):
+            headers[HEADER_MSG_ID] = original_id
         stream_seq = str(meta.sequence.stream)
         headers.update(
             {
@@ -202,6 +211,8 @@ class DeadLetterMiddleware(BaseMiddleware):
         )
         client: NatsClient = raw._client
         await client.jetstream().publish(settings.subjects.dead_letter(service), raw.data, headers=headers)
+        if self.written is not None:
+            self.written.labels(service=service, reason=reason).inc()
         log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=repr(exc))
 
 

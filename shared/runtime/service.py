@@ -480,10 +480,19 @@ def build_broker(
         middlewares=[
             NatsTelemetryMiddleware(tracer_provider=tracer_provider),
             NatsPrometheusMiddleware(registry=registry, app_name=f"routewise-{name}"),
-            DeadLetterMiddleware.configured(settings, name),
+            DeadLetterMiddleware.configured(settings, name, dead_letter_counter(registry)),
         ],
         logger=logging.getLogger(f"routewise.{name}.faststream"),
         graceful_timeout=10.0,
+    )
+
+
+def dead_letter_counter(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "routewise_dead_letters_total",
+        "Messages dead-lettered (see `routewise deadletters`), by the service that wrote them and why",
+        ["service", "reason"],
+        registry=registry,
     )
 
 
