@@ -42,10 +42,10 @@ async def setup(rw: RoutewiseClient, org: str) -> list[Scope]:
     specs = [("org", org)]
     for t in range(TEAMS):
         team = f"{org}-t{t}"
-        specs.append(("team", team))
+        specs.append(("team", f"{org}/{team}"))
         for u in range(USERS_PER_TEAM):
             user = f"{team}-u{u}"
-            specs.append(("user", user))
+            specs.append(("user", f"{org}/{user}"))
             scopes.append(Scope(org_id=org, team_id=team, user_id=user))
     for kind, ident in specs:
         await rw.request(

@@ -70,7 +70,7 @@ REPORTS: list[tuple[str, dict[str, Any]]] = [
     ("all orgs, 30 days, by model", {"days": 30, "by": "model"}),
     ("one org, 7 days", {"days": 7, "scope_type": "org", "scope_id": "org-42"}),
     ("one org, 30 days, by task_type", {"days": 30, "scope_type": "org", "scope_id": "org-42", "by": "task_type"}),
-    ("one team, 30 days", {"days": 30, "scope_type": "team", "scope_id": "team-42"}),
+    ("one team, 30 days", {"days": 30, "scope_type": "team", "scope_id": "org-42/team-42"}),
 ]
 
 

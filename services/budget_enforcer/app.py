@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import BudgetAlert, CostRecorded, TaskRejected
+from routewise.contracts.events import BudgetAlert, CostRecorded
 from routewise.runtime.service import Service, every
 from routewise.services.budget_enforcer import handlers
 
@@ -12,7 +12,6 @@ SERVICE = Service(
     deps=handlers.build,
     events={
         CostRecorded: handlers.settle_cost,
-        TaskRejected: handlers.release_rejected,
     },
     requests={
         "budget_reserve": handlers.reserve,

@@ -29,7 +29,9 @@ from routewise.contracts.budget import (
     ReserveBudget,
     UpdateBudget,
 )
-from routewise.contracts.events import CostRecorded, TaskRejected
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import CostRecorded
+from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.runtime.settings import Settings
 from routewise.services.budget_enforcer import repository as repo
@@ -46,7 +48,14 @@ class BudgetDeps(Deps):
 
 
 async def build(rt: Runtime) -> BudgetDeps:
-    return BudgetDeps(**rt.base_deps())
+    deps = BudgetDeps(**rt.base_deps())
+    async with deps.pool.acquire() as conn:
+        if stranded := await repo.unqualified_budgets(conn):
+            log.warning(
+                "budgets without an org apply to no task: recreate each on ORG/ID",
+                budgets=[f"{kind}:{scope_id} ({budget_id})" for budget_id, kind, scope_id in stranded],
+            )
+    return deps
 
 
 def sweep_interval(settings: Settings) -> float:
@@ -67,11 +76,6 @@ async def settle_cost(event: CostRecorded, uow: UnitOfWork, deps: BudgetDeps) ->
         log.info("budget thresholds reached", alerts=[(a.budget_name, a.threshold_percent) for _, a in alerts])
 
 
-async def release_rejected(event: TaskRejected, uow: UnitOfWork, deps: BudgetDeps) -> None:
-    """A rejected task holds nothing."""
-    await repo.close_reservation(uow.conn, event.task_id, "released")
-
-
 # --- requests -------------------------------------------------------------------------------
 
 
@@ -89,8 +93,14 @@ async def reserve(req: ReserveBudget, deps: BudgetDeps) -> Reservation:
 
 
 async def release(req: ReleaseBudget, deps: BudgetDeps) -> Released:
+    """Give back the named reservation's holds (a cost recorded later is still charged)."""
     async with deps.transaction() as uow:
-        before, after = await repo.close_reservation(uow.conn, req.task_id, "released")
+        before, after = await repo.close_reservation(
+            uow.conn, req.task_id, "released", reservation_id=req.reservation_id
+        )
+    if before is None:
+        raise RoutewiseError(f"task {req.task_id} has no reservation {req.reservation_id}", code=ErrorCode.not_found)
+    log.info("reservation released", task_id=str(req.task_id), reason=req.reason, status=after)
     return Released(task_id=req.task_id, released=before == "held" and after == "released", status=after)
 
 

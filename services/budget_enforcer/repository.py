@@ -198,6 +198,15 @@ def restrictions_model(r: Restrictions) -> CostRestrictions:
     )
 
 
+async def unqualified_budgets(conn: Connection) -> list[tuple[UUID, str, str]]:
+    """Budgets on a team, user or workspace named without its org (left by migration 0004 when no
+    org was known): no task's scope chain names them."""
+    rows = await conn.fetch(
+        "SELECT id, scope_type, scope_id FROM budgets WHERE scope_type <> 'org' AND position('/' IN scope_id) = 0"
+    )
+    return [(r["id"], r["scope_type"], r["scope_id"]) for r in rows]
+
+
 # ------------------------------------------------------------------ reservations
 
 
@@ -213,14 +222,23 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
     if existing is not None and existing["status"] == "held" and existing["expires_at"] <= now:
         await close_reservation(conn, req.task_id, "expired")  # past its time, whatever the sweeper did
         existing = await conn.fetchrow("SELECT * FROM reservations WHERE task_id = $1", req.task_id)
-    if existing is not None and existing["status"] in ("held", "settled"):
+    if existing is not None and existing["status"] == "settled":  # its cost replaced its hold: no second one
+        return Reservation(
+            task_id=req.task_id,
+            admitted=False,
+            amount_usd=req.amount_usd,
+            reason="already_settled",
+            detail=f"task {req.task_id} was settled (its cost is recorded); it cannot reserve again",
+            restrictions=CostRestrictions(),
+        )
+    if existing is not None and existing["status"] == "held":
         return Reservation(
             task_id=req.task_id,
             admitted=True,
             reservation_id=existing["reservation_id"],
             amount_usd=existing["amount_usd"],
             expires_at=existing["expires_at"],
-            detail=f"already reserved ({existing['status']})",
+            detail="already reserved (held)",
             restrictions=CostRestrictions(),
         )
     if existing is not None:  # released or expired: this is a new attempt
@@ -270,10 +288,16 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
 
 
 async def close_reservation(
-    conn: Connection, task_id: UUID, status: str, *, expired_before: datetime | None = None
+    conn: Connection,
+    task_id: UUID,
+    status: str,
+    *,
+    expired_before: datetime | None = None,
+    reservation_id: UUID | None = None,
 ) -> tuple[str | None, str | None]:
     """Give back a held reservation's holds. Returns (status before, status after); (None, None)
-    when there is no reservation. With ``expired_before``, only a reservation that expired by then.
+    when there is no reservation (with ``reservation_id``: none by that id). With
+    ``expired_before``, only a reservation that expired by then.
 
     Lock order, as everywhere: the task's budgets by id, then the reservation row.
     """
@@ -282,8 +306,10 @@ async def close_reservation(
         " ORDER BY id FOR UPDATE",
         task_id,
     )
-    row = await conn.fetchrow("SELECT status, expires_at FROM reservations WHERE task_id = $1 FOR UPDATE", task_id)
-    if row is None:
+    row = await conn.fetchrow(
+        "SELECT status, expires_at, reservation_id FROM reservations WHERE task_id = $1 FOR UPDATE", task_id
+    )
+    if row is None or (reservation_id is not None and row["reservation_id"] != reservation_id):
         return None, None
     before = str(row["status"])
     if before != "held" or (expired_before is not None and row["expires_at"] > expired_before):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from routewise.contracts.events import HIGH_CONFIDENCE
+from routewise.contracts.events import HIGH_CONFIDENCE, scope_parts
 from routewise.contracts.metrics import (
     MEDIUM_CONFIDENCE,
     Breakdown,
@@ -37,7 +37,7 @@ _PRICED = (
     "ARRAY[input_tokens, output_tokens, coalesce(cached_input_tokens, 0)]::bigint[]"
 )
 """The baseline was priced at the task's current token counts (the sweeper has caught up)."""
-_SCOPE_COLUMN = {"org": "org_id", "team": "team_id", "user": "user_id", "workspace": "workspace_id"}
+_SCOPE_COLUMN = {"team": "team_id", "user": "user_id", "workspace": "workspace_id"}
 _DIMENSION = {
     "strategy": "strategy",
     "confidence": _CONFIDENCE,
@@ -58,9 +58,13 @@ def period_filter(req: GetMetricsReport) -> tuple[str, list[Any]]:
     """The WHERE condition (and its arguments) selecting the report's scope and period."""
     where = "reported_at >= now() - make_interval(days => $1)"
     args: list[Any] = [req.days]
-    if req.scope_type is not None:
-        where += f" AND {_SCOPE_COLUMN[req.scope_type]} = $2"
-        args.append(req.scope_id)
+    if req.scope_type is not None and req.scope_id is not None:
+        org, local = scope_parts(req.scope_type, req.scope_id)
+        where += " AND org_id = $2"
+        args.append(org)
+        if local is not None:  # a team, user or workspace of that org
+            where += f" AND {_SCOPE_COLUMN[req.scope_type]} = $3"
+            args.append(local)
     return where, args
 
 

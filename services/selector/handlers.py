@@ -99,7 +99,10 @@ _REJECTION = {
     "approval_required": RejectionReason.approval_required,
     "over_request_cap": RejectionReason.over_request_cap,
     "model_restricted": RejectionReason.no_model_within_constraints,
+    "already_settled": RejectionReason.invalid_request,
 }
+_FINAL_REFUSALS = frozenset({"approval_required", "already_settled"})
+"""Refusals that a cheaper model would get too."""
 
 
 class TaskLocks:
@@ -247,8 +250,10 @@ def predictions(
 
 async def settings_for(conn: Connection, task: TaskArrived) -> tuple[Policy | str, TierPreferences]:
     """The task's policy (or why it has none) and its workspace's preferences."""
-    prefs = await repo.preferences(conn, task.scope.workspace_id) or TierPreferences(
-        workspace_id=task.scope.workspace_id or "default"
+    scope = task.scope
+    workspace = f"{scope.org_id}/{scope.workspace_id}" if scope.workspace_id else None
+    prefs = await repo.preferences(conn, workspace) or TierPreferences(
+        workspace_id=workspace or f"{scope.org_id}/default"
     )
     try:
         return await repo.policy_for(conn, task.task_type, task.policy), prefs
@@ -387,7 +392,10 @@ async def hold(deps: SelectorDeps, task: TaskArrived, candidate: Candidate) -> R
     )
     answer = await deps.budgets.reserve(ask)
     if answer.admitted and answer.amount_usd != ask.amount_usd:
-        await deps.budgets.release(ReleaseBudget(task_id=task.task_id, reason="re-planned after a retry"))
+        assert answer.reservation_id is not None  # an admitted reservation is named
+        await deps.budgets.release(
+            ReleaseBudget(task_id=task.task_id, reservation_id=answer.reservation_id, reason="re-planned after a retry")
+        )
         answer = await deps.budgets.reserve(ask)
     return answer
 
@@ -417,8 +425,8 @@ async def reserve(deps: SelectorDeps, p: Plan) -> ModelSelected | TaskRejected:
             refused = frozenset(c.model.id for c, _ in refusals)
             return selection(p, candidate, answer, "; ".join(notes), limits, refused)
         refusals.append((candidate, answer))
-        if answer.reason == "approval_required":
-            break  # a cheaper model needs the approval too
+        if answer.reason in _FINAL_REFUSALS:
+            break
         limits = replace(limits, restrictions=answer.restrictions)
         queue = cheaper_candidates(p.screened.candidates, candidate, limits)
     if not refusals:

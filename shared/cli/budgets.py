@@ -59,7 +59,7 @@ def parse_scope(text: str, as_json: bool) -> tuple[str, str]:
     kind, sep, ident = text.partition(":")
     if not sep or kind not in ("org", "team", "user", "workspace") or not ident:
         raise fail(
-            f"a scope is TYPE:ID with TYPE org, team, user or workspace (e.g. org:acme), not {text!r}",
+            f"a scope is TYPE:ID with TYPE org, team, user or workspace (e.g. org:acme, team:acme/core), not {text!r}",
             as_json,
             "invalid_request",
         )
@@ -140,7 +140,7 @@ def print_budget(b: Budget, title: str) -> None:
 
 @budgets_app.command("create")
 def create(
-    scope: Annotated[str, typer.Option("--scope", help="TYPE:ID, e.g. org:acme, team:core, user:ana.")],
+    scope: Annotated[str, typer.Option("--scope", help="TYPE:ID, e.g. org:acme, team:acme/core, user:acme/ana.")],
     limit: Annotated[str, typer.Option("--limit", help="Limit in USD per period.")],
     period: Annotated[str, typer.Option("--period", help="daily, weekly, monthly, quarterly or total.")] = "monthly",
     thresholds: ThresholdOpt = None,
@@ -416,7 +416,7 @@ def alerts(
         async with RoutewiseClient(settings) as rw:
             js = rw.nc.jetstream()
             sub = await js.subscribe(
-                f"{settings.subjects.budget_alerts}.>",
+                settings.subjects.org_alerts(org) if org else f"{settings.subjects.budget_alerts}.>",
                 ordered_consumer=True,
                 stream=settings.subjects.alerts_stream.name,
             )
@@ -427,10 +427,7 @@ def alerts(
                     if follow:
                         continue
                     return count
-                alert = BudgetAlert.model_validate_json(msg.data)
-                if org and alert.org_id != org and not (alert.scope_type == "org" and alert.scope_id == org):
-                    continue
-                show_alert(alert)
+                show_alert(BudgetAlert.model_validate_json(msg.data))
                 count += 1
 
     try:

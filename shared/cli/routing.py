@@ -149,7 +149,7 @@ def _print_prefs(reply: TierPreferencesReply, title: str) -> None:
 
 @prefs_app.command("get")
 def prefs_get(
-    workspace: Annotated[str, typer.Argument(help="Workspace id.")],
+    workspace: Annotated[str, typer.Argument(help="Workspace, within its org: ORG/ID.")],
     nats_url: NatsUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -164,7 +164,7 @@ def prefs_get(
 
 @prefs_app.command("set")
 def prefs_set(
-    workspace: Annotated[str, typer.Argument(help="Workspace id.")],
+    workspace: Annotated[str, typer.Argument(help="Workspace, within its org: ORG/ID.")],
     default_tier: Annotated[Tier | None, typer.Option("--default-tier")] = None,
     min_tier: Annotated[str | None, typer.Option("--min-tier", help="A tier, or 'none'.")] = None,
     max_tier: Annotated[str | None, typer.Option("--max-tier", help="A tier, or 'none'.")] = None,
@@ -218,7 +218,7 @@ def prefs_set(
 
 @prefs_app.command("delete")
 def prefs_delete(
-    workspace: Annotated[str, typer.Argument(help="Workspace id.")],
+    workspace: Annotated[str, typer.Argument(help="Workspace, within its org: ORG/ID.")],
     actor: Annotated[str | None, typer.Option("--by", help="Who is changing it [default: user@host].")] = None,
     nats_url: NatsUrlOpt = None,
     as_json: JsonOpt = False,

@@ -14,8 +14,9 @@ from pydantic import AfterValidator, Field, model_validator
 
 from routewise.contracts.events import (
     Contract,
-    Identifier,
     Scope,
+    ScopedContract,
+    ScopeId,
     Tier,
     Usd,
     UtcDatetime,
@@ -63,10 +64,10 @@ def _increasing(thresholds: list[ThresholdSpec] | None) -> list[ThresholdSpec] |
 Thresholds = Annotated[list[ThresholdSpec], Field(max_length=20), AfterValidator(_increasing)]
 
 
-class CreateBudget(Contract):
+class CreateBudget(ScopedContract):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     scope_type: ScopeType
-    scope_id: Identifier
+    scope_id: ScopeId = Field(description="the org's id, or ORG/ID for a team, user or workspace")
     period: Period
     limit_usd: PositiveUsd
     mode: BudgetMode = "hard"
@@ -104,9 +105,9 @@ class GetBudget(Contract):
     budget_id: UUID
 
 
-class ListBudgets(Contract):
+class ListBudgets(ScopedContract):
     scope_type: ScopeType | None = None
-    scope_id: Identifier | None = None
+    scope_id: ScopeId | None = None
 
 
 class Extension(Contract):
@@ -173,7 +174,10 @@ class Reservation(Contract):
 
 
 class ReleaseBudget(Contract):
+    """Give back a task's hold: only what decided the task can, as only it knows the reservation."""
+
     task_id: UUID
+    reservation_id: UUID = Field(description="the reservation being released, as the reserve answer named it")
     reason: Annotated[str, Field(min_length=1, max_length=500)] = "released"
 
 
@@ -205,17 +209,16 @@ class ExtendBudget(Contract):
     actor: Actor
 
 
-class GetBudgetStatus(Contract):
+class GetBudgetStatus(ScopedContract):
     """One scope (``scope_type`` + ``scope_id``), or a whole chain (``scope``: user → team → org)."""
 
     scope_type: ScopeType | None = None
-    scope_id: Identifier | None = None
+    scope_id: ScopeId | None = None
     scope: Scope | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> GetBudgetStatus:
-        single = self.scope_type is not None and self.scope_id is not None
-        if single == (self.scope is not None) or (self.scope_type is None) != (self.scope_id is None):
+        if (self.scope_type is not None) == (self.scope is not None):
             raise ValueError("give scope_type and scope_id, or scope")
         return self
 

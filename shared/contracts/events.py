@@ -41,8 +41,23 @@ Percent = Annotated[
     PlainSerializer(fixed_point, return_type=str, when_used="json"),
 ]
 
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")]
-"""An org/team/user/workspace id: safe to use as a NATS subject token."""
+_ID = r"[A-Za-z0-9][A-Za-z0-9_.:@-]*"
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=rf"^{_ID}$")]
+"""An org/team/user/workspace id as applications give it (no ``/``, no spaces; bounded)."""
+
+ScopeId = Annotated[str, Field(min_length=1, max_length=257, pattern=rf"^{_ID}(/{_ID})?$")]
+"""A scope's identity: the org's id, or ``org/id`` for a team, user or workspace. Their ids are
+unique within their org only: team ``platform`` of ``acme`` is ``acme/platform``."""
+
+
+def scope_parts(scope_type: str, scope_id: str) -> tuple[str, str | None]:
+    """(org, id within the org) of a scope; ValueError when the path does not fit its type."""
+    org, _, local = scope_id.partition("/")
+    if scope_type == "org" and local:
+        raise ValueError(f"an org's id has no '/': {scope_id!r}")
+    if scope_type != "org" and not local:
+        raise ValueError(f"a {scope_type} is named within its org, as ORG/ID (e.g. acme/{scope_id}): {scope_id!r}")
+    return org, local or None
 
 
 def _utc(value: datetime) -> datetime:
@@ -105,16 +120,41 @@ class Scope(Contract):
     workspace_id: Identifier | None = None
 
     def chain(self) -> list[tuple[str, str]]:
-        """(scope_type, scope_id) from the narrowest to the org."""
+        """(scope_type, scope id) from the narrowest to the org; ids below the org are
+        org-qualified (``acme/platform``): another org's team of the same name is another scope."""
+        org = self.org_id
         out: list[tuple[str, str]] = []
         if self.user_id:
-            out.append(("user", self.user_id))
+            out.append(("user", f"{org}/{self.user_id}"))
         if self.workspace_id:
-            out.append(("workspace", self.workspace_id))
+            out.append(("workspace", f"{org}/{self.workspace_id}"))
         if self.team_id:
-            out.append(("team", self.team_id))
-        out.append(("org", self.org_id))
+            out.append(("team", f"{org}/{self.team_id}"))
+        out.append(("org", org))
         return out
+
+
+def _workspace_path(value: str) -> str:
+    scope_parts("workspace", value)
+    return value
+
+
+WorkspacePath = Annotated[ScopeId, AfterValidator(_workspace_path)]
+"""A workspace named within its org: ``acme/research``."""
+
+
+class ScopedContract(Contract):
+    """A contract naming one scope by ``scope_type`` and ``scope_id`` (both, or neither when
+    optional): the id must be the org-qualified path its type needs."""
+
+    @model_validator(mode="after")
+    def _qualified(self) -> Any:
+        scope_type, scope_id = getattr(self, "scope_type", None), getattr(self, "scope_id", None)
+        if (scope_type is None) != (scope_id is None):
+            raise ValueError("give scope_type and scope_id together")
+        if scope_type is not None and scope_id is not None:
+            scope_parts(scope_type, scope_id)
+        return self
 
 
 class Tier(StrEnum):
@@ -257,7 +297,11 @@ class RejectionReason(StrEnum):
     over_request_cap = "over_request_cap"
     no_model_within_constraints = "no_model_within_constraints"
     invalid_request = "invalid_request"
-    """The task is not a valid TaskArrived (the detail says why); nothing was decided."""
+    """The task is not a valid TaskArrived, or reuses the id of a task already settled (the detail
+    says which); nothing was decided."""
+    unavailable = "unavailable"
+    """A service the decision needs did not answer within the task's deadline
+    (``ROUTEWISE_DECISION_DEADLINE``); submitting it again later may succeed."""
 
 
 class TaskRejected(Event):
@@ -315,7 +359,7 @@ class FeedbackRecorded(Event):
     comment: str | None = Field(default=None, max_length=2000)
 
 
-class BudgetAlert(Event):
+class BudgetAlert(Event, ScopedContract):
     """Spend on a budget reached a threshold for the first time in a period."""
 
     SUBJECT: ClassVar[str] = "budget_alerts"
@@ -323,7 +367,7 @@ class BudgetAlert(Event):
     budget_id: UUID
     budget_name: Label
     scope_type: ScopeType
-    scope_id: Identifier
+    scope_id: ScopeId
     org_id: Identifier | None = Field(default=None, description="the org of the cost that crossed the threshold")
     period_start: UtcDatetime
     period_end: UtcDatetime | None

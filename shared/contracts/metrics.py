@@ -9,11 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, PlainSerializer, model_validator
+from pydantic import Field, PlainSerializer
 
 from routewise.contracts.events import (
     Contract,
     Identifier,
+    ScopedContract,
+    ScopeId,
     Usd,
     fixed_point,
 )
@@ -39,19 +41,13 @@ class MetricsSummary(Contract):
 MetricsDimension = Literal["strategy", "confidence", "model", "pattern", "policy", "task_type", "scope"]
 
 
-class GetMetricsReport(Contract):
+class GetMetricsReport(ScopedContract):
     """Savings and routing metrics over the last ``days`` days, for everything or one scope."""
 
     days: int = Field(default=7, ge=1, le=3660)
     scope_type: ScopeType | None = None
-    scope_id: Identifier | None = None
+    scope_id: ScopeId | None = Field(default=None, description="the org's id, or ORG/ID for a team, user or workspace")
     by: MetricsDimension | None = None
-
-    @model_validator(mode="after")
-    def _scope_whole(self) -> GetMetricsReport:
-        if (self.scope_type is None) != (self.scope_id is None):
-            raise ValueError("give scope_type and scope_id together")
-        return self
 
 
 SignedUsd = Annotated[

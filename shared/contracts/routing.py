@@ -13,7 +13,6 @@ from pydantic import AfterValidator, Field, model_validator
 
 from routewise.contracts.events import (
     Contract,
-    Identifier,
     ModelSelected,
     PolicyName,
     Scope,
@@ -21,6 +20,7 @@ from routewise.contracts.events import (
     TaskType,
     Tier,
     Usd,
+    WorkspacePath,
 )
 from routewise.contracts.fields import (
     MAX_TOKENS,
@@ -98,7 +98,7 @@ class PolicyList(Contract):
 class TierPreferences(Contract):
     """A workspace's routing preferences: its cognitive tiers, providers, quality bias and fallbacks."""
 
-    workspace_id: Identifier
+    workspace_id: WorkspacePath = Field(description="the workspace within its org: ORG/ID")
     default_tier: Tier = Tier.standard
     """The tier every task uses when ``auto_escalation`` is off (kept within min and max tier)."""
     min_tier: Tier | None = None
@@ -126,7 +126,7 @@ class TierPreferences(Contract):
 
 
 class GetTierPreferences(Contract):
-    workspace_id: Identifier
+    workspace_id: WorkspacePath
 
 
 class SetTierPreferences(Contract):
@@ -137,7 +137,7 @@ class SetTierPreferences(Contract):
 
 
 class DeleteTierPreferences(Contract):
-    workspace_id: Identifier
+    workspace_id: WorkspacePath
     actor: Actor
 
 

@@ -109,7 +109,15 @@ class Subjects:
         return f"{subject}.>" if event_type.SUBJECT == "budget_alerts" else subject
 
     def budget_alert(self, scope_type: str, scope_id: str) -> str:
-        return f"{self.budget_alerts}.{scope_type}.{scope_id}"
+        """``<alerts>.<org>.<scope_type>.<id>`` for a scope (``org`` or ``org/id``): an org's alerts
+        are ``<alerts>.<org>.>``, whatever its teams and users are called."""
+        org, _, local = scope_id.partition("/")
+        return f"{self.budget_alerts}.{subject_token(org)}.{scope_type}.{subject_token(local or org)}"
+
+    def org_alerts(self, org_id: str) -> str:
+        """Every budget alert of one org (a subscription pattern)."""
+        return f"{self.budget_alerts}.{subject_token(org_id)}.>"
+
 
     def dead_letter(self, service: str) -> str:
         return f"{self.namespace}.deadletter.{service}"
@@ -145,6 +153,12 @@ class Subjects:
                 if subject.startswith(pattern.removesuffix(">")):
                     return stream
         raise LookupError(f"no stream captures subject {subject!r}")
+
+
+def subject_token(value: str) -> str:
+    """A bounded id as one subject token: characters with a meaning in subjects (``.``, ``*``,
+    ``>``, spaces) or outside a safe set become ``=XX``, so two ids never share a token."""
+    return re.sub(r"[^-_a-zA-Z0-9:@]", lambda m: f"={ord(m.group()):02X}", value)
 
 
 def snapshot_key(model: str) -> str:

@@ -30,6 +30,8 @@ class Refusal(StrEnum):
     approval_required = "approval_required"
     over_request_cap = "over_request_cap"
     model_restricted = "model_restricted"
+    already_settled = "already_settled"
+    """The task's cost was recorded against its reservation: it cannot hold budget again."""
 
 
 class Period(StrEnum):

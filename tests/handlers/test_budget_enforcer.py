@@ -22,7 +22,8 @@ from routewise.contracts.budget import (
     ReserveBudget,
     UpdateBudget,
 )
-from routewise.contracts.events import RejectionReason, Scope, TaskRejected
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import Scope
 from routewise.runtime.service import Deps
 from routewise.runtime.settings import Settings
 from routewise.services.budget_enforcer import handlers
@@ -67,7 +68,8 @@ async def test_a_reservation_holds_on_the_budget_until_released(deps: BudgetDeps
 
     held = await handlers.reserve(ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(4), model="gpt-4o"), deps)
     status = await handlers.status(GetBudgetStatus(scope=scope), deps)
-    released = await handlers.release(ReleaseBudget(task_id=task), deps)
+    assert held.reservation_id is not None
+    released = await handlers.release(ReleaseBudget(task_id=task, reservation_id=held.reservation_id), deps)
     after = await handlers.status(GetBudgetStatus(scope=scope), deps)
 
     assert held.admitted and held.expires_at == NOW + timedelta(seconds=60)
@@ -106,19 +108,25 @@ async def test_settling_a_cost_charges_it_and_publishes_each_threshold_once(
     assert [a["payload"] for a in alerts] and len(alerts) == 1 and b'"threshold_percent":50' in alerts[0]["payload"]
 
 
-async def test_a_rejected_task_releases_its_hold(deps: BudgetDeps) -> None:
+async def test_only_the_named_reservation_is_released_and_a_settled_task_cannot_hold_again(deps: BudgetDeps) -> None:
     scope = an_org()
     await a_budget(deps, scope)
     task = uuid.uuid4()
-    await handlers.reserve(ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(3), model="gpt-4o"), deps)
-    rejected = TaskRejected(
-        task_id=task, scope=scope, task_type="normal", reason=RejectionReason.budget_exhausted, detail="x"
-    )
+    held = await handlers.reserve(ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(3), model="gpt-4o"), deps)
 
+    with pytest.raises(RoutewiseError, match="no reservation") as unknown:
+        await handlers.release(ReleaseBudget(task_id=task, reservation_id=uuid.uuid4()), deps)
+    still = (await handlers.status(GetBudgetStatus(scope=scope), deps)).budgets[0].reserved_usd
     async with deps.transaction() as uow:
-        await handlers.release_rejected(rejected, uow, deps)
+        await handlers.settle_cost(a_cost(scope, "1", at=NOW, task_id=task), uow, deps)
+    again = await handlers.reserve(
+        ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(3), model="gpt-4o"), deps
+    )
+    after = await handlers.status(GetBudgetStatus(scope=scope), deps)
 
-    assert (await handlers.status(GetBudgetStatus(scope=scope), deps)).budgets[0].reserved_usd == 0
+    assert unknown.value.code == "not_found" and held.admitted and still == Decimal(3)
+    assert (again.admitted, again.reason) == (False, "already_settled")
+    assert (after.budgets[0].reserved_usd, after.spent_usd) == (0, Decimal(1))
 
 
 async def test_a_hold_past_its_ttl_expires(deps: BudgetDeps) -> None:

@@ -184,8 +184,9 @@ async def test_policies_are_set_and_listed_and_route_their_task_types(deps: Sele
 
 
 async def test_tier_preferences_are_read_set_obeyed_and_deleted(deps: SelectorDeps) -> None:
-    ws = f"ws-{uuid.uuid4().hex[:6]}"
-    scope = Scope(org_id=f"org-{uuid.uuid4().hex[:8]}", workspace_id=ws)
+    org, local = f"org-{uuid.uuid4().hex[:8]}", f"ws-{uuid.uuid4().hex[:6]}"
+    ws = f"{org}/{local}"
+    scope = Scope(org_id=org, workspace_id=local)
 
     defaults = await handlers.get_preferences(GetTierPreferences(workspace_id=ws), deps)
     stored = await handlers.set_preferences(

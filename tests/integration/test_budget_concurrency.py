@@ -58,7 +58,7 @@ async def reserve(pool: asyncpg.Pool, task: uuid.UUID, scope: Scope, amount: str
 
 async def test_settle_release_expire_and_reserve_racing_never_deadlock(database: Database) -> None:
     async with budget_schema(database) as pool:
-        for kind, ident in (("org", "o"), ("team", "t"), ("user", "u")):
+        for kind, ident in (("org", "o"), ("team", "o/t"), ("user", "o/u")):
             await budget(pool, kind, ident)
         tasks = [uuid.uuid4() for _ in range(60)]
         for task in tasks:

@@ -15,7 +15,7 @@ import asyncpg
 import nats
 import pytest
 
-from routewise.client import RoutewiseClient
+from routewise.client import RemoteError, RoutewiseClient
 from routewise.contracts.budget import (
     BudgetStatus,
     GetBudgetStatus,
@@ -177,10 +177,11 @@ async def test_200_concurrent_reservations_never_exceed_a_hard_limit(lasting_hol
 
 
 async def test_a_user_cost_counts_on_team_and_org_and_replays_change_nothing(budget_stack: RunningStack) -> None:
-    org, team, user = new_org(), f"team-{uuid.uuid4().hex[:6]}", f"user-{uuid.uuid4().hex[:6]}"
+    org, team_id, user_id = new_org(), f"team-{uuid.uuid4().hex[:6]}", f"user-{uuid.uuid4().hex[:6]}"
+    team, user = f"{org}/{team_id}", f"{org}/{user_id}"
     for scope in (f"org:{org}", f"team:{team}", f"user:{user}"):
         create(budget_stack, scope, "100", "--threshold", "100:notify")
-    scope = Scope(org_id=org, team_id=team, user_id=user)
+    scope = Scope(org_id=org, team_id=team_id, user_id=user_id)
     costs = [a_cost(scope, amount) for amount in ("1.25", "2.5", "0.125")]
     async with RoutewiseClient(budget_stack.settings) as rw:
         for cost in costs:
@@ -203,6 +204,21 @@ async def test_a_user_cost_counts_on_team_and_org_and_replays_change_nothing(bud
         assert before[kind].budgets[0].current_spend_usd == Decimal("3.875")
         assert after[kind].budgets[0].current_spend_usd == Decimal("3.875")
     assert (before["user"].spent_usd, before["team"].costs_recorded) == (Decimal("3.875"), 3)
+
+
+async def test_a_team_budget_of_one_org_leaves_another_orgs_team_of_that_name_alone(budget_stack: RunningStack) -> None:
+    acme, globex = new_org(), new_org()
+    create(budget_stack, f"team:{acme}/platform", "0.01")  # hard
+    async with RoutewiseClient(budget_stack.settings) as rw:
+        refused = await reserve(rw, Scope(org_id=acme, team_id="platform"), "1")
+        admitted = await reserve(rw, Scope(org_id=globex, team_id="platform"), "1")
+        await rw.record_cost(a_cost(Scope(org_id=globex, team_id="platform"), "2"))
+        await spent_when(rw, "org", globex, 1)
+        acme_team = await status(rw, "team", f"{acme}/platform")
+        globex_team = await status(rw, "team", f"{globex}/platform")
+    assert (refused.admitted, refused.reason) == (False, "budget_exhausted") and admitted.admitted
+    assert (acme_team.spent_usd, acme_team.budgets[0].current_spend_usd) == (0, 0)
+    assert (globex_team.spent_usd, globex_team.budgets) == (Decimal(2), [])
 
 
 async def test_thresholds_alert_once_per_period_and_late_subscribers_replay(budget_stack: RunningStack) -> None:
@@ -266,43 +282,72 @@ async def test_costs_land_in_the_period_of_their_own_timestamp(budget_stack: Run
 
 async def test_reservations_are_settled_released_and_expire(budget_stack: RunningStack) -> None:
     org = new_org()
-    create(budget_stack, f"org:{org}", "10", "--threshold", "100:notify")
+    create(budget_stack, f"org:{org}", "10", "--threshold", "50:notify")
     scope = Scope(org_id=org)
+    alerts: list[BudgetAlert] = []
     async with RoutewiseClient(budget_stack.settings) as rw:
-        settled_task, rejected_task, forgotten_task = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+        async def on_alert(msg: nats.aio.msg.Msg) -> None:
+            alerts.append(BudgetAlert.model_validate_json(msg.data))
+
+        await rw.nc.subscribe(rw.subjects.org_alerts(org), cb=on_alert)
+        settled_task, released_task, forgotten_task = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         first = await reserve(rw, scope, "1", task_id=settled_task)
         again = await reserve(rw, scope, "1", task_id=settled_task)  # idempotent per task
         assert first.admitted and again.reservation_id == first.reservation_id
-        await reserve(rw, scope, "2", task_id=rejected_task)
-        await reserve(rw, scope, "3", task_id=forgotten_task)
+        held = await reserve(rw, scope, "2", task_id=released_task)
+        forgotten_first = await reserve(rw, scope, "3", task_id=forgotten_task)
         assert (await status(rw, "org", org)).budgets[0].reserved_usd == Decimal(6)
 
         await rw.record_cost(a_cost(scope, "0.4", task_id=settled_task))  # the actual replaces the hold
+        await spent_when(rw, "org", org, 1)
+        repeat = await reserve(rw, scope, "1", task_id=settled_task)  # a settled task holds nothing again
+        assert (repeat.admitted, repeat.reason) == (False, "already_settled")
+
+        # a TaskRejected from anyone does not release a hold: only the decider, naming its reservation
         await rw.publish(
             rw.subjects.task_rejected,
             TaskRejected(
-                task_id=rejected_task,
+                task_id=released_task,
                 scope=scope,
                 task_type="normal",
-                reason=RejectionReason.no_model_within_constraints,
-                detail="test",
+                reason=RejectionReason.budget_exhausted,
+                detail="x",
             ),
         )
+        with pytest.raises(RemoteError, match="no reservation") as wrong:
+            await rw.request(
+                rw.subjects.budget_release, ReleaseBudget(task_id=released_task, reservation_id=uuid.uuid4()), Released
+            )
+        assert wrong.value.code == "not_found"
+        assert (await status(rw, "org", org)).budgets[0].reserved_usd == Decimal(5)
+        assert held.reservation_id is not None
+        released = await rw.request(
+            rw.subjects.budget_release,
+            ReleaseBudget(task_id=released_task, reservation_id=held.reservation_id),
+            Released,
+        )
+        assert (released.released, released.status) == (True, "released")
 
-        async def only_forgotten_held() -> BudgetStatus | None:
-            s = await status(rw, "org", org)
-            return s if s.budgets[0].reserved_usd == Decimal(3) and s.costs_recorded == 1 else None
+        # a cost that arrives after its hold was released is charged all the same, and alerts
+        await rw.record_cost(a_cost(scope, "5", task_id=released_task))
+        after_release = await spent_when(rw, "org", org, 2)
+        assert after_release.budgets[0].current_spend_usd == Decimal("5.4")
+        assert after_release.budgets[0].reserved_usd == Decimal(3)  # the forgotten task's hold only
 
-        mid = await eventually(only_forgotten_held)
-        assert mid.budgets[0].current_spend_usd == Decimal("0.4")
+        async def alerted() -> list[BudgetAlert]:
+            return alerts
+
+        await eventually(alerted)
+        assert [(a.threshold_percent, a.spent_usd) for a in alerts] == [(50, Decimal("5.4"))]
 
         async def expired() -> BudgetStatus | None:
             s = await status(rw, "org", org)
             return s if s.budgets[0].reserved_usd == 0 else None
 
         await eventually(expired, timeout=TTL_S + 10)  # the unsettled reservation expired
-        released = await rw.request(rw.subjects.budget_release, ReleaseBudget(task_id=forgotten_task), Released)
-        assert (released.released, released.status) == (False, "expired")
+        retried = await reserve(rw, scope, "0.1", task_id=forgotten_task)  # an expired task may try again
+        assert retried.admitted and retried.reservation_id != forgotten_first.reservation_id
 
 
 async def test_approval_extension_caps_and_restrictions(budget_stack: RunningStack) -> None:

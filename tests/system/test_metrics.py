@@ -160,7 +160,9 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
     shown = running_stack.cli("metrics", "--days", "1", "--scope", f"org:{org}", "--by", "task_type")
     assert shown.returncode == 0, shown.stderr
     assert "Savings over the last 1 days for org:" in shown.stdout and "By task_type" in shown.stdout
-    as_json = json.loads(running_stack.cli("metrics", "--scope", "team:t1", "--json").stdout)
-    assert as_json["cost_savings"]["tasks"] >= 3 and as_json["scope"] == "team:t1"
+    as_json = json.loads(running_stack.cli("metrics", "--scope", f"team:{org}/t1", "--json").stdout)
+    assert as_json["cost_savings"]["tasks"] == 3 and as_json["scope"] == f"team:{org}/t1"  # not other orgs' t1
+    unqualified = running_stack.cli("metrics", "--scope", "team:t1", "--json")
+    assert unqualified.returncode == 1 and "ORG/ID" in json.loads(unqualified.stdout)["error"]["message"]
     bad = running_stack.cli("metrics", "--scope", "galaxy:far", "--json")
     assert bad.returncode == 1 and "TYPE:ID" in json.loads(bad.stdout)["error"]["message"]

@@ -131,16 +131,19 @@ async def test_policies_are_listed_set_and_route_their_task_types(stack: Running
 
 
 async def test_workspace_tier_preferences_are_obeyed(stack: RunningStack) -> None:
-    ws = f"ws-{uuid.uuid4().hex[:6]}"
+    org, local = f"org-{uuid.uuid4().hex[:8]}", f"ws-{uuid.uuid4().hex[:6]}"
+    ws = f"{org}/{local}"
     defaults = cli_json(stack, "tiers", "prefs", "get", ws)
     assert defaults["stored"] is False and defaults["preferences"]["default_tier"] == "standard"
-    org = f"org-{uuid.uuid4().hex[:8]}"
-    scope = Scope(org_id=org, workspace_id=ws)
+    scope = Scope(org_id=org, workspace_id=local)
+    other_org = Scope(org_id=f"org-{uuid.uuid4().hex[:8]}", workspace_id=local)  # its own workspace of that name
 
     async with RoutewiseClient(stack.settings) as rw:
         cli_json(stack, "tiers", "prefs", "set", ws, "--min-tier", "heavy", "--by", "lead@acme")
         floor = await decide(rw, a_task(SIMPLE, scope=scope))
         assert isinstance(floor, ModelSelected) and floor.tier.rank >= Tier.heavy.rank
+        elsewhere = await decide(rw, a_task(SIMPLE, scope=other_org))
+        assert isinstance(elsewhere, ModelSelected) and elsewhere.tier.rank < Tier.heavy.rank
 
         cli_json(stack, "tiers", "prefs", "set", ws, "--min-tier", "none", "--max-tier", "standard")
         ceiling = await decide(rw, a_task(COMPLEX, scope=scope))
@@ -315,7 +318,7 @@ async def test_cache_aware_routing_prices_earlier_turns_as_cached(stack: Running
         ChatMessage(role="user", content="What should I do now?"),
     ]
     on, off = f"ws-{uuid.uuid4().hex[:6]}", f"ws-{uuid.uuid4().hex[:6]}"
-    cli_json(stack, "tiers", "prefs", "set", off, "--no-cache-aware")
+    cli_json(stack, "tiers", "prefs", "set", f"acme/{off}", "--no-cache-aware")
     async with RoutewiseClient(stack.settings) as rw:
         tasks = [
             TaskArrived(scope=Scope(org_id="acme", workspace_id=ws), messages=history, policy="code")

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from routewise.contracts.budget import GetBudgetStatus
 from routewise.contracts.events import (
     MAX_CALL_COST_USD,
     CostRecorded,
@@ -103,9 +104,26 @@ def test_events_are_immutable_and_carry_identity() -> None:
         a.model_copy(update={}).__setattr__("cost_usd", Decimal(0))
 
 
-def test_scope_chain_goes_from_narrowest_to_org() -> None:
+def test_scope_chain_goes_from_narrowest_to_org_and_names_each_scope_within_its_org() -> None:
     scope = Scope(org_id="acme", team_id="core", user_id="ana")
-    assert scope.chain() == [("user", "ana"), ("team", "core"), ("org", "acme")]
+    assert scope.chain() == [("user", "acme/ana"), ("team", "acme/core"), ("org", "acme")]
+    assert Scope(org_id="globex", team_id="core").chain()[0] == ("team", "globex/core")
+
+
+@pytest.mark.parametrize(
+    ("scope_type", "scope_id", "problem"),
+    [
+        ("team", "core", "ORG/ID"),
+        ("user", "ana", "ORG/ID"),
+        ("org", "acme/core", "has no '/'"),
+        ("team", "acme/core/x", "pattern"),
+        ("team", "/core", "pattern"),
+    ],
+)
+def test_a_scope_below_the_org_is_named_within_its_org(scope_type: str, scope_id: str, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        GetBudgetStatus(scope_type=scope_type, scope_id=scope_id)
+    assert GetBudgetStatus(scope_type="team", scope_id="acme/core").scope_id == "acme/core"
 
 
 def test_feedback_quality_is_bounded() -> None:

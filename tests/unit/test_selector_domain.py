@@ -83,7 +83,7 @@ def estimates_for(prompt: str) -> dict[str, ModelEstimate]:
 
 def limits(**prefs: object) -> Limits:
     policy = Policy("all", tuple(m.id for m in CATALOG.models))
-    return Limits(policy, TierPreferences(workspace_id="ws", **prefs), Constraints())  # type: ignore[arg-type]
+    return Limits(policy, TierPreferences(workspace_id="acme/ws", **prefs), Constraints())  # type: ignore[arg-type]
 
 
 def candidates(prompt: str = "Hi there", quality: float = 0.8, **prefs: object) -> list[Candidate]:
@@ -122,9 +122,9 @@ def test_workspace_bounds_and_preferred_providers_narrow_the_candidates() -> Non
 
 def test_the_target_tier_follows_complexity_within_the_workspace_bounds() -> None:
     hard = features("Design and analyze a distributed system; prove it step by step. " * 20, 1500)
-    assert target_tier(hard, TierPreferences(workspace_id="w")).rank >= Tier.heavy.rank
-    assert target_tier(hard, TierPreferences(workspace_id="w", max_tier=Tier.standard)) is Tier.standard
-    fixed = TierPreferences(workspace_id="w", auto_escalation=False, default_tier=Tier.micro)
+    assert target_tier(hard, TierPreferences(workspace_id="acme/w")).rank >= Tier.heavy.rank
+    assert target_tier(hard, TierPreferences(workspace_id="acme/w", max_tier=Tier.standard)) is Tier.standard
+    fixed = TierPreferences(workspace_id="acme/w", auto_escalation=False, default_tier=Tier.micro)
     assert target_tier(hard, fixed) is Tier.micro
 
 
@@ -188,7 +188,7 @@ def test_validation_catches_a_model_demoted_while_the_task_was_decided() -> None
 
 def test_the_quality_bias_moves_the_complexity_tier_and_auto_escalation_off_caps_learning() -> None:
     feats = features(MODERATE, 20)
-    prefs = TierPreferences(workspace_id="w")
+    prefs = TierPreferences(workspace_id="acme/w")
     low, mid, high = (target_tier(feats, prefs, bias).rank for bias in (0.0, 0.5, 1.0))
     assert low < mid < high
     cands = candidates()
