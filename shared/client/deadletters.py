@@ -19,6 +19,7 @@ twice or not; the dead letter is deleted only after JetStream acknowledged the r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,9 +42,20 @@ HEADER_DELIVERIES = "Routewise-Deliveries"
 HEADER_SERVICE = "Routewise-Service"
 HEADER_STREAM_SEQ = "Routewise-Stream-Seq"
 HEADER_MSG_ID = "Routewise-Original-Msg-Id"
+HEADER_REDACTED = "Routewise-Redacted"
+"""On a dead letter whose payload was redacted (``ROUTEWISE_REDACT_PROMPTS``): what was. Never replayed."""
 HEADER_REPLAYED_FROM = "Routewise-Replayed-From"
 DEAD_LETTER_HEADERS = frozenset(
-    {HEADER_REASON, HEADER_ERROR, HEADER_SUBJECT, HEADER_DELIVERIES, HEADER_SERVICE, HEADER_STREAM_SEQ, HEADER_MSG_ID}
+    {
+        HEADER_REASON,
+        HEADER_ERROR,
+        HEADER_SUBJECT,
+        HEADER_DELIVERIES,
+        HEADER_SERVICE,
+        HEADER_STREAM_SEQ,
+        HEADER_MSG_ID,
+        HEADER_REDACTED,
+    }
 )
 """What the dead letter adds to the original message's headers (a replay leaves them out)."""
 
@@ -95,8 +107,8 @@ class DeadLetter:
 
     @property
     def summary(self) -> str:
-        """The error on one line, bounded."""
-        text = " ".join(self.error.split())
+        """The error on one line, its exception named without its module, bounded."""
+        text = re.sub(r"^(?:\w+\.)+(\w+:)", r"\1", " ".join(self.error.split()))
         return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
 
     @property
@@ -170,9 +182,12 @@ class DeadLetters:
     def __post_init__(self) -> None:
         self._stream = self.subjects.dead_letter_stream.name
 
-    async def scan(self, where: DeadLetterFilter | None = None) -> AsyncIterator[DeadLetter]:
+    async def scan(
+        self, where: DeadLetterFilter | None = None, *, up_to: int | None = None
+    ) -> AsyncIterator[DeadLetter]:
         """Every dead letter that ``where`` matches, oldest first, headers only (no payload), up to
-        the last one written when the scan began (so what a replay writes is not read again)."""
+        the last one written when the scan began (so what a replay writes is not read again), or
+        to sequence ``up_to``."""
         where = where or DeadLetterFilter()
         js = self.nc.jetstream()
         try:
@@ -183,7 +198,7 @@ class DeadLetters:
                 f"{self.subjects.namespace!r})?",
                 code=ErrorCode.unavailable,
             ) from None
-        last = info.state.last_seq
+        last = info.state.last_seq if up_to is None else min(up_to, info.state.last_seq)
         if not info.state.messages:
             return
         config = ConsumerConfig(headers_only=True, inactive_threshold=60.0)
@@ -241,12 +256,15 @@ class DeadLetters:
         """Publish the original payload to its original subject, keeping the event's id, then
         delete the dead letter (only once JetStream acknowledged the publish). A dead letter that
         cannot be applied once (no event id), or whose subject is not an event of this deployment,
-        is skipped and kept."""
+        is skipped and kept, as is one whose payload was redacted."""
         assert letter.data is not None, "replay a dead letter read with get(), payload and all"
         subject = letter.original_subject
         target = self._event_stream(subject)
         if target is None:
             return ReplayOutcome(letter.seq, ReplayStatus.skipped, subject, "not an event subject of this deployment")
+        if redacted := letter.headers.get(HEADER_REDACTED):
+            why = f"its payload was redacted ({redacted}): it is not the event that was sent"
+            return ReplayOutcome(letter.seq, ReplayStatus.skipped, subject, why)
         event_id = letter.event_id
         # With the event id in the payload, a fresh Nats-Msg-Id (per dead letter) so that JetStream's
         # duplicate window does not drop the replay; the consumers' inboxes apply the id once. Without
