@@ -58,7 +58,9 @@ SinceOpt = Annotated[
 UntilOpt = Annotated[
     str | None, typer.Option("--until", help="Only those written before: a duration ago or an ISO time.")
 ]
-SeqsArg = Annotated[list[int] | None, typer.Argument(help="Sequence numbers, as `deadletters list` shows them.")]
+SeqsArg = Annotated[
+    list[int] | None, typer.Argument(metavar="SEQ", help="Sequence numbers, as `deadletters list` shows them.")
+]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead letter the filters match.")]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -174,7 +176,7 @@ def list_(
 
 @deadletters_app.command("show")
 def show(
-    seq: Annotated[int, typer.Argument(help="Its sequence number, as `deadletters list` shows it.")],
+    seq: Annotated[int, typer.Argument(metavar="SEQ", help="Its sequence number, as `deadletters list` shows it.")],
     nats_url: NatsUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
