@@ -365,17 +365,26 @@ def reply(
 
 
 def error_reply(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    return ErrorReply(error=ErrorInfo(code=code, message=message, details=details or {})).model_dump(mode="json")
+    """Always built: a message that quotes the input is made fit for a contract's text first."""
+    info = ErrorInfo(code=code, message=without_nul(message), details=details or {})
+    return ErrorReply(error=info).model_dump(mode="json")
+
+
+def without_nul(text: str) -> str:
+    """``text`` with each NUL written ``\\u0000``: no contract's text may carry NUL, and a
+    validation message quotes the input that had it (a field's value, an extra field's name)."""
+    return text.replace("\x00", "\\u0000")
 
 
 def _validation_message(exc: Exception) -> str:
+    """Why a payload is not its contract, in one line fit for a reply or a TaskRejected."""
     if isinstance(exc, ValidationError):
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "request"
             parts.append(f"{where}: {err['msg']}")
-        return "; ".join(parts)
-    return str(exc)
+        return without_nul("; ".join(parts))
+    return without_nul(str(exc))
 
 
 def _validation_details(exc: Exception) -> dict[str, Any]:

@@ -95,10 +95,9 @@ async def test_a_cost_past_the_per_call_maximum_is_refused_and_maximal_costs_add
     assert everyone.actual_cost_usd >= 3 * MAX_CALL_COST_USD
 
 
-async def test_an_invalid_task_gets_a_rejection_with_why_not_silence(system: System) -> None:
+async def rejection_of(system: System, task: dict[str, Any]) -> TaskRejected:
+    """Publish ``task`` as it is; the TaskRejected that answers it."""
     subjects = system.settings.subjects
-    task_id = uuid.uuid4()
-    task = {"task_id": str(task_id), "scope": {"org_id": "acme"}, "prompt": "hi", "quality_bias": 7}
     nc = await nats.connect(system.settings.nats_url)
     try:
         answers = await nc.subscribe(subjects.task_rejected)
@@ -107,12 +106,44 @@ async def test_an_invalid_task_gets_a_rejection_with_why_not_silence(system: Sys
         )
         while True:
             rejected = TaskRejected.model_validate_json((await answers.next_msg(timeout=10)).data)
-            if rejected.task_id == task_id:
-                break
+            if str(rejected.task_id) == task["task_id"]:
+                return rejected
     finally:
         await nc.close()
+
+
+async def answer_to(system: System, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send ``payload`` as it is; the reply."""
+    nc = await nats.connect(system.settings.nats_url)
+    try:
+        reply = await nc.request(subject, json.dumps(payload).encode(), timeout=10)
+    finally:
+        await nc.close()
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+async def test_an_invalid_task_gets_a_rejection_with_why_not_silence(system: System) -> None:
+    task = {"task_id": str(uuid.uuid4()), "scope": {"org_id": "acme"}, "prompt": "hi", "quality_bias": 7}
+    rejected = await rejection_of(system, task)
     assert rejected.reason == RejectionReason.invalid_request
     assert "quality_bias" in rejected.detail and "less than or equal to 1" in rejected.detail
+
+
+async def test_a_refusal_that_quotes_a_nul_is_still_answered(system: System) -> None:
+    """The validation message quotes the input; with a NUL in it the error reply (and the
+    TaskRejected) could not be built, so the sender got no answer at all (found by the fuzz)."""
+    subjects = system.settings.subjects
+    for subject, payload in (
+        (subjects.budget_status, {"scope": {"org_id": "acme"}, "\x00": 1}),  # an extra field named NUL
+        (subjects.routing_decision, {"task_id": "\x00"}),  # a value that quotes it
+    ):
+        answer = await answer_to(system, subject, payload)
+        assert answer["error"]["code"] == "invalid_request", payload
+        assert "\\u0000" in answer["error"]["message"]
+    task = {"task_id": str(uuid.uuid4()), "scope": {"org_id": "acme"}, "prompt": "hi", "\x00": "extra"}
+    rejected = await rejection_of(system, task)
+    assert rejected.reason == RejectionReason.invalid_request and "\\u0000" in rejected.detail
 
 
 async def test_a_conflicting_duplicate_is_not_applied_and_is_counted(system: System) -> None:
