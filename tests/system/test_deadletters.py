@@ -262,6 +262,20 @@ async def test_what_cannot_be_applied_once_is_not_replayed_and_purge_deletes_onl
     assert gone.returncode == 1 and json.loads(gone.stdout) == {"purged": 0, "missing": [letters[0]["seq"]]}
 
 
+async def test_show_prints_a_large_payload_only_in_part(running_stack: RunningStack) -> None:
+    subjects = running_stack.settings.subjects
+    reason = f"test_{uuid.uuid4().hex[:8]}"
+    headers = {HEADER_REASON: reason, HEADER_SUBJECT: subjects.cost_recorded, HEADER_SERVICE: "metrics"}
+    await publish(running_stack, subjects.dead_letter("metrics"), b"x" * 100_000, headers)
+    (letter,) = await listed(running_stack, "--reason", reason, count=1)
+    assert letter["size"] == 100_000
+    shown = answer(running_stack, "show", str(letter["seq"]))
+    assert shown["payload_truncated"] and shown["payload"] == "x" * 65_536
+    readable = dead_letters(running_stack, "show", str(letter["seq"]))
+    assert readable.returncode == 0 and "34464 more bytes not shown" in readable.stdout
+    assert len(readable.stdout) < 80_000
+
+
 @pytest.mark.parametrize("command", ["list", "replay --all", "purge --all --yes"])
 def test_a_deployment_that_is_not_there_is_a_clear_error(command: str, running_stack: RunningStack) -> None:
     env = running_stack.cli_env() | {"ROUTEWISE_NAMESPACE": "nowhere"}
