@@ -63,7 +63,10 @@ def scope_parts(scope_type: str, scope_id: str) -> tuple[str, str | None]:
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps must carry a time zone")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first instant a datetime holds
+        raise ValueError("the timestamp is out of range in UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from routewise.client import RoutewiseClient
+from routewise.client.deadletters import HEADER_DELIVERIES, HEADER_REASON
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, RejectionReason, Scope, TaskRejected
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
@@ -144,6 +145,36 @@ async def test_a_refusal_that_quotes_a_nul_is_still_answered(system: System) -> 
     task = {"task_id": str(uuid.uuid4()), "scope": {"org_id": "acme"}, "prompt": "hi", "\x00": "extra"}
     rejected = await rejection_of(system, task)
     assert rejected.reason == RejectionReason.invalid_request and "\\u0000" in rejected.detail
+
+
+OUT_OF_RANGE_IN_UTC = "0001-01-01T00:00:00+14:00"
+"""A valid ISO 8601 instant that is before the first one Python's datetime holds, once in UTC."""
+
+
+def test_a_timestamp_out_of_range_in_utc_is_refused_by_the_contract() -> None:
+    cost = json.loads(a_cost(Scope(org_id="acme"), "0.01").model_dump_json()) | {"occurred_at": OUT_OF_RANGE_IN_UTC}
+    with pytest.raises(ValidationError, match="out of range"):
+        CostRecorded.model_validate_json(json.dumps(cost))
+
+
+async def test_a_timestamp_out_of_range_is_dead_lettered_at_once_and_answered_invalid_request(system: System) -> None:
+    """It used to raise OverflowError, which is not a validation error: the event was retried until
+    max_deliver_exceeded and the request never answered (found by the fuzz)."""
+    cost = json.loads(a_cost(Scope(org_id="acme"), "0.01").model_dump_json()) | {"occurred_at": OUT_OF_RANGE_IN_UTC}
+    letter = await dead_lettered(system, cost, "metrics")
+    assert letter.headers is not None
+    assert letter.headers[HEADER_REASON] == "invalid_message" and letter.headers[HEADER_DELIVERIES] == "1"
+    budget = {
+        "name": "b",
+        "scope_type": "org",
+        "scope_id": "acme",
+        "period": "monthly",
+        "limit_usd": "10",
+        "actor": "test",
+        "starts_at": OUT_OF_RANGE_IN_UTC,
+    }
+    answer = await answer_to(system, system.settings.subjects.budget_create, budget)
+    assert answer["error"]["code"] == "invalid_request" and "out of range" in answer["error"]["message"]
 
 
 async def test_a_conflicting_duplicate_is_not_applied_and_is_counted(system: System) -> None:
