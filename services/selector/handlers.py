@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from uuid import UUID, uuid5
 
 import structlog
@@ -37,6 +38,7 @@ from routewise.contracts.events import (
     TaskRejected,
     Tier,
     fixed_point,
+    utcnow,
 )
 from routewise.contracts.performance import PerformanceSnapshot
 from routewise.contracts.routing import (
@@ -54,6 +56,7 @@ from routewise.contracts.routing import (
     TierPreferencesReply,
 )
 from routewise.contracts.vocabulary import ErrorCode, is_permanent
+from routewise.runtime.bus import still_working, stored_at
 from routewise.runtime.db import Connection
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.selector import repository as repo
@@ -496,13 +499,7 @@ async def decide_task(deps: SelectorDeps, task: TaskArrived, started: float) -> 
             log.info("task already decided; ignoring repeat", task_id=str(task.task_id))
             return None  # (a rejected task may be submitted again, e.g. after an approval)
         policy, prefs = await settings_for(conn, task)
-    planned = await plan(deps, task, policy, prefs, keep_estimate=True, started=started)
-    outcome: ModelSelected | TaskRejected
-    if isinstance(planned, Refused):
-        outcome, learning = planned.rejection, None
-    else:
-        outcome = await reserve(deps, planned)
-        learning = (planned.feats.pattern, planned.feats.complexity, planned.text)
+    outcome, learning = await decide_in_time(deps, task, policy, prefs, started)
     subjects = deps.subjects
     subject = subjects.model_selected if isinstance(outcome, ModelSelected) else subjects.task_rejected
     async with deps.transaction() as uow:
@@ -511,6 +508,44 @@ async def decide_task(deps: SelectorDeps, task: TaskArrived, started: float) -> 
         if await repo.record_decision(uow.conn, task, outcome, learning):
             await uow.publish(subject, outcome)
     return outcome
+
+
+Learning = tuple[str, float, list[int]]
+"""What the learner keeps of a decided task: its pattern, complexity and text features."""
+
+WAIT_FIRST_S, WAIT_MAX_S = 0.25, 5.0
+"""How often a waiting task asks again: from a quarter second, doubling, up to five."""
+
+
+async def decide_in_time(
+    deps: SelectorDeps, task: TaskArrived, policy: Policy | str, prefs: TierPreferences, started: float
+) -> tuple[ModelSelected | TaskRejected, Learning | None]:
+    """Plan and reserve. A service the decision needs that does not answer (any error but a
+    permanent one) does not spend the message's deliveries: the task waits and asks again, until
+    ``decision_deadline`` after it reached the bus, then is rejected as ``unavailable``."""
+    deadline = stored_at() + timedelta(seconds=deps.settings.decision_deadline)
+    wait = WAIT_FIRST_S
+    while True:
+        try:
+            planned = await plan(deps, task, policy, prefs, keep_estimate=True, started=started)
+            if isinstance(planned, Refused):
+                return planned.rejection, None
+            return await reserve(deps, planned), (planned.feats.pattern, planned.feats.complexity, planned.text)
+        except RemoteError as exc:
+            if is_permanent(exc.code):
+                raise
+            left = (deadline - utcnow()).total_seconds()
+            if left <= 0:
+                limit = deps.settings.decision_deadline
+                detail = f"{exc.message} ({exc.code}); gave up at the decision deadline ({limit:g} s)"
+                log.warning("task rejected: a service it needs did not answer in time", error=exc.message)
+                return rejection(task, RejectionReason.unavailable, detail), None
+            log.warning(
+                "a service the decision needs did not answer; the task waits", error=exc.message, retry_in_s=wait
+            )
+        await still_working()
+        await asyncio.sleep(min(wait, left))
+        wait = min(wait * 2, WAIT_MAX_S)
 
 
 def describe(span: Span, outcome: ModelSelected | TaskRejected) -> None:

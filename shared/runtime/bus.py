@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid5
@@ -144,7 +146,11 @@ class DeadLetterMiddleware(BaseMiddleware):
             error = RuntimeError("earlier deliveries ended without a result (the consumer crashed or timed out)")
             await self._settle(raw, meta, "max_deliver_exceeded", error)
             return None
-        return await call_next(msg)
+        token = _DELIVERY.set((raw, meta))
+        try:
+            return await call_next(msg)
+        finally:
+            _DELIVERY.reset(token)
 
     async def after_processed(
         self,
@@ -214,6 +220,26 @@ class DeadLetterMiddleware(BaseMiddleware):
         if self.written is not None:
             self.written.labels(service=service, reason=reason).inc()
         log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=repr(exc))
+
+
+_DELIVERY: ContextVar[tuple[Msg, Any] | None] = ContextVar("routewise_delivery", default=None)
+"""The JetStream message (and its metadata) the running handler was given, if any."""
+
+
+def stored_at() -> datetime:
+    """When the message being handled reached its stream (now, outside a JetStream delivery):
+    a wait bounded from there ends at the same moment on every redelivery and replica."""
+    delivery = _DELIVERY.get()
+    stamp = getattr(delivery[1], "timestamp", None) if delivery else None
+    return stamp if isinstance(stamp, datetime) else datetime.now(UTC)
+
+
+async def still_working() -> None:
+    """Tell JetStream the message being handled is still in hand (its ack wait starts again), so a
+    handler that waits, e.g. for a service it needs, is not redelivered meanwhile."""
+    delivery = _DELIVERY.get()
+    if delivery is not None and delivery[1] is not None:
+        await delivery[0].in_progress()
 
 
 OnInvalid = Callable[[bytes, str], Awaitable[None]]

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
         description="Seconds before redelivery n (the last value repeats).",
     )
     ack_wait: float = Field(default=60.0, gt=0, description="Seconds a handler has before its message is redelivered.")
+    decision_deadline: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description="Seconds a task may wait, from its arrival on the bus, for a service its decision needs"
+        " (cost-predictor, budget-enforcer) before it is rejected as unavailable.",
+    )
     request_timeout: float = Field(default=5.0, gt=0)
     nats_reconnect_attempts: int = Field(
         default=60,
