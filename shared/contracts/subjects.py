@@ -118,17 +118,22 @@ class Subjects:
         """Every budget alert of one org (a subscription pattern)."""
         return f"{self.budget_alerts}.{subject_token(org_id)}.>"
 
-
     def dead_letter(self, service: str) -> str:
         return f"{self.namespace}.deadletter.{service}"
 
     @property
     def events_stream(self) -> Stream:
+        """Decisions, costs, feedback and model health: what consumers must still apply, kept for weeks."""
         ns = self.namespace
         return Stream(
             f"{ns.upper()}_EVENTS",
-            (f"{ns}.tasks.>", f"{ns}.models.>", f"{ns}.costs.>", f"{ns}.feedback.>"),
+            (self.task_rejected, f"{ns}.models.>", f"{ns}.costs.>", f"{ns}.feedback.>"),
         )
+
+    @property
+    def tasks_stream(self) -> Stream:
+        """TaskArrived alone (it carries the prompt): kept only until it has surely been decided."""
+        return Stream(f"{self.namespace.upper()}_TASKS", (self.task_arrived,))
 
     @property
     def alerts_stream(self) -> Stream:
@@ -140,7 +145,9 @@ class Subjects:
 
     @property
     def streams(self) -> tuple[Stream, ...]:
-        return (self.events_stream, self.alerts_stream, self.dead_letter_stream)
+        """In the order they are set up: the events stream gives up ``<ns>.tasks.arrived`` (an older
+        deployment's ``<ns>.tasks.>``) before the tasks stream can take it."""
+        return (self.events_stream, self.tasks_stream, self.alerts_stream, self.dead_letter_stream)
 
     @property
     def performance_bucket(self) -> str:
@@ -150,7 +157,7 @@ class Subjects:
     def stream_for(self, subject: str) -> Stream:
         for stream in self.streams:
             for pattern in stream.subjects:
-                if subject.startswith(pattern.removesuffix(">")):
+                if subject == pattern or (pattern.endswith(".>") and subject.startswith(pattern.removesuffix(">"))):
                     return stream
         raise LookupError(f"no stream captures subject {subject!r}")
 

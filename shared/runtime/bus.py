@@ -1,6 +1,7 @@
 """NATS JetStream plumbing shared by every service.
 
-- ``ensure_streams``: the three streams (events, alerts, dead letters), created or updated.
+- ``ensure_streams`` (``routewise.runtime.streams``): the streams (tasks, events, alerts, dead
+  letters), each with its retention, created or updated.
 - ``DeadLetterMiddleware``: bounded redelivery with backoff, then the original message on a
   dead-letter subject with the reason; malformed messages go there at once.
 - ``consume``: a durable pull consumer that validates the event, binds log context, and
@@ -29,8 +30,7 @@ from faststream.exceptions import HandlerException
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.client import JetStreamContext
+from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
@@ -40,6 +40,7 @@ from routewise.client.deadletters import (  # the dead letters' headers, defined
     HEADER_ERROR,
     HEADER_MSG_ID,
     HEADER_REASON,
+    HEADER_REDACTED,
     HEADER_SERVICE,
     HEADER_STREAM_SEQ,
     HEADER_SUBJECT,
@@ -48,6 +49,7 @@ from routewise.client.wire import parse_reply, request_errors
 from routewise.contracts.errors import ErrorInfo, ErrorReply, PermanentError, RoutewiseError
 from routewise.contracts.events import Event
 from routewise.contracts.subjects import Subjects, durable
+from routewise.runtime.redaction import redact_error, redact_task
 from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -55,33 +57,6 @@ log = structlog.get_logger(__name__)
 E = TypeVar("E", bound=Event)
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res", bound=BaseModel)
-
-DUPLICATE_WINDOW_S = 24 * 3600
-"""JetStream drops a republished event_id seen within this window."""
-
-
-async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
-    """Create the streams, or bring an existing one's subjects up to date. Idempotent."""
-    for stream in settings.subjects.streams:
-        config = StreamConfig(
-            name=stream.name,
-            subjects=list(stream.subjects),
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            discard=DiscardPolicy.OLD,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            max_age=0,
-        )
-        try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError as exc:
-            # 10058: the name is in use with another config. 10065: "subjects overlap" — also
-            # what a replica starting at the same moment gets while the other one creates the
-            # stream. Either way, if the stream by our name exists now, bring it up to date; a
-            # foreign stream holding our subjects is a real conflict and stops the service.
-            if exc.err_code not in (10058, 10065) or not await _stream_exists(js, stream.name):
-                raise
-            await js.update_stream(config)
 
 
 async def ensure_bucket(broker: NatsBroker, bucket: str) -> KeyValue:
@@ -92,14 +67,6 @@ async def ensure_bucket(broker: NatsBroker, bucket: str) -> KeyValue:
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(bucket=bucket, history=1))
-
-
-async def _stream_exists(js: JetStreamContext, name: str) -> bool:
-    try:
-        await js.stream_info(name)
-    except nats.js.errors.NotFoundError:
-        return False
-    return True
 
 
 class InvalidMessage(PermanentError):
@@ -203,10 +170,14 @@ class DeadLetterMiddleware(BaseMiddleware):
         if original_id := (raw.headers or {}).get("Nats-Msg-Id"):
             headers[HEADER_MSG_ID] = original_id
         stream_seq = str(meta.sequence.stream)
+        data, error = raw.data, "".join(traceback.format_exception_only(exc)).strip()
+        if settings.redact_prompts and raw.subject == settings.subjects.task_arrived:  # see routewise.runtime.redaction
+            data, error = redact_task(data), redact_error(error)
+            headers[HEADER_REDACTED] = "prompt"
         headers.update(
             {
                 HEADER_REASON: reason,
-                HEADER_ERROR: "".join(traceback.format_exception_only(exc)).strip()[:4000],
+                HEADER_ERROR: error[:4000],
                 HEADER_SUBJECT: raw.subject,
                 HEADER_DELIVERIES: str(deliveries),
                 HEADER_SERVICE: service,
@@ -216,10 +187,10 @@ class DeadLetterMiddleware(BaseMiddleware):
             }
         )
         client: NatsClient = raw._client
-        await client.jetstream().publish(settings.subjects.dead_letter(service), raw.data, headers=headers)
+        await client.jetstream().publish(settings.subjects.dead_letter(service), data, headers=headers)
         if self.written is not None:
             self.written.labels(service=service, reason=reason).inc()
-        log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=repr(exc))
+        log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=error[:500])
 
 
 _DELIVERY: ContextVar[tuple[Msg, Any] | None] = ContextVar("routewise_delivery", default=None)

@@ -50,11 +50,12 @@ from pydantic import BaseModel
 from routewise.contracts.events import Event, utcnow
 from routewise.contracts.subjects import Subjects
 from routewise.runtime import retention
-from routewise.runtime.bus import DeadLetterMiddleware, consume, ensure_streams, reply
+from routewise.runtime.bus import DeadLetterMiddleware, consume, reply
 from routewise.runtime.db import Connection, claim, create_pool, digest_of, migrate
 from routewise.runtime.logs import setup_logging
 from routewise.runtime.outbox import OutboxRelay, enqueue
 from routewise.runtime.settings import Settings
+from routewise.runtime.streams import ensure_streams
 from routewise.runtime.telemetry import setup_tracing
 
 log = structlog.get_logger(__name__)

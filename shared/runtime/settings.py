@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from routewise.contracts.subjects import Subjects
@@ -87,6 +87,34 @@ class Settings(BaseSettings):
         " feedback and task patterns (its statistics are kept in buckets).",
     )
     prune_interval: float = Field(default=3600.0, gt=0, description="Seconds between retention prunes.")
+    tasks_stream_max_age_hours: float = Field(
+        default=24.0,
+        ge=0.1,
+        description="Hours the tasks stream (TaskArrived, with its prompt) keeps a task: a selector down for"
+        " less than this still decides it. At most the inbox's retention, so a task kept is never applied twice.",
+    )
+    events_stream_max_age_days: float = Field(
+        default=30.0,
+        ge=1,
+        description="Days the events stream keeps decisions, rejections, costs, feedback and model health"
+        " (the services' Postgres is the ledger; the stream keeps what a consumer that was down must still apply).",
+    )
+    alerts_stream_max_age_days: float = Field(
+        default=30.0, ge=1, description="Days the alerts stream keeps budget alerts (``routewise alerts`` shows them)."
+    )
+    dead_letter_stream_max_age_days: float = Field(
+        default=14.0, ge=1, description="Days a dead letter is kept for reading and replay."
+    )
+    dead_letter_stream_max_bytes: int = Field(
+        default=1024**3,
+        ge=1024**2,
+        description="Bytes the dead-letter stream may hold; past it the oldest dead letters are dropped.",
+    )
+    redact_prompts: bool = Field(
+        default=False,
+        description="Dead letters of TaskArrived keep the prompt and messages' text as a SHA-256 and a length"
+        " only (such a dead letter cannot be replayed). Off: kept as sent, for replay.",
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -94,6 +122,15 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", value):
             raise ValueError("namespace must be a lowercase NATS token: [a-z][a-z0-9_-]{0,31}")
         return value
+
+    @model_validator(mode="after")
+    def _tasks_remembered(self) -> Settings:
+        if self.tasks_stream_max_age_hours > self.inbox_retention_days * 24:
+            raise ValueError(
+                "tasks_stream_max_age_hours may not exceed inbox_retention_days: a task the stream delivers"
+                " again (a consumer created anew, the move to the tasks stream) must still be known as applied"
+            )
+        return self
 
     @cached_property
     def subjects(self) -> Subjects:

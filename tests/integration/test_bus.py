@@ -24,11 +24,11 @@ from routewise.runtime.bus import (
     HEADER_REASON,
     HEADER_SUBJECT,
     consume,
-    ensure_streams,
     reply,
 )
 from routewise.runtime.service import build_broker
 from routewise.runtime.settings import Settings
+from routewise.runtime.streams import ensure_streams
 from tests.helpers import eventually
 
 

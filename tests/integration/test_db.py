@@ -13,7 +13,6 @@ from faststream.nats import NatsBroker
 
 from routewise.contracts.events import Scope, TaskRejected
 from routewise.dev.provision import dsn_with, provision
-from routewise.runtime.bus import ensure_streams
 from routewise.runtime.db import (
     SHARED_MIGRATIONS,
     claim,
@@ -25,6 +24,7 @@ from routewise.runtime.db import (
 )
 from routewise.runtime.outbox import OutboxRelay, enqueue
 from routewise.runtime.settings import Settings
+from routewise.runtime.streams import ensure_streams
 from tests.conftest import Database
 
 

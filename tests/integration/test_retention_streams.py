@@ -1,0 +1,312 @@
+"""Retention by role, against a real NATS JetStream: each stream's limits, the move of an older
+deployment's tasks to their own stream, and dead letters of tasks without their prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import nats
+import pytest
+from faststream.nats import NatsBroker, NatsRouter
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from routewise.client.deadletters import HEADER_REDACTED
+from routewise.client.wire import msg_id_headers
+from routewise.contracts.errors import PermanentError
+from routewise.contracts.events import CostRecorded, RejectionReason, Scope, TaskArrived, TaskRejected
+from routewise.contracts.subjects import durable
+from routewise.runtime.bus import consume
+from routewise.runtime.inprocess import in_process
+from routewise.runtime.service import build_broker
+from routewise.runtime.settings import Settings
+from routewise.runtime.streams import ensure_streams
+from tests.conftest import Database
+from tests.helpers import eventually
+
+DAY_S = 24 * 3600
+PROMPT = "Summarise the merger terms for Project Nightingale before the board meets on Friday"
+
+
+def a_task(**overrides: object) -> TaskArrived:
+    fields: dict[str, object] = {"scope": Scope(org_id="acme"), "prompt": PROMPT}
+    fields.update(overrides)
+    return TaskArrived.model_validate(fields)
+
+
+@asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(settings.nats_url)
+    try:
+        yield nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def test_each_stream_keeps_what_its_role_needs(settings: Settings) -> None:
+    """Prompts a day, decisions and alerts a month, dead letters two weeks and bounded in bytes;
+    none of them forever."""
+    s = settings.subjects
+    async with connected(settings) as js:
+        await ensure_streams(js, settings)
+        configs = {stream.name: (await js.stream_info(stream.name)).config for stream in s.streams}
+    tasks, events = configs[s.tasks_stream.name], configs[s.events_stream.name]
+    alerts, dead = configs[s.alerts_stream.name], configs[s.dead_letter_stream.name]
+    assert tasks.subjects == [s.task_arrived]
+    assert tasks.max_age == DAY_S
+    assert s.task_arrived not in str(events.subjects) and f"{settings.namespace}.tasks.>" not in events.subjects
+    assert s.task_rejected in events.subjects  # a decision: kept with the others
+    assert events.max_age == 30 * DAY_S
+    assert alerts.max_age == 30 * DAY_S
+    assert dead.max_age == 14 * DAY_S
+    assert dead.max_bytes == 1024**3
+    for config in configs.values():
+        assert config.storage == StorageType.FILE and config.retention == RetentionPolicy.LIMITS
+        assert config.duplicate_window is not None and config.max_age is not None
+        assert config.duplicate_window <= config.max_age
+
+
+async def test_the_limits_follow_the_settings_and_an_existing_stream_is_brought_to_them(settings: Settings) -> None:
+    async with connected(settings) as js:
+        await ensure_streams(js, settings)
+        shorter = settings.model_copy(
+            update={
+                "tasks_stream_max_age_hours": 0.5,
+                "events_stream_max_age_days": 7,
+                "dead_letter_stream_max_bytes": 64 * 1024**2,
+            }
+        )
+        await ensure_streams(js, shorter)  # a redeploy with other settings updates the streams in place
+        s = settings.subjects
+        tasks = (await js.stream_info(s.tasks_stream.name)).config
+        events = (await js.stream_info(s.events_stream.name)).config
+        dead = (await js.stream_info(s.dead_letter_stream.name)).config
+    assert tasks.max_age == 1800
+    assert tasks.duplicate_window == 1800  # JetStream wants the window within the age
+    assert events.max_age == 7 * DAY_S
+    assert dead.max_bytes == 64 * 1024**2
+
+
+def test_tasks_may_not_outlive_what_the_inbox_remembers() -> None:
+    with pytest.raises(ValueError, match="inbox_retention_days"):
+        Settings(tasks_stream_max_age_hours=24 * 8, inbox_retention_days=7)
+
+
+async def old_layout(js: JetStreamContext, settings: Settings) -> None:
+    """The streams as the release before the tasks stream made them: everything kept forever, the
+    tasks in the events stream."""
+    ns = settings.namespace
+    s = settings.subjects
+    for name, subjects in (
+        (s.events_stream.name, [f"{ns}.tasks.>", f"{ns}.models.>", f"{ns}.costs.>", f"{ns}.feedback.>"]),
+        (s.alerts_stream.name, [f"{s.budget_alerts}.>"]),
+        (s.dead_letter_stream.name, [f"{ns}.deadletter.>"]),
+    ):
+        await js.add_stream(StreamConfig(name=name, subjects=subjects, duplicate_window=DAY_S, max_age=0))
+
+
+async def test_an_older_deployment_moves_its_unapplied_tasks_to_the_tasks_stream(settings: Settings) -> None:
+    """Tasks the selector had not applied yet are still decided after the upgrade; none that it
+    had applied comes again; the prompts no longer sit in the events stream; the other events stay."""
+    s = settings.subjects
+    tasks = [a_task() for _ in range(4)]
+    rejected = TaskRejected(
+        task_id=uuid.uuid4(), scope=Scope(org_id="acme"), task_type="normal", reason="budget_exhausted", detail="x"
+    )
+    async with connected(settings) as js:
+        await old_layout(js, settings)
+        for task in tasks:
+            await js.publish(s.task_arrived, task.model_dump_json().encode(), headers=msg_id_headers(task))
+        await js.publish(s.task_rejected, rejected.model_dump_json().encode(), headers=msg_id_headers(rejected))
+        name = durable("selector", s.task_arrived)
+        await js.add_consumer(
+            s.events_stream.name,
+            ConsumerConfig(durable_name=name, filter_subject=s.task_arrived, ack_policy=AckPolicy.EXPLICIT),
+        )
+        pull = await js.pull_subscribe_bind(name, s.events_stream.name)
+        for msg in await pull.fetch(2, timeout=5):  # the selector applied the first two before the upgrade
+            await msg.ack_sync()
+        await pull.unsubscribe()
+
+        # replicas of the new release start at once
+        await asyncio.gather(*(ensure_streams(js, settings) for _ in range(3)))
+        await ensure_streams(js, settings)  # and once more later: nothing left to move
+
+        events = await js.stream_info(s.events_stream.name, subjects_filter=">")
+        assert events.state.subjects == {s.task_rejected: 1}  # no prompt left in the events stream
+        assert events.config.max_age == 30 * DAY_S
+        assert [c.name for c in await js.consumers_info(s.events_stream.name)] == []
+
+    decided: list[uuid.UUID] = []
+
+    async def decide(task: TaskArrived) -> None:
+        decided.append(task.event_id)
+
+    async with consuming(settings, "selector", s.task_arrived, TaskArrived, decide):
+        await eventually(lambda: asyncio.sleep(0, result=len(decided) >= 2), timeout=10)
+        await asyncio.sleep(0.3)  # a third, wrongly moved or moved twice, would have come by now
+    assert decided == [task.event_id for task in tasks[2:]]
+
+
+@asynccontextmanager
+async def consuming(
+    settings: Settings,
+    service: str,
+    subject: str,
+    event_type: type[TaskArrived],
+    handler: Callable[[TaskArrived], Awaitable[None]],
+) -> AsyncIterator[NatsBroker]:
+    broker = build_broker(settings, service, TracerProvider(), CollectorRegistry())
+    router = NatsRouter()
+    consume(router, settings, service, subject, event_type, handler)
+    broker.include_router(router)
+    client = await broker.connect()
+    await ensure_streams(client.jetstream(), settings)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def dead_letter_of(settings: Settings, service: str, payload: bytes) -> Msg:
+    """Publish ``payload`` as a TaskArrived, as it is; the dead letter ``service`` writes of it."""
+    s = settings.subjects
+    async with connected(settings) as js:
+        letters = await js.subscribe(
+            s.dead_letter(service),
+            stream=s.dead_letter_stream.name,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),  # this one's, not earlier ones
+            ordered_consumer=True,
+        )
+        await js.publish(s.task_arrived, payload, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        return await letters.next_msg(timeout=10)
+
+
+async def refuse(_: TaskArrived) -> None:
+    raise PermanentError("cannot decide this task")
+
+
+def fragments(text: str, size: int = 12) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text) - size + 1, 4)]
+
+
+def carries_prompt(letter: Msg) -> bool:
+    seen = letter.data.decode() + json.dumps(dict(letter.headers or {}))
+    return any(fragment in seen for fragment in fragments(PROMPT))
+
+
+async def test_a_dead_lettered_task_keeps_no_prompt_text_when_redaction_is_on(settings: Settings) -> None:
+    redacting = settings.model_copy(update={"redact_prompts": True})
+    task = a_task(messages=None, prompt=PROMPT)
+    chat = a_task(
+        prompt=None, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
+    )
+    async with consuming(redacting, "selector", redacting.subjects.task_arrived, TaskArrived, refuse):
+        letter = await dead_letter_of(redacting, "selector", task.model_dump_json().encode())
+        chat_letter = await dead_letter_of(redacting, "selector", chat.model_dump_json().encode())
+        # not a valid TaskArrived: pydantic quotes the start of the input in its error
+        invalid = json.dumps(
+            {"task_id": str(uuid.uuid4()), "scope": {"org_id": "acme"}, "prompt": PROMPT, "messages": []}
+        )
+        invalid_letter = await dead_letter_of(redacting, "selector", invalid.encode())
+
+    for each in (letter, chat_letter, invalid_letter):
+        assert not carries_prompt(each)
+        assert each.headers is not None and each.headers[HEADER_REDACTED] == "prompt"
+    assert (
+        invalid_letter.headers is not None
+        and invalid_letter.headers["Routewise-DeadLetter-Reason"] == "invalid_message"
+    )
+    kept = json.loads(letter.data)
+    digest = {"sha256": hashlib.sha256(PROMPT.encode()).hexdigest(), "chars": len(PROMPT)}
+    assert kept["prompt"] == {"redacted": digest}  # whose task it was, and which prompt, can still be told
+    assert kept["task_id"] == str(task.task_id) and kept["scope"]["org_id"] == "acme"
+    assert [m["role"] for m in json.loads(chat_letter.data)["messages"]] == ["system", "user"]
+    assert json.loads(chat_letter.data)["messages"][1]["content"] == {"redacted": digest}
+    with pytest.raises(ValueError, match="prompt"):  # a redacted task never passes for one: a replay is refused
+        TaskArrived.model_validate_json(letter.data)
+
+
+async def test_without_redaction_a_dead_lettered_task_is_kept_as_sent_for_replay(settings: Settings) -> None:
+    task = a_task()
+    async with consuming(settings, "selector", settings.subjects.task_arrived, TaskArrived, refuse):
+        letter = await dead_letter_of(settings, "selector", task.model_dump_json().encode())
+    assert letter.data == task.model_dump_json().encode()
+    assert TaskArrived.model_validate_json(letter.data) == task
+    assert letter.headers is not None and HEADER_REDACTED not in letter.headers
+
+
+async def test_other_dead_letters_are_kept_as_sent_when_redaction_is_on(settings: Settings) -> None:
+    """Only tasks carry prompts: a cost's dead letter stays whole, to be replayed."""
+    redacting = settings.model_copy(update={"redact_prompts": True})
+    cost = CostRecorded(
+        task_id=uuid.uuid4(),
+        scope=Scope(org_id="acme"),
+        model="gpt-4o",
+        provider="openai",
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd="0.01",
+    )
+
+    async def refuse_cost(_: CostRecorded) -> None:
+        raise PermanentError("cannot apply this cost")
+
+    s = redacting.subjects
+    broker = build_broker(redacting, "testsvc", TracerProvider(), CollectorRegistry())
+    router = NatsRouter()
+    consume(router, redacting, "testsvc", s.cost_recorded, CostRecorded, refuse_cost)
+    broker.include_router(router)
+    await ensure_streams((await broker.connect()).jetstream(), redacting)
+    await broker.start()
+    try:
+        async with connected(redacting) as js:
+            letters = await js.subscribe(s.dead_letter("testsvc"), stream=s.dead_letter_stream.name)
+            await js.publish(s.cost_recorded, cost.model_dump_json().encode(), headers=msg_id_headers(cost))
+            letter = await letters.next_msg(timeout=10)
+    finally:
+        await broker.stop()
+    assert letter.data == cost.model_dump_json().encode()
+    assert letter.headers is not None and HEADER_REDACTED not in letter.headers
+
+
+async def test_with_redaction_the_selector_and_metrics_keep_no_prompt_of_an_invalid_task(
+    settings: Settings, database: Database
+) -> None:
+    """The whole system: an invalid task is answered (TaskRejected, which never quotes the prompt)
+    and dead-lettered by each service that consumes tasks, with no prompt text anywhere."""
+    redacting = settings.model_copy(update={"redact_prompts": True})
+    s = redacting.subjects
+    task_id = uuid.uuid4()
+    task = {"task_id": str(task_id), "scope": {"org_id": "acme"}, "prompt": PROMPT, "quality_bias": 7}
+    async with in_process(redacting, database.dsns):
+        nc = await nats.connect(redacting.nats_url)
+        try:
+            js = nc.jetstream()
+            answers = await nc.subscribe(s.task_rejected)
+            letters = await js.subscribe(f"{redacting.namespace}.deadletter.>", stream=s.dead_letter_stream.name)
+            await js.publish(s.task_arrived, json.dumps(task).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())})
+            while (
+                rejected := TaskRejected.model_validate_json((await answers.next_msg(timeout=10)).data)
+            ).task_id != task_id:
+                pass
+            by_service = {}
+            while len(by_service) < 2:
+                letter = await letters.next_msg(timeout=10)
+                assert letter.headers is not None
+                by_service[letter.headers["Routewise-Service"]] = letter
+        finally:
+            await nc.close()
+    assert rejected.reason == RejectionReason.invalid_request
+    assert not any(fragment in rejected.detail for fragment in fragments(PROMPT))
+    assert set(by_service) == {"selector", "metrics"}
+    assert not any(carries_prompt(letter) for letter in by_service.values())
