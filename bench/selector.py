@@ -339,7 +339,7 @@ async def backlog(js: JetStreamContext, settings: Settings) -> int | None:
     """Messages the selector's durable consumer has yet to take or to ack."""
     subjects = settings.subjects
     try:
-        info = await js.consumer_info(subjects.events_stream.name, durable("selector", subjects.task_arrived))
+        info = await js.consumer_info(subjects.tasks_stream.name, durable("selector", subjects.task_arrived))
     except Exception:
         return None
     return (info.num_pending or 0) + (info.num_ack_pending or 0)
