@@ -130,6 +130,11 @@ class Settings(BaseSettings):
                 "tasks_stream_max_age_hours may not exceed inbox_retention_days: a task the stream delivers"
                 " again (a consumer created anew, the move to the tasks stream) must still be known as applied"
             )
+        if self.tasks_stream_max_age_hours * 3600 <= self.decision_deadline:
+            raise ValueError(
+                "tasks_stream_max_age_hours must be longer than decision_deadline: a task waiting for a service"
+                " must still be in the stream, to be delivered again if its selector stops"
+            )
         return self
 
     @cached_property

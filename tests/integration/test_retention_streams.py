@@ -95,9 +95,11 @@ async def test_the_limits_follow_the_settings_and_an_existing_stream_is_brought_
     assert dead.max_bytes == 64 * 1024**2
 
 
-def test_tasks_may_not_outlive_what_the_inbox_remembers() -> None:
+def test_tasks_are_kept_past_their_decision_deadline_and_no_longer_than_the_inbox_remembers() -> None:
     with pytest.raises(ValueError, match="inbox_retention_days"):
         Settings(tasks_stream_max_age_hours=24 * 8, inbox_retention_days=7)
+    with pytest.raises(ValueError, match="decision_deadline"):
+        Settings(tasks_stream_max_age_hours=0.1, decision_deadline=600)
 
 
 async def old_layout(js: JetStreamContext, settings: Settings) -> None:
