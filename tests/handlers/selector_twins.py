@@ -29,17 +29,20 @@ from routewise.services.cost_predictor.pricing import PriceBook
 
 
 class PricedQuotes:
-    """``Quotes`` at the catalog's list prices (no learnt output profiles). ``down``: every
-    request fails with that code, as when cost-predictor does not answer."""
+    """``Quotes`` at the catalog's list prices (no learnt output profiles). ``down``: requests
+    fail with that code, as when cost-predictor does not answer (``down_for``: only that many)."""
 
     def __init__(self) -> None:
         self.estimator = Estimator(PriceBook(default_catalog()))
         self.asked: list[EstimateCost] = []
         self.down: str | None = None
+        self.down_for: int | None = None
 
     async def estimate(self, request: EstimateCost) -> CostEstimate:
         self.asked.append(request)
-        if self.down is not None:
+        if self.down is not None and (self.down_for is None or self.down_for > 0):
+            if self.down_for is not None:
+                self.down_for -= 1
             raise RemoteError("cost-predictor did not answer", code=self.down)
         try:
             return self.estimator.estimate(request, self.estimator.resolve_all(request.models), {})

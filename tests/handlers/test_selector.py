@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
 import pytest
 
-from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import (
     FeedbackRecorded,
     ModelSelected,
@@ -276,18 +277,28 @@ async def test_a_repeat_of_a_selected_task_is_ignored(
     assert await published(admin, deps, task) == [first]
 
 
-async def test_an_unavailable_cost_predictor_leaves_the_task_to_be_retried(
+async def test_a_task_waits_for_an_unavailable_cost_predictor_and_is_decided_when_it_answers(
     deps: SelectorDeps, quotes: PricedQuotes, admin: asyncpg.Connection
 ) -> None:
     task = a_task(SIMPLE)
-    quotes.down = "unavailable"
+    quotes.down, quotes.down_for = "unavailable", 2
 
-    with pytest.raises(RemoteError):
-        await handlers.decide_task_arrived(task, deps)
-    quotes.down = None
-    retried = await decided(admin, deps, task)
+    waited = await decided(admin, deps, task)
 
-    assert isinstance(retried, ModelSelected)
+    assert isinstance(waited, ModelSelected) and len(quotes.asked) == 3
+
+
+async def test_a_task_whose_cost_predictor_stays_down_is_rejected_unavailable_at_the_deadline(
+    deps: SelectorDeps, quotes: PricedQuotes, admin: asyncpg.Connection
+) -> None:
+    task = a_task(SIMPLE)
+    quotes.down = "timeout"
+    impatient = replace(deps, settings=deps.settings.model_copy(update={"decision_deadline": 0.6}))
+
+    rejected = await decided(admin, impatient, task)
+
+    assert isinstance(rejected, TaskRejected) and rejected.reason is RejectionReason.unavailable
+    assert "did not answer (timeout)" in rejected.detail and 2 <= len(quotes.asked) <= 4
 
 
 async def test_a_model_demoted_in_the_snapshots_is_never_chosen(deps: SelectorDeps) -> None:
