@@ -40,6 +40,11 @@ test-fast:
 test-packaging:
     uv run --frozen pytest -m packaging -n0 tests/integration/test_packaging.py
 
+# kill -9 every service, restart NATS, kill Postgres under a few thousand events: nothing lost or doubled (bench/results/chaos.json)
+[group('test')]
+test-chaos *ARGS:
+    uv run --frozen pytest -m chaos -n0 -s tests/chaos {{ARGS}}
+
 # the opt-in test that exports a task's trace to a real Arize Phoenix and reads it back
 test-trace-backend:
     uv run --frozen --group phoenix pytest -m trace_backend tests/e2e/test_tracing.py
