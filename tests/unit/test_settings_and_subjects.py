@@ -12,7 +12,11 @@ def test_subjects_follow_the_architecture_names() -> None:
     assert s.task_arrived == "routewise.tasks.arrived"
     assert s.model_selected == "routewise.models.selected"
     assert s.cost_recorded == "routewise.costs.recorded"
-    assert s.budget_alert("team", "core") == "routewise.budgets.alerts.team.core"
+    assert s.budget_alert("team", "acme/core") == "routewise.budgets.alerts.acme.team.core"
+    assert s.budget_alert("org", "acme") == "routewise.budgets.alerts.acme.org.acme"
+    assert s.org_alerts("acme") == "routewise.budgets.alerts.acme.>"
+    # an id's dots and wildcards stay inside its token: no org can read another's alerts
+    assert s.budget_alert("user", "acme.x/a.b*") == "routewise.budgets.alerts.acme=2Ex.user.a=2Eb=2A"
     assert s.cost_estimate == "routewise.cost.estimate"
     assert s.stream_for(s.cost_recorded).name == "ROUTEWISE_EVENTS"
     assert s.stream_for(s.budget_alert("org", "a")).name == "ROUTEWISE_ALERTS"
