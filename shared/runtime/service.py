@@ -54,6 +54,7 @@ from routewise.runtime.bus import DeadLetterMiddleware, consume, reply
 from routewise.runtime.db import Connection, claim, create_pool, digest_of, migrate
 from routewise.runtime.logs import setup_logging
 from routewise.runtime.outbox import OutboxRelay, enqueue
+from routewise.runtime.pull import PatientBroker
 from routewise.runtime.settings import Settings
 from routewise.runtime.streams import ensure_streams
 from routewise.runtime.telemetry import setup_tracing
@@ -470,8 +471,9 @@ def build_broker(
     *,
     on_closed: Callable[[], Awaitable[None]] | None = None,
 ) -> NatsBroker:
-    """``on_closed``: the connection is closed for good (reconnects exhausted, or stopped)."""
-    return NatsBroker(
+    """``on_closed``: the connection is closed for good (reconnects exhausted, or stopped). Its pull
+    subscriptions wait out a lost connection and nats-py's stray timeouts (``routewise.runtime.pull``)."""
+    return PatientBroker(
         settings.nats_url,
         max_reconnect_attempts=settings.nats_reconnect_attempts,
         reconnect_time_wait=settings.nats_reconnect_wait,  # type: ignore[arg-type]  # seconds, fractions too

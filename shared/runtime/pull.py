@@ -1,0 +1,86 @@
+"""Pull subscriptions that FastStream's pull loop can live with: the broker every service runs on.
+
+FastStream's JetStream pull loop (``PullStreamSubscriber._consume_pull``) calls
+``subscription.fetch(batch, timeout)`` forever and waits out exactly three errors:
+``nats.errors.TimeoutError``, ``ConnectionClosedError`` and ``ServiceUnavailableError``. Two
+things nats-py does there hurt a service:
+
+- **An ERROR at every start.** ``fetch`` of more than one message first sends a no-wait probe
+  *with* ``expires`` (the server then holds it until it expires, a hair before the caller's
+  timer), and when the server's answer wins that race, ``_fetch_n`` finds its time used up and
+  raises a bare ``asyncio.TimeoutError`` (not the nats kind). The loop does not wait that one
+  out: its task dies, FastStream logs "Task-N raised an exception, retrying" with a traceback at
+  ERROR and starts it again. The race is lost a few times in a hundred idle fetches, so every
+  service hit it within its first seconds (and after each reconnect).
+- **A loop that never yields.** Once the connection is closed, ``fetch`` raises
+  ``ConnectionClosedError`` before its first ``await`` suspends, and the loop, which waits that
+  error out, calls it again at once: the event loop never runs anything else (no health
+  endpoint, no shutdown). While the client is reconnecting, each fetch queues a pull request in
+  the client's buffer, all sent at once, stale, when the connection is back.
+
+``PatientPullSubscription.fetch`` turns the bare timeout into the nats one (the kind the loop
+waits out) and, while the connection is not up, asks the server nothing: it waits (at most the
+fetch's timeout, less once the connection is back) and says "no messages" with the same
+timeout. ``PatientBroker`` is a ``NatsBroker`` whose subscribers get these subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import nats.errors
+from faststream.nats import NatsBroker
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
+
+DISCONNECTED_POLL_S = 0.1
+"""How often a fetch held back by a lost connection looks whether it is back."""
+
+
+class PatientPullSubscription(JetStreamContext.PullSubscription):
+    """A pull subscription whose ``fetch`` raises only the timeout kind FastStream waits out, and
+    sends nothing while the connection is down (see the module's docstring)."""
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None) -> list[Msg]:
+        nc: NatsClient = self._nc
+        if not nc.is_connected:
+            await _until_connected(nc, timeout or DISCONNECTED_POLL_S)
+            raise nats.errors.TimeoutError
+        try:
+            return await super().fetch(batch, timeout, heartbeat)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as exc:  # nats-py's bare asyncio.TimeoutError: the server answered as our time ran out
+            raise nats.errors.TimeoutError from exc
+
+
+async def _until_connected(nc: NatsClient, most: float) -> None:
+    """Wait until ``nc`` is connected again, at most ``most`` seconds (always yielding at least once)."""
+    deadline = time.monotonic() + most
+    while True:
+        await asyncio.sleep(min(DISCONNECTED_POLL_S, max(deadline - time.monotonic(), 0)))
+        if nc.is_connected or time.monotonic() >= deadline:
+            return
+
+
+class PatientJetStream(JetStreamContext):
+    """A JetStream context whose pull subscriptions are ``PatientPullSubscription``s."""
+
+    async def pull_subscribe_bind(self, *args: Any, **kwargs: Any) -> JetStreamContext.PullSubscription:
+        plain = await super().pull_subscribe_bind(*args, **kwargs)
+        return PatientPullSubscription(
+            js=self, sub=plain._sub, stream=plain._stream, consumer=plain._consumer, deliver=plain._deliver.encode()
+        )
+
+
+class PatientBroker(NatsBroker):
+    """A ``NatsBroker`` whose subscribers pull through ``PatientPullSubscription``s."""
+
+    async def _connect(self) -> NatsClient:
+        connection = await super()._connect()
+        config = self.config.broker_config
+        config.connection_state.connect(connection, PatientJetStream(connection, **config.js_options))
+        return connection
