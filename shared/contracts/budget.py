@@ -23,6 +23,7 @@ from routewise.contracts.events import (
 )
 from routewise.contracts.fields import (
     Actor,
+    ModelRef,
     PositiveUsd,
     TimeZone,
 )
@@ -41,7 +42,7 @@ class ThresholdSpec(Contract):
 
     percent: int = Field(ge=1, le=100)
     actions: list[ThresholdAction] = Field(min_length=1)
-    restricted_models: list[str] = Field(default_factory=list, max_length=200)
+    restricted_models: list[ModelRef] = Field(default_factory=list, max_length=200)
     max_tier: Tier | None = None
 
     @model_validator(mode="after")

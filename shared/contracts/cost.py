@@ -22,6 +22,7 @@ from routewise.contracts.events import (
 )
 from routewise.contracts.fields import (
     MAX_TOKENS,
+    Actor,
     ModelRef,
     PerMillion,
     ProviderId,
@@ -138,7 +139,7 @@ class SetPrice(Contract):
 
 
 class RemovePrice(Contract):
-    model: str
+    model: ModelRef
     provider: ProviderId
     actor: Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -160,7 +161,7 @@ class PriceEntry(Contract):
     tiered: bool = False
     """genai-prices has higher prices past a context length (long-context tiers); these are the base prices."""
     context_window: int | None
-    updated_by: str | None = None
+    updated_by: Actor | None = None
     updated_at: datetime | None = None
 
 
@@ -199,7 +200,7 @@ class TierComparison(Contract):
 
 
 class GetEstimateAccuracy(Contract):
-    model: str | None = None
+    model: ModelRef | None = None
     task_type: TaskType | None = None
 
 

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, PlainSerializer
 
-from routewise.contracts.events import Usd, fixed_point
+from routewise.contracts.events import ModelName, Usd, fixed_point
 
 MAX_TOKENS = 10_000_000
-ModelId = str
+ModelId = ModelName
 
 
 ModelRef = Annotated[str, Field(min_length=1, max_length=200)]

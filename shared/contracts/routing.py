@@ -67,9 +67,9 @@ class RoutingPolicy(Contract):
     """No candidate whose p90 estimate is above this."""
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     """Caps the output tokens predicted (and reserved) per task."""
-    task_types: Annotated[list[TaskType], AfterValidator(_distinct)] = Field(default_factory=list)
+    task_types: Annotated[list[TaskType], AfterValidator(_distinct)] = Field(default_factory=list, max_length=100)
     """Task types routed by this policy (the rest go to ``normal``)."""
-    updated_by: str | None = None
+    updated_by: Actor | None = None
     updated_at: datetime | None = None
 
 
@@ -81,7 +81,7 @@ class SetPolicy(Contract):
     models: Annotated[list[ModelRef], Field(min_length=1, max_length=50), AfterValidator(_distinct)]
     max_cost_per_task_usd: PositiveUsd | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    task_types: Annotated[list[TaskType], AfterValidator(_distinct)] | None = None
+    task_types: Annotated[list[TaskType], Field(max_length=100), AfterValidator(_distinct)] | None = None
     actor: Actor
 
 
@@ -104,7 +104,9 @@ class TierPreferences(Contract):
     min_tier: Tier | None = None
     max_tier: Tier | None = None
     max_cost_per_request_usd: PositiveUsd | None = None
-    preferred_providers: Annotated[list[ProviderId], AfterValidator(_distinct)] = Field(default_factory=list)
+    preferred_providers: Annotated[list[ProviderId], Field(max_length=50), AfterValidator(_distinct)] = Field(
+        default_factory=list
+    )
     """When a candidate of these providers qualifies, only those are considered."""
     cache_aware_routing: bool = True
     """Price a conversation's earlier turns at the cache-read price."""
@@ -114,7 +116,7 @@ class TierPreferences(Contract):
     """Give each decision a fallback chain to fail over to."""
     quality_bias: float = Field(default=0.5, ge=0, le=1)
     """The quality/cost knob for tasks that do not set their own."""
-    updated_by: str | None = None
+    updated_by: Actor | None = None
     updated_at: datetime | None = None
 
     @model_validator(mode="after")
