@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import TracebackType
 from typing import Any
 
 import nats.errors
@@ -77,10 +78,25 @@ class PatientJetStream(JetStreamContext):
 
 
 class PatientBroker(NatsBroker):
-    """A ``NatsBroker`` whose subscribers pull through ``PatientPullSubscription``s."""
+    """A ``NatsBroker`` whose subscribers pull through ``PatientPullSubscription``s, and which stops
+    even when its connection is closed for good."""
 
     async def _connect(self) -> NatsClient:
         connection = await super()._connect()
         config = self.config.broker_config
         config.connection_state.connect(connection, PatientJetStream(connection, **config.js_options))
         return connection
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        """Stopped as usual; on a connection closed for good (the bus is gone) there is nothing left
+        to unsubscribe or drain, and saying so for each subscriber must not fail the shutdown."""
+        try:
+            await super().stop(exc_type, exc_val, exc_tb)
+        except* nats.errors.ConnectionClosedError:
+            self._connection = None
+            self.config.disconnect()

@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -549,6 +550,14 @@ def build_app(service: Service[Any], settings: Settings | None = None) -> tuple[
     rt = build_runtime(service, settings, on_bus_gone=bus_gone)
     runtime.append(rt)
 
+    async def exit_if_bus_gone() -> None:
+        """Last of the shutdown: a service stopped because its bus is gone exits with 1 now (uvicorn
+        would end it by raising its SIGTERM again, and a supervisor must read a failure)."""
+        if rt.bus_gone:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
     async def after_startup() -> None:
         rt.start_background()
         log.info("service ready", nats_url=settings.nats_url, http_port=settings.http_port)
@@ -576,7 +585,7 @@ def build_app(service: Service[Any], settings: Settings | None = None) -> tuple[
         on_startup=[rt.start_dependencies],
         after_startup=[after_startup],
         on_shutdown=[rt.stop_background],
-        after_shutdown=[rt.close],
+        after_shutdown=[rt.close, exit_if_bus_gone],
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger(f"routewise.{service.name}"),
     )
