@@ -85,7 +85,7 @@ def dev(
             asyncio.run(_demo(Settings(nats_url=nats_url, namespace=namespace)))
         if once:
             return
-        console.print("[dim]Ctrl-C stops everything.[/]")
+        console.print("[dim]A service that stops is restarted. Ctrl-C stops everything.[/]")
         _watch(stack)
     except KeyboardInterrupt:
         pass
@@ -119,12 +119,23 @@ def _data_dir(data: Path, *, fresh: bool) -> Path:
 
 
 def _watch(stack: Stack) -> None:
-    """Until Ctrl-C: a service that stops ends the stack, saying which and where its log is."""
+    """Until Ctrl-C: a service process that stops is started again (see ``Supervisor``), saying
+    which, how it ended, where its log is, and when it is back."""
+    from routewise.dev.stack import Ready, Restarted, Stopped, Supervisor
+
+    supervisor = Supervisor(stack)
     while True:
         time.sleep(0.2)
-        for name, sp in stack.processes.items():
-            if sp.proc.poll() is not None:
-                raise fail(f"{name} stopped (exit {sp.proc.returncode}); see {sp.log_path}", False)
+        for event in supervisor.check():
+            if isinstance(event, Stopped):
+                console.print(
+                    f"[yellow]{event.name} stopped (exit {event.exit_code}); see {event.log_path};"
+                    f" restarting in {event.restart_in:g} s[/]"
+                )
+            elif isinstance(event, Restarted):
+                console.print(f"{event.name} restarted (pid {event.pid}, port {event.port})")
+            elif isinstance(event, Ready):
+                console.print(f"[green]{event.name} is ready again[/] (http://127.0.0.1:{event.port}/readyz)")
 
 
 def _write_state(state: dict[str, Any]) -> None:

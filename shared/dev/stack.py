@@ -1,4 +1,5 @@
-"""Start the five services as separate processes and wait until each is ready."""
+"""Start the five services as separate processes, wait until each is ready, and keep them running:
+``Supervisor`` restarts a service process that stopped, with backoff."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,8 @@ class ServiceProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes]
+    service: str = ""
+    instance: str = ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -72,8 +76,14 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches whoever started us; it decides the order of stopping
             )
-        self.processes[key] = ServiceProcess(key, port, log_path, proc)
+        self.processes[key] = ServiceProcess(key, port, log_path, proc, service, instance)
         return self.processes[key]
+
+    def restart_service(self, key: str) -> ServiceProcess:
+        """Start ``key``'s process again (it has stopped) on the same port, so what was told of the
+        stack (the dev state file, the table printed) stays true; its log goes on."""
+        old = self.processes[key]
+        return self.start_service(old.service or key, old.port, instance=old.instance)
 
     def start(self) -> None:
         for service in self.services:
@@ -117,3 +127,87 @@ class Stack:
                 sp.proc.send_signal(signal.SIGTERM)
         for service in list(self.processes):
             self.stop_service(service)
+
+
+def ready(sp: ServiceProcess) -> bool:
+    """Whether ``sp`` answers its /readyz with 200 now."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{sp.port}/readyz", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A service process stopped on its own; it starts again in ``restart_in`` seconds."""
+
+    name: str
+    exit_code: int
+    log_path: Path
+    restart_in: float
+
+
+@dataclass(frozen=True)
+class Restarted:
+    name: str
+    pid: int
+    port: int
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A restarted service answers /readyz again."""
+
+    name: str
+    port: int
+
+
+SupervisorEvent = Stopped | Restarted | Ready
+
+
+@dataclass
+class Supervisor:
+    """Keeps the stack's processes running: one that stops (crash, kill -9, exit for a lost bus)
+    is started again on its port after ``first_delay`` seconds, doubling at each stop in a row up
+    to ``max_delay``; a process that had stayed up ``stable_after`` seconds starts from
+    ``first_delay`` again. ``check()`` does one round and says what happened; the caller calls it
+    every fraction of a second and prints the events. ``clock`` and ``is_ready`` are injectable."""
+
+    stack: Stack
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    stable_after: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    is_ready: Callable[[ServiceProcess], bool] = ready
+    _delay: dict[str, float] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
+    _starting: set[str] = field(default_factory=set)
+    _up_since: dict[str, float] = field(default_factory=dict)
+
+    def check(self) -> list[SupervisorEvent]:
+        events: list[SupervisorEvent] = []
+        now = self.clock()
+        for name, sp in list(self.stack.processes.items()):
+            self._up_since.setdefault(name, now)
+            if name in self._due:
+                if now >= self._due[name]:
+                    del self._due[name]
+                    started = self.stack.restart_service(name)
+                    self._up_since[name] = now
+                    self._starting.add(name)
+                    events.append(Restarted(name, started.proc.pid, started.port))
+            elif sp.proc.poll() is not None:
+                events.append(self._stopped(name, sp, now))
+            elif name in self._starting and self.is_ready(sp):
+                self._starting.discard(name)
+                events.append(Ready(name, sp.port))
+        return events
+
+    def _stopped(self, name: str, sp: ServiceProcess, now: float) -> Stopped:
+        self._starting.discard(name)
+        delay = self._delay.get(name, self.first_delay)
+        if now - self._up_since[name] >= self.stable_after:
+            delay = self.first_delay
+        self._delay[name] = min(delay * 2, self.max_delay)
+        self._due[name] = now + delay
+        return Stopped(name, int(sp.proc.returncode or 0), sp.log_path, delay)

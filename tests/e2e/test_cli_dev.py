@@ -1,4 +1,5 @@
-"""`routewise dev` as a user meets it: start, use from other commands, stop cleanly."""
+"""`routewise dev` as a user meets it: start, use from other commands, a service killed and
+restarted, stop cleanly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +36,7 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def test_dev_runs_the_demo_other_commands_find_it_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+def test_dev_runs_the_demo_other_commands_find_it_a_killed_service_restarts_ctrl_c_stops_all(tmp_path: Path) -> None:
     env = clean_env(tmp_path)
     # started the way a shell starts a background job: with SIGINT ignored
     dev = subprocess.Popen(
@@ -76,6 +78,32 @@ def test_dev_runs_the_demo_other_commands_find_it_and_ctrl_c_stops_everything(tm
         assert recorded.returncode == 0, recorded.stderr
         assert json.loads(recorded.stdout)["cost_usd"] == "0.0004"
         assert routewise("dev", env=env).returncode == 1  # a second `dev` refuses to start
+        # a normal start (and use) logs nothing at ERROR (FastStream's pull loop used to, at every start)
+        for log in (tmp_path / "dev" / "logs").glob("*.log"):
+            errors = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+            assert errors == [], f"{log.name}: {errors[:3]}"
+        # a service killed -9 is restarted on its port; the others are left alone
+        pids = service_pids(dev.pid)
+        assert sorted(pids) == sorted(state["services"])
+        os.kill(pids["budget_enforcer"], signal.SIGKILL)
+        while not any("budget_enforcer is ready again" in line for line in lines):
+            assert dev.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline + 120, "budget_enforcer did not come back:\n" + "".join(lines)
+            time.sleep(0.2)
+        output = "".join(lines)
+        assert "budget_enforcer stopped (exit -9); see " in output
+        assert "restarting in 1 s" in output
+        assert "could not start" not in output
+        port = state["services"]["budget_enforcer"]
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        again = service_pids(dev.pid)
+        assert again["budget_enforcer"] != pids["budget_enforcer"]
+        assert {n: p for n, p in again.items() if n != "budget_enforcer"} == {
+            n: p for n, p in pids.items() if n != "budget_enforcer"
+        }
+        decided = routewise("task", "And what is TCP?", "--org", "acme", "--json", env=env)  # reserves a budget
+        assert decided.returncode == 0, decided.stderr
+        assert json.loads(decided.stdout)["status"] == "selected"
     finally:
         dev.send_signal(signal.SIGINT)
         dev.wait(timeout=60)
@@ -95,6 +123,21 @@ def test_dev_runs_the_demo_other_commands_find_it_and_ctrl_c_stops_everything(tm
             check=False,
         )
         assert probe.returncode != 0
+
+
+def service_pids(parent: int) -> dict[str, int]:
+    """The service processes ``routewise dev`` (pid ``parent``) runs, by service."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        module = next((a.decode() for a in cmdline if a.startswith(b"routewise.services.")), None)
+        if ppid == parent and module:
+            found[module.removeprefix("routewise.services.")] = int(stat.parent.name)
+    return found
 
 
 def test_without_a_bus_the_cli_says_so(tmp_path: Path) -> None:
