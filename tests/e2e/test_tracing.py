@@ -239,7 +239,7 @@ async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_
     def settled(spans: list[dict[str, Any]]) -> bool:
         return any(
             s["service"] == "routewise-budget_enforcer" and s["name"].endswith("costs.recorded process") for s in spans
-        ) and any(s["name"].endswith(f"alerts.org.{org} publish") for s in spans)
+        ) and any(s["name"] == f"{settings.subjects.budget_alert('org', org)} publish" for s in spans)
 
     spans = await asyncio.to_thread(wait_for_spans, lambda: receiver.of_trace(trace_id), settled)
     decide = next(s for s in spans if s["name"] == "routewise.decide")
@@ -247,7 +247,7 @@ async def test_an_sdk_cost_joins_its_task_trace_and_so_does_the_budget_alert_it_
         s for s in spans if s["service"] == "routewise-budget_enforcer" and s["name"].endswith("costs.recorded process")
     )
     assert decide["span_id"] in ancestors(spans, settle)  # the cost continues the decision's trace
-    published = next(s for s in spans if s["name"].endswith(f"alerts.org.{org} publish"))
+    published = next(s for s in spans if s["name"] == f"{settings.subjects.budget_alert('org', org)} publish")
     assert published["service"] == "routewise-budget_enforcer"
     assert settle["span_id"] in ancestors(spans, published)  # published by the settlement that crossed 50 %
 
