@@ -4,6 +4,7 @@ them, so never the servers other tests share) and the services as separate proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class Cluster:
     nats: EmbeddedNats = field(init=False)
     postgres: EmbeddedPostgres = field(init=False)
     stack: Stack = field(init=False)
+    freeze_s: float = 25.0
+    """How long a frozen Postgres stays stopped: longer than a message's ack wait."""
     faults: list[Fault] = field(default_factory=list)
     exits: list[Exit] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
@@ -104,8 +107,8 @@ class Cluster:
     # --- faults ---------------------------------------------------------------------------
 
     async def inject(self, what: str, action: str) -> Fault:
-        """Break something (``action``: a process key to kill -9, ``nats`` or ``postgres``), then
-        wait until every service is ready again."""
+        """Break something (``action``: a process key to kill -9, ``nats``, ``postgres`` or
+        ``postgres-freeze``, ``freeze:<process key>``), then wait until every service is ready again."""
         fault = Fault(what, self.elapsed())
         self.faults.append(fault)
         self._breaking = True
@@ -114,6 +117,10 @@ class Cluster:
                 await asyncio.to_thread(self._restart_nats)
             elif action == "postgres":
                 await asyncio.to_thread(self._kill_postgres)
+            elif action == "postgres-freeze":
+                await asyncio.to_thread(self._freeze, self._postgres_processes())
+            elif action.startswith("freeze:"):
+                await asyncio.to_thread(self._freeze, [psutil.Process(self.stack.processes[action[7:]].proc.pid)])
             else:
                 await asyncio.to_thread(self._kill_service, action)
         finally:
@@ -133,13 +140,16 @@ class Cluster:
         self.nats.stop()
         self.nats.start()
 
+    def _postgres_processes(self) -> list[psutil.Process]:
+        """The postmaster (first line of its postmaster.pid) and its children."""
+        postmaster = psutil.Process(int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0]))
+        return [postmaster, *postmaster.children()]
+
     def _kill_postgres(self) -> None:
         """SIGKILL the postmaster (no shutdown, no checkpoint), wait until its backends are gone,
         start it again on the same data directory: crash recovery from the WAL."""
-        pid = int((self.postgres.data_dir / "postmaster.pid").read_text().split()[0])
-        postmaster = psutil.Process(pid)
-        family = [postmaster, *postmaster.children()]
-        postmaster.kill()
+        family = self._postgres_processes()
+        family[0].kill()
         _, alive = psutil.wait_procs(family, timeout=60)
         if alive:
             raise RuntimeError(f"Postgres processes outlived their postmaster: {alive}")
@@ -154,6 +164,19 @@ class Cluster:
             found = {event: text.count(f'"event": "{event}') for event in events}
             counts[log_path.stem] = {event: n for event, n in found.items() if n}
         return counts
+
+    def _freeze(self, family: list[psutil.Process]) -> None:
+        """SIGSTOP these processes for ``freeze_s`` (a stalled disk, a paused VM), then SIGCONT.
+        What a frozen service was handling outlives its ack wait: the other replica is given it
+        again, and the frozen one goes on with it when it resumes."""
+        for process in family:
+            process.suspend()
+        try:
+            time.sleep(self.freeze_s)  # the fault's duration, not a wait for something
+        finally:
+            for process in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
 
     def restart_exited(self) -> list[Exit]:
         """As a supervisor: start again any service process that ended on its own."""

@@ -41,7 +41,7 @@ RETRIED = 0.10
 """Share of selected tasks whose first call fails (and costs) before a second one succeeds."""
 RATED = 0.5
 """Share of reported tasks that are also rated (FeedbackRecorded)."""
-BARE = 0.1
+BARE = 0.25
 """Share of costs and ratings published as a plain NATS client may: the event's id only in the
 Nats-Msg-Id header, not in the payload (each must still be applied once, however redelivered)."""
 PUBLISH_DEADLINE_S = 180.0
