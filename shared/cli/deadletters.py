@@ -163,11 +163,14 @@ def list_(
         err_console.print("no dead letters" + (" match" if where != DeadLetterFilter() else ""))
         return
     out = Table(title="Dead letters (UTC)", title_justify="left")
-    for column in ("seq", "time", "service", "subject", "reason"):
-        out.add_column(column, no_wrap=True)
-    out.add_column("error", min_width=20)
-    for d in shown:  # cells are data: never read as rich markup
-        cells = [str(d.seq), f"{d.time:%Y-%m-%d %H:%M:%S}", d.service, d.original_subject, d.reason, d.summary]
+    rows = [
+        [str(d.seq), f"{d.time:%Y-%m-%d %H:%M:%S}", d.service, d.original_subject, d.reason, d.summary] for d in shown
+    ]
+    for i, column in enumerate(("seq", "time")):  # what `show` and `replay` are given: never cut short
+        out.add_column(column, no_wrap=True, min_width=max(len(row[i]) for row in rows))
+    for column in ("service", "subject", "reason", "error"):  # folded in a narrow terminal
+        out.add_column(column, overflow="fold")
+    for cells in rows:  # cells are data: never read as rich markup
         out.add_row(*(escape(c) for c in cells))
     console.print(out)
     if matched > len(shown):

@@ -256,7 +256,7 @@ class CandidateScore(Contract):
     predicted_quality: float = Field(ge=0, le=1)
     confidence: float = Field(ge=0, le=1)
     """How much observed evidence (rather than the prior) stands behind ``predicted_quality``."""
-    estimated_cost_usd: Usd
+    estimated_cost_usd: CallUsd
 
 
 class ModelSelected(Event):
@@ -277,9 +277,9 @@ class ModelSelected(Event):
     estimated_output_tokens: int = Field(ge=0)
     max_output_tokens: int | None = Field(default=None, ge=1)
     """The policy's output cap: pass it to the provider as max_tokens (the estimate and hold assume it)."""
-    estimated_cost_usd: Usd
+    estimated_cost_usd: CallUsd
     baseline_model: ModelName
-    baseline_cost_usd: Usd
+    baseline_cost_usd: CallUsd
     strategy: Strategy
     """The strategy that made the decision (complexity when hybrid fell back)."""
     fallback_reason: Text | None = None

@@ -52,10 +52,11 @@ class GetMetricsReport(ScopedContract):
 
 SignedUsd = Annotated[
     Decimal,
-    Field(max_digits=21, decimal_places=12, allow_inf_nan=False),
+    Field(max_digits=30, decimal_places=12, allow_inf_nan=False),
     PlainSerializer(fixed_point, return_type=str, when_used="json"),
 ]
-"""An amount of USD that may be negative (a saving that was a loss)."""
+"""An amount of USD that may be negative (a saving that was a loss); as wide as ``Usd``, which
+sums of the ledger's numeric(30, 12) columns fit."""
 
 
 class CostSavings(Contract):

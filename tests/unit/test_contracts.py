@@ -21,6 +21,8 @@ from routewise.contracts.events import (
     Scope,
     TaskArrived,
 )
+from routewise.contracts.metrics import CostSavings
+from tests.helpers import a_selection
 
 
 def cost(**overrides: object) -> CostRecorded:
@@ -67,6 +69,21 @@ def test_any_amount_survives_a_round_trip_exactly(amount: Decimal) -> None:
 def test_a_bad_cost_is_refused_with_a_clear_reason(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         cost(**overrides)
+
+
+def test_a_decision_s_estimates_are_bounded_like_a_call_and_savings_sums_fit_their_contract() -> None:
+    selection = a_selection(Scope(org_id="acme"), "gpt-4o", uuid.uuid4(), "qa", "normal").model_dump()
+    for name in ("estimated_cost_usd", "baseline_cost_usd"):
+        with pytest.raises(ValidationError, match="less than or equal to 10000"):
+            ModelSelected.model_validate({**selection, name: "10000.01"})
+    # a period's saving over many tasks: as wide as the ledger's sums (numeric(30, 12))
+    big = Decimal("7998092826819557.4")
+    assert (
+        CostSavings(
+            total_saved=big, percent_saved=None, intelligent_cost=0, baseline_cost=big, period_days=7, tasks=1
+        ).total_saved
+        == big
+    )
 
 
 def test_timestamps_are_normalised_to_utc() -> None:
