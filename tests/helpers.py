@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
 
+from faststream.nats import NatsBroker, NatsRouter
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.events import CostRecorded, ModelSelected, Scope, Tier
+from routewise.contracts.events import CostRecorded, Event, ModelSelected, Scope, Tier
+from routewise.runtime.bus import consume
+from routewise.runtime.service import build_broker
+from routewise.runtime.settings import Settings
+from routewise.runtime.streams import ensure_streams
 
 if TYPE_CHECKING:
     from tests.conftest import RunningStack
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Event)
 
 
 class Clock:
@@ -142,3 +152,25 @@ async def spend_once_recorded(rw: RoutewiseClient, stack: RunningStack, org: str
         return s if s.costs_recorded >= costs else None
 
     return await eventually(status, timeout=20)
+
+
+@asynccontextmanager
+async def consuming(
+    settings: Settings,
+    service: str,
+    subject: str,
+    event_type: type[E],
+    handler: Callable[[E], Awaitable[None]],
+) -> AsyncIterator[NatsBroker]:
+    """One consumer of ``subject`` as ``service`` runs it (the runtime's own consume and broker)."""
+    broker = build_broker(settings, service, TracerProvider(), CollectorRegistry())
+    router = NatsRouter()
+    consume(router, settings, service, subject, event_type, handler)
+    broker.include_router(router)
+    client = await broker.connect()
+    await ensure_streams(client.jetstream(), settings)
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import nats
 import pytest
@@ -23,13 +23,12 @@ from routewise.runtime.bus import (
     HEADER_DELIVERIES,
     HEADER_REASON,
     HEADER_SUBJECT,
-    consume,
     reply,
 )
 from routewise.runtime.service import build_broker
 from routewise.runtime.settings import Settings
 from routewise.runtime.streams import ensure_streams
-from tests.helpers import eventually
+from tests.helpers import consuming, eventually
 
 
 def a_cost(**overrides: object) -> CostRecorded:
@@ -46,19 +45,10 @@ def a_cost(**overrides: object) -> CostRecorded:
     return CostRecorded.model_validate(fields)
 
 
-@asynccontextmanager
-async def consumer(settings: Settings, handler: Callable[[CostRecorded], Awaitable[None]]) -> AsyncIterator[NatsBroker]:
-    broker = build_broker(settings, "testsvc", TracerProvider(), CollectorRegistry())
-    router = NatsRouter()
-    consume(router, settings, "testsvc", settings.subjects.cost_recorded, CostRecorded, handler)
-    broker.include_router(router)
-    client = await broker.connect()
-    await ensure_streams(client.jetstream(), settings)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.stop()
+def consumer(
+    settings: Settings, handler: Callable[[CostRecorded], Awaitable[None]]
+) -> AbstractAsyncContextManager[NatsBroker]:
+    return consuming(settings, "testsvc", settings.subjects.cost_recorded, CostRecorded, handler)
 
 
 async def publish_raw(settings: Settings, data: bytes, msg_id: str) -> None:

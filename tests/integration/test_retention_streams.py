@@ -7,12 +7,12 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import nats
 import pytest
-from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats import NatsRouter
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -30,7 +30,7 @@ from routewise.runtime.service import build_broker
 from routewise.runtime.settings import Settings
 from routewise.runtime.streams import ensure_streams
 from tests.conftest import Database
-from tests.helpers import eventually
+from tests.helpers import consuming, eventually
 
 DAY_S = 24 * 3600
 PROMPT = "Summarise the merger terms for Project Nightingale before the board meets on Friday"
@@ -157,27 +157,6 @@ async def test_an_older_deployment_moves_its_unapplied_tasks_to_the_tasks_stream
     async with consuming(settings, "selector", s.task_arrived, TaskArrived, decide):
         await eventually(lambda: asyncio.sleep(0, result=len(decided) >= 2), timeout=10)
     assert decided == [task.event_id for task in tasks[2:]]
-
-
-@asynccontextmanager
-async def consuming(
-    settings: Settings,
-    service: str,
-    subject: str,
-    event_type: type[TaskArrived],
-    handler: Callable[[TaskArrived], Awaitable[None]],
-) -> AsyncIterator[NatsBroker]:
-    broker = build_broker(settings, service, TracerProvider(), CollectorRegistry())
-    router = NatsRouter()
-    consume(router, settings, service, subject, event_type, handler)
-    broker.include_router(router)
-    client = await broker.connect()
-    await ensure_streams(client.jetstream(), settings)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.stop()
 
 
 async def dead_letter_of(settings: Settings, service: str, payload: bytes) -> Msg:
