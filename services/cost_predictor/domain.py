@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
 
-import bpe_openai
 from genai_prices import types
 
 from routewise.contracts.cost import (
@@ -27,53 +25,20 @@ from routewise.contracts.cost import (
     TierSummary,
 )
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import ChatMessage, Tier
+from routewise.contracts.events import Tier
 from routewise.contracts.vocabulary import ErrorCode
+from routewise.runtime.tokens import encoding_for_model, token_counts
 from routewise.services.cost_predictor.prediction import predict
 from routewise.services.cost_predictor.pricing import PriceBook, PricedModel, output_cost
-
-# OpenAI's chat format adds a few tokens per message and primes the reply.
-TOKENS_PER_MESSAGE = 3
-TOKENS_REPLY_PRIMING = 3
 
 # Share of the remaining budget one call may take before its impact counts as medium / high.
 IMPACT_MEDIUM = Decimal("0.01")
 IMPACT_HIGH = Decimal("0.10")
 
 
-@cache
-def _encoding(name: str) -> bpe_openai.Encoding:
-    return bpe_openai.get_encoding(name)
-
-
 def encoding_for(model: PricedModel) -> tuple[str, bool]:
     """(encoding name, exact?): OpenAI models are counted exactly, others with o200k, approximately."""
-    if model.provider == "openai":
-        name = model.id.rpartition("/")[2]
-        legacy = name.startswith(("gpt-4-", "gpt-3.5")) or name == "gpt-4"
-        return ("cl100k_base" if legacy else "o200k_base"), True
-    return "o200k_base", False
-
-
-def count_tokens(text: str | None, messages: list[ChatMessage] | None, encoding: str) -> int:
-    return token_counts(text, messages, encoding)[0]
-
-
-MIN_CACHED_PREFIX = 1024
-"""Providers cache a prompt prefix from about 1,024 tokens on (OpenAI's minimum; Anthropic's and
-Google's are 1,024 or more): a shorter conversation prefix is priced as fresh input."""
-
-
-def token_counts(text: str | None, messages: list[ChatMessage] | None, encoding: str) -> tuple[int, int]:
-    """Input tokens, and those of a conversation before its last user message — what a
-    provider's prompt cache holds from the previous turn (0 below ``MIN_CACHED_PREFIX``)."""
-    enc = _encoding(encoding)
-    if messages is None:
-        return len(enc.encode(text or "")), 0
-    per_message = [TOKENS_PER_MESSAGE + len(enc.encode(m.role)) + len(enc.encode(m.content)) for m in messages]
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=0)
-    prefix = sum(per_message[:last_user])
-    return TOKENS_REPLY_PRIMING + sum(per_message), prefix if prefix >= MIN_CACHED_PREFIX else 0
+    return encoding_for_model(model.provider, model.id)
 
 
 def price(book: PriceBook, usage: PriceUsage) -> Price:

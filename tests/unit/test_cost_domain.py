@@ -14,16 +14,8 @@ from routewise.contracts.cost import BudgetBasis, CompareTiers, EstimateCost, Pr
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import ChatMessage, Tier
 from routewise.runtime.histogram import N_BUCKETS, quantile
-from routewise.services.cost_predictor.domain import (
-    MIN_CACHED_PREFIX,
-    Estimator,
-    budget_impact,
-    compare_tiers,
-    count_tokens,
-    price,
-    price_entry,
-    token_counts,
-)
+from routewise.runtime.tokens import MIN_CACHED_PREFIX, count_tokens, token_counts
+from routewise.services.cost_predictor.domain import Estimator, budget_impact, compare_tiers, price, price_entry
 from routewise.services.cost_predictor.prediction import observe, predict
 from routewise.services.cost_predictor.pricing import Override, PriceBook
 
