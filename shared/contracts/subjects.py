@@ -59,6 +59,9 @@ class Subjects:
     cost_prices_remove: str = field(init=False)
     cost_prices_list: str = field(init=False)
     cost_prices_changed: str = field(init=False)
+    keys_create: str = field(init=False)
+    keys_list: str = field(init=False)
+    keys_revoke: str = field(init=False)
 
     def __post_init__(self) -> None:
         ns = self.namespace
@@ -99,6 +102,10 @@ class Subjects:
             "cost_prices_list": f"{ns}.cost.prices.list",
             # a notice to every cost-predictor replica (not stored): reload the price overrides
             "cost_prices_changed": f"{ns}.cost.prices.changed",
+            # the gateway's API keys
+            "keys_create": f"{ns}.gateway.keys.create",
+            "keys_list": f"{ns}.gateway.keys.list",
+            "keys_revoke": f"{ns}.gateway.keys.revoke",
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
