@@ -1,0 +1,101 @@
+"""``routewise keys …``: API keys for the gateway (its OpenAI-compatible HTTP API)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, err_console, fail, table, who_am_i
+from routewise.contracts.gateway import CreateKey, KeyCreated, KeyList, KeyRevoked, ListKeys, RevokeKey
+
+keys_app = typer.Typer(help="API keys for the gateway: each charges its scope.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+ActorOpt = Annotated[str | None, typer.Option("--by", help="Who is changing it [default: user@host].")]
+_KEY_ID = re.compile(r"(?:rw_)?([0-9a-f]{16})(?:_.*)?")
+
+
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else f"{value:%Y-%m-%d %H:%M}"
+
+
+@keys_app.command("create")
+def create(
+    scope: Annotated[
+        str,
+        typer.Option(
+            "--scope",
+            help="Who the key's calls are charged to: org:ID[/team:ID][/user:ID], e.g. org:acme/team:platform.",
+        ),
+    ],
+    name: Annotated[str | None, typer.Option("--name", help="A name to recognise it by [default: the scope].")] = None,
+    actor: ActorOpt = None,
+    nats_url: NatsUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key and print it: the only time it is shown."""
+    request = build(CreateKey, as_json, scope=scope, name=name, actor=actor or who_am_i())
+    created = ask(nats_url, lambda s: s.keys_create, request, KeyCreated, as_json)
+    if as_json:
+        print(created.model_dump_json())
+        return
+    console.print(
+        table(
+            "API key created",
+            ["", ""],
+            [["id", created.id], ["name", created.name], ["scope", created.scope], ["created by", created.created_by]],
+        )
+    )
+    print(created.key)  # plain, alone on its line: nothing wraps or styles it
+    err_console.print(
+        "Store this key now: it is not shown again (only its hash is kept). "
+        "Send it as 'Authorization: Bearer <key>'; revoke it with `routewise keys revoke " + created.id + "`."
+    )
+
+
+@keys_app.command("list")
+def list_keys(
+    org: Annotated[str | None, typer.Option("--org", help="Only this org's keys.")] = None,
+    active: Annotated[bool, typer.Option("--active", help="Leave out revoked keys.")] = False,
+    nats_url: NatsUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List API keys, newest first (never their secrets)."""
+    request = build(ListKeys, as_json, org=org, include_revoked=not active)
+    result = ask(nats_url, lambda s: s.keys_list, request, KeyList, as_json)
+    if as_json:
+        print(result.model_dump_json())
+        return
+    rows = [
+        [k.id, k.prefix, k.scope, k.name, _when(k.created_at), _when(k.last_used_at), _when(k.revoked_at)]
+        for k in result.keys
+    ]
+    columns = ["id", "key", "scope", "name", "created (UTC)", "last used", "revoked"]
+    console.print(table("API keys", columns, rows) if rows else "no API keys")
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (as `keys list` shows it).")],
+    actor: ActorOpt = None,
+    nats_url: NatsUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an API key: calls with it are refused (401) within 5 seconds."""
+    match = _KEY_ID.fullmatch(key_id.strip())
+    if match is None:
+        message = f"a key's id is 16 hex digits (as `routewise keys list` shows it), not {key_id[:40]!r}"
+        raise fail(message, as_json, "invalid_request")
+    request = build(RevokeKey, as_json, id=match.group(1), actor=actor or who_am_i())
+    result = ask(nats_url, lambda s: s.keys_revoke, request, KeyRevoked, as_json)
+    if as_json:
+        print(result.model_dump_json())
+        return
+    key = result.key
+    if result.already_revoked:
+        console.print(f"key {key.id} ({key.name}, {key.scope}) was already revoked on {_when(key.revoked_at)} UTC")
+    else:
+        console.print(f"revoked key {key.id} ({key.name}, {key.scope}): calls with it are refused (within 5 s)")
