@@ -95,8 +95,11 @@ async def reserve(req: ReserveBudget, deps: BudgetDeps) -> Reservation:
 async def release(req: ReleaseBudget, deps: BudgetDeps) -> Released:
     """Give back the named reservation's holds (a cost recorded later is still charged)."""
     async with deps.transaction() as uow:
-        before, after = await repo.close_reservation(
-            uow.conn, req.task_id, "released", reservation_id=req.reservation_id
+        attempt = await repo.attempt_of(uow.conn, req.task_id, req.reservation_id)
+        before, after = (
+            (None, None)
+            if attempt is None
+            else await repo.close_reservation(uow.conn, req.task_id, "released", attempt=attempt)
         )
     if before is None:
         raise RoutewiseError(f"task {req.task_id} has no reservation {req.reservation_id}", code=ErrorCode.not_found)
@@ -152,10 +155,10 @@ async def expire_due(deps: BudgetDeps) -> int:
     """Expire the holds whose TTL ran out, one per transaction (the usual lock order); returns how many."""
     now = deps.clock()
     expired = 0
-    for task_id in await repo.expired_reservations(deps.pool, now):
+    for task_id, attempt in await repo.expired_reservations(deps.pool, now):
         async with deps.transaction() as uow:
-            _, after = await repo.close_reservation(uow.conn, task_id, "expired", expired_before=now)
+            _, after = await repo.close_reservation(uow.conn, task_id, "expired", attempt=attempt, expired_before=now)
         if after == "expired":
             expired += 1
-            log.info("reservation expired unsettled", task_id=str(task_id))
+            log.info("reservation expired unsettled", task_id=str(task_id), attempt=attempt)
     return expired

@@ -213,22 +213,24 @@ async def unqualified_budgets(conn: Connection) -> list[tuple[UUID, str, str]]:
 async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: timedelta) -> Reservation:
     """Hold the amount on every budget of the chain, atomically, or refuse with the reason.
 
-    A task that already holds a reservation gets the same answer again. Locks are taken in the
-    one order every writer uses: the task, its budgets by id, then its reservation row.
+    A task's attempt that already holds a reservation gets the same answer again. Locks are taken
+    in the one order every writer uses: the attempt, its budgets by id, then its reservation row.
     """
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"reserve:{req.task_id}")
+    task_id, attempt = req.task_id, req.attempt
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"reserve:{task_id}:{attempt}")
     budgets = await chain_budgets(conn, req.scope.chain(), now, lock=True)
-    existing = await conn.fetchrow("SELECT * FROM reservations WHERE task_id = $1 FOR UPDATE", req.task_id)
+    find = "SELECT * FROM reservations WHERE task_id = $1 AND attempt = $2"
+    existing = await conn.fetchrow(find + " FOR UPDATE", task_id, attempt)
     if existing is not None and existing["status"] == "held" and existing["expires_at"] <= now:
-        await close_reservation(conn, req.task_id, "expired")  # past its time, whatever the sweeper did
-        existing = await conn.fetchrow("SELECT * FROM reservations WHERE task_id = $1", req.task_id)
+        await close_reservation(conn, task_id, "expired", attempt=attempt)  # past its time, whatever the sweeper did
+        existing = await conn.fetchrow(find, task_id, attempt)
     if existing is not None and existing["status"] == "settled":  # its cost replaced its hold: no second one
         return Reservation(
-            task_id=req.task_id,
+            task_id=task_id,
             admitted=False,
             amount_usd=req.amount_usd,
             reason="already_settled",
-            detail=f"task {req.task_id} was settled (its cost is recorded); it cannot reserve again",
+            detail=f"task {task_id} (attempt {attempt}) was settled: its cost is recorded; it cannot reserve again",
             restrictions=CostRestrictions(),
         )
     if existing is not None and existing["status"] == "held":
@@ -241,8 +243,8 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
             detail="already reserved (held)",
             restrictions=CostRestrictions(),
         )
-    if existing is not None:  # released or expired: this is a new attempt
-        await conn.execute("DELETE FROM reservations WHERE task_id = $1", req.task_id)
+    if existing is not None:  # released or expired: it may hold again
+        await conn.execute("DELETE FROM reservations WHERE task_id = $1 AND attempt = $2", task_id, attempt)
     states = await states_of(conn, budgets, now)
     approved = await conn.fetchval("SELECT 1 FROM approvals WHERE task_id = $1", req.task_id) is not None
     verdict = admit([s for s, _ in states], req.amount_usd, req.model, req.tier, approved=approved)
@@ -261,10 +263,10 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
     expires_at = now + ttl
     held = [(budget["id"], period) for budget, (_, period) in zip(budgets, states, strict=True)]
     await conn.execute(
-        """WITH r AS (INSERT INTO reservations (task_id, reservation_id, model, amount_usd, status, expires_at)
-                      VALUES ($1, $2, $3, $4, 'held', $5))
-           INSERT INTO reservation_holds (task_id, budget_id, period_start, amount_usd)
-           SELECT $1, k.budget_id, k.period_start, $4
+        """WITH r AS (INSERT INTO reservations (task_id, attempt, reservation_id, model, amount_usd, status, expires_at)
+                      VALUES ($1, $8, $2, $3, $4, 'held', $5))
+           INSERT INTO reservation_holds (task_id, attempt, budget_id, period_start, amount_usd)
+           SELECT $1, $8, k.budget_id, k.period_start, $4
            FROM unnest($6::uuid[], $7::timestamptz[]) AS k(budget_id, period_start)""",
         req.task_id,
         reservation_id,
@@ -273,6 +275,7 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
         expires_at,
         [budget_id for budget_id, _ in held],
         [period.start for _, period in held],
+        attempt,
     )
     await add_to_periods(conn, held, reserved=req.amount_usd)
     return Reservation(
@@ -292,24 +295,25 @@ async def close_reservation(
     task_id: UUID,
     status: str,
     *,
+    attempt: int = 1,
     expired_before: datetime | None = None,
-    reservation_id: UUID | None = None,
 ) -> tuple[str | None, str | None]:
-    """Give back a held reservation's holds. Returns (status before, status after); (None, None)
-    when there is no reservation (with ``reservation_id``: none by that id). With
-    ``expired_before``, only a reservation that expired by then.
+    """Give back a held reservation's holds (one attempt of a task). Returns (status before,
+    status after); (None, None) when there is no reservation. With ``expired_before``, only a
+    reservation that expired by then.
 
-    Lock order, as everywhere: the task's budgets by id, then the reservation row.
+    Lock order, as everywhere: the attempt's budgets by id, then the reservation row.
     """
     await conn.execute(
-        "SELECT 1 FROM budgets WHERE id IN (SELECT budget_id FROM reservation_holds WHERE task_id = $1)"
-        " ORDER BY id FOR UPDATE",
+        "SELECT 1 FROM budgets WHERE id IN"
+        " (SELECT budget_id FROM reservation_holds WHERE task_id = $1 AND attempt = $2) ORDER BY id FOR UPDATE",
         task_id,
+        attempt,
     )
     row = await conn.fetchrow(
-        "SELECT status, expires_at, reservation_id FROM reservations WHERE task_id = $1 FOR UPDATE", task_id
+        "SELECT status, expires_at FROM reservations WHERE task_id = $1 AND attempt = $2 FOR UPDATE", task_id, attempt
     )
-    if row is None or (reservation_id is not None and row["reservation_id"] != reservation_id):
+    if row is None:
         return None, None
     before = str(row["status"])
     if before != "held" or (expired_before is not None and row["expires_at"] > expired_before):
@@ -317,21 +321,38 @@ async def close_reservation(
     await conn.execute(
         """UPDATE budget_periods p SET reserved_usd = greatest(p.reserved_usd - h.amount_usd, 0), updated_at = now()
            FROM reservation_holds h
-           WHERE h.task_id = $1 AND p.budget_id = h.budget_id AND p.period_start = h.period_start""",
+           WHERE h.task_id = $1 AND h.attempt = $2 AND p.budget_id = h.budget_id AND p.period_start = h.period_start""",
         task_id,
+        attempt,
     )
-    await conn.execute("UPDATE reservations SET status = $2, closed_at = now() WHERE task_id = $1", task_id, status)
+    await conn.execute(
+        "UPDATE reservations SET status = $3, closed_at = now() WHERE task_id = $1 AND attempt = $2",
+        task_id,
+        attempt,
+        status,
+    )
     return before, status
 
 
-async def expired_reservations(conn: asyncpg.Pool | Connection, now: datetime, limit: int = 100) -> list[UUID]:
-    """Held reservations past their time (each is then closed in its own transaction)."""
+async def attempt_of(conn: Connection, task_id: UUID, reservation_id: UUID) -> int | None:
+    """Which attempt of the task this reservation is (None: the task has no such reservation)."""
+    found: int | None = await conn.fetchval(
+        "SELECT attempt FROM reservations WHERE task_id = $1 AND reservation_id = $2", task_id, reservation_id
+    )
+    return found
+
+
+async def expired_reservations(
+    conn: asyncpg.Pool | Connection, now: datetime, limit: int = 100
+) -> list[tuple[UUID, int]]:
+    """Held reservations (task, attempt) past their time (each is then closed in its own transaction)."""
     rows = await conn.fetch(
-        "SELECT task_id FROM reservations WHERE status = 'held' AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+        "SELECT task_id, attempt FROM reservations WHERE status = 'held' AND expires_at < $1"
+        " ORDER BY expires_at LIMIT $2",
         now,
         limit,
     )
-    return [r["task_id"] for r in rows]
+    return [(r["task_id"], r["attempt"]) for r in rows]
 
 
 # ------------------------------------------------------------------ settlement
@@ -345,9 +366,11 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
     """
     scope, at = event.scope, event.occurred_at
     budgets = await chain_budgets(conn, scope.chain(), at)
-    holds = await conn.fetch("SELECT budget_id FROM reservation_holds WHERE task_id = $1", event.task_id)
+    holds = await conn.fetch(
+        "SELECT budget_id FROM reservation_holds WHERE task_id = $1 AND attempt = $2", event.task_id, event.attempt
+    )
     await lock_budgets(conn, sorted({b["id"] for b in budgets} | {h["budget_id"] for h in holds}))
-    await close_reservation(conn, event.task_id, "settled")  # the actual cost replaces the hold
+    await close_reservation(conn, event.task_id, "settled", attempt=event.attempt)  # the actual replaces the hold
     await conn.execute(
         """INSERT INTO spend_ledger (event_id, task_id, org_id, team_id, user_id, workspace_id, model, cost_usd,
                occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",

@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import AfterValidator, Field, model_validator
 
 from routewise.contracts.events import (
+    MAX_ATTEMPTS,
     Contract,
     Scope,
     ScopedContract,
@@ -157,6 +158,9 @@ class ReserveBudget(Contract):
     amount_usd: Usd
     model: Annotated[str, Field(min_length=1, max_length=200)]
     tier: Tier | None = None
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    """Which call of the task this holds for: the selector's decision is attempt 1; a caller that
+    falls back to another model (the gateway) holds for each further call before making it."""
 
 
 class Reservation(Contract):

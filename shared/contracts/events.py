@@ -35,6 +35,9 @@ MAX_CALL_COST_USD = Decimal(10_000)
 """The most one LLM call may cost: far above any real call, far below what sums could overflow."""
 CallUsd = Annotated[Usd, Field(le=MAX_CALL_COST_USD)]
 
+MAX_ATTEMPTS = 20
+"""The most calls one task may make (its model, then fallbacks), each with a hold of its own."""
+
 Percent = Annotated[
     Decimal,
     Field(ge=0, max_digits=12, decimal_places=4, allow_inf_nan=False),
@@ -333,6 +336,8 @@ class CostRecorded(Event):
     cached_input_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cache_write_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cost_usd: CallUsd
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    """Which call of the task this was (1: the decided model); its cost settles that call's hold."""
     latency_ms: float | None = Field(default=None, ge=0)
     success: bool = True
     error_type: Annotated[str, Field(max_length=200)] | None = None

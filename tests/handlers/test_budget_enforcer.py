@@ -129,6 +129,36 @@ async def test_only_the_named_reservation_is_released_and_a_settled_task_cannot_
     assert (after.budgets[0].reserved_usd, after.spent_usd) == (0, Decimal(1))
 
 
+async def test_each_attempt_of_a_task_holds_for_itself_and_is_settled_by_its_own_cost(deps: BudgetDeps) -> None:
+    scope = an_org()
+    await a_budget(deps, scope, limit="10")
+    task = uuid.uuid4()
+
+    def ask(attempt: int, amount: str) -> ReserveBudget:
+        return ReserveBudget(task_id=task, scope=scope, amount_usd=Decimal(amount), model="gpt-4o", attempt=attempt)
+
+    first = await handlers.reserve(ask(1, "3"), deps)
+    async with deps.transaction() as uow:  # the first call failed, reporting no usage
+        await handlers.settle_cost(
+            a_cost(scope, "0", at=NOW, task_id=task).model_copy(update={"success": False, "error_type": "http_500"}),
+            uow,
+            deps,
+        )
+    fallback = await handlers.reserve(ask(2, "4"), deps)
+    held = (await handlers.status(GetBudgetStatus(scope=scope), deps)).budgets[0].reserved_usd
+    async with deps.transaction() as uow:
+        await handlers.settle_cost(
+            a_cost(scope, "2.5", at=NOW, task_id=task).model_copy(update={"attempt": 2}), uow, deps
+        )
+    again = await handlers.reserve(ask(1, "3"), deps)
+    after = await handlers.status(GetBudgetStatus(scope=scope), deps)
+
+    assert first.admitted and fallback.admitted and fallback.reservation_id != first.reservation_id
+    assert held == Decimal(4)  # only the fallback's hold: the first was settled by its $0 cost
+    assert (again.admitted, again.reason) == (False, "already_settled")
+    assert (after.budgets[0].reserved_usd, after.spent_usd, after.costs_recorded) == (0, Decimal("2.5"), 2)
+
+
 async def test_a_hold_past_its_ttl_expires(deps: BudgetDeps) -> None:
     scope = an_org()
     await a_budget(deps, scope)
