@@ -264,6 +264,12 @@ async def settings_for(conn: Connection, task: TaskArrived) -> tuple[Policy | st
         return exc.message, prefs
 
 
+def output_cap(task: TaskArrived, policy: Policy) -> int | None:
+    """The most output tokens the call may produce: the caller's cap within the policy's."""
+    caps = [cap for cap in (task.constraints.max_output_tokens, policy.max_tokens) if cap is not None]
+    return min(caps) if caps else None
+
+
 async def quote(
     deps: SelectorDeps,
     task: TaskArrived,
@@ -275,14 +281,16 @@ async def quote(
 ) -> CostEstimate | Refused:
     """The policy's models priced for this task, or the task refused when it cannot be priced.
     cost-predictor being unavailable raises (the event is retried with backoff)."""
+    worst_case = task.constraints.max_output_tokens is not None  # the hold covers the call's worst case
     ask = EstimateCost(
         prompt=task.prompt,
         messages=task.messages,
         models=[m.id for m in models],
         task_type=task.task_type,
         task_id=task.task_id if keep else None,
-        max_output_tokens=policy.max_tokens,
-        cached_prefix=prefs.cache_aware_routing and task.messages is not None,
+        expected_output_tokens=output_cap(task, policy) if worst_case else None,
+        max_output_tokens=output_cap(task, policy),
+        cached_prefix=prefs.cache_aware_routing and task.messages is not None and not worst_case,
     )
     try:
         return await deps.quotes.estimate(ask)
@@ -356,7 +364,7 @@ def selection(
         policy=p.policy.name,
         estimated_input_tokens=chosen.estimate.input_tokens,
         estimated_output_tokens=chosen.estimate.output_tokens_p50,
-        max_output_tokens=p.policy.max_tokens,
+        max_output_tokens=output_cap(p.task, p.policy),
         estimated_cost_usd=chosen.cost,
         baseline_model=baseline,
         baseline_cost_usd=p.estimates[baseline].cost_usd_p50,

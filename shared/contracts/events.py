@@ -200,6 +200,11 @@ class Constraints(Contract):
     min_quality: float | None = Field(default=None, ge=0, le=1)
     allowed_providers: list[ProviderName] | None = Field(default=None, max_length=50)
     latency_slo_ms: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    """The most output tokens the call will be let produce (the caller passes the decision's
+    ``max_output_tokens`` to the provider as ``max_tokens``). Given, the hold covers the call's worst
+    case — its input tokens plus this many output tokens, no cache discount — so what the call
+    really costs cannot take spend past a hard limit (the gateway gives it)."""
 
 
 Strategy = Literal["complexity", "learning", "hybrid"]

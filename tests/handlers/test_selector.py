@@ -13,8 +13,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from routewise.contracts.cost import EstimateCost
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import (
+    ChatMessage,
+    Constraints,
     FeedbackRecorded,
     ModelSelected,
     RejectionReason,
@@ -299,6 +302,23 @@ async def test_a_task_whose_cost_predictor_stays_down_is_rejected_unavailable_at
 
     assert isinstance(rejected, TaskRejected) and rejected.reason is RejectionReason.unavailable
     assert "did not answer (timeout)" in rejected.detail and 2 <= len(quotes.asked) <= 4
+
+
+async def test_a_task_with_an_output_cap_holds_the_call_s_worst_case(
+    deps: SelectorDeps, quotes: PricedQuotes, budgets: MemoryBudgets, admin: asyncpg.Connection
+) -> None:
+    history = [ChatMessage(role="user", content=MODERATE * 40), ChatMessage(role="user", content=SIMPLE)]
+    task = TaskArrived(scope=Scope(org_id="acme"), messages=history, constraints=Constraints(max_output_tokens=300))
+
+    selected = await decided(admin, deps, task)
+    assert isinstance(selected, ModelSelected)
+    worst = await quotes.estimate(
+        EstimateCost(messages=history, models=[selected.model], expected_output_tokens=300, max_output_tokens=300)
+    )
+
+    assert selected.max_output_tokens == 300 and selected.estimated_output_tokens == 300
+    # what the hold covers: every input token at the full price (no cache discount) and 300 output tokens
+    assert budgets.holds[task.task_id].amount_usd == worst.estimates[0].cost_usd_p90 == selected.estimated_cost_usd
 
 
 async def test_a_model_demoted_in_the_snapshots_is_never_chosen(deps: SelectorDeps) -> None:
