@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 
 from routewise.contracts.subjects import SERVICES
@@ -36,6 +38,8 @@ class System:
     """Each service's running replicas."""
     loop: asyncio.AbstractEventLoop | None = None
     """The loop the services run on (``in_background``'s own)."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = field(default_factory=list)
+    """HTTP servers started by ``serve_http``, stopped with the system."""
 
     def deps(self, name: str, replica: int = 0) -> Any:
         """A running service's dependencies (its pool, price book, snapshots, ...)."""
@@ -48,6 +52,32 @@ class System:
         self.runtimes.setdefault(name, []).append(rt)
         await rt.start()
         return rt
+
+    async def serve_http(self, name: str, replica: int = 0, host: str = "127.0.0.1") -> str:
+        """Serve a running service's own HTTP API (``Service.http``) on a real uvicorn, on a free
+        port, on this loop; its base URL. Stopped with the system."""
+        app = self.runtimes[name][replica].http_app
+        if app is None:
+            raise LookupError(f"{name} has no HTTP API of its own")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"http-{name}")
+        self.servers.append((server, task))
+        while not server.started:  # uvicorn says it is listening by this flag only
+            if task.done():
+                task.result()
+                raise RuntimeError(f"{name}'s HTTP server stopped at start")
+            await asyncio.sleep(0.005)
+        return f"http://{host}:{sock.getsockname()[1]}"
+
+    async def stop_http(self) -> None:
+        for server, task in self.servers:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+        self.servers.clear()
 
     async def stop(self, name: str) -> None:
         """Stop every replica of ``name``, as a shutdown would."""
@@ -79,6 +109,7 @@ async def in_process(
                 await system.start(name)
         yield system
     finally:
+        await system.stop_http()
         for name in reversed(list(system.runtimes)):
             await system.stop(name)
 

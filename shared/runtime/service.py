@@ -14,6 +14,8 @@ A service declares, in its ``app.py``:
 - ``notices``: core-NATS notices without payload that run ``handler(deps)``.
 - ``jobs``: ``every(seconds, handler)``: ``handler(deps)`` repeated for the life of the service.
 - ``deps``: an async factory that builds the service's dependencies once, at start-up.
+- ``http``: ``http(deps)`` gives an ASGI app (FastAPI) for every HTTP path the runtime's own
+  (``/healthz``, ``/readyz``, ``/metrics``, ``/docs/asyncapi``) do not serve, on the same server.
 
 Handlers are plain module-level functions that know nothing of NATS or FastStream, so a test
 imports and calls them. ``run(service)`` is the entry point of ``python -m routewise.services.<name>``;
@@ -136,6 +138,7 @@ EventHandler = Callable[[Any, UnitOfWork, Any], Awaitable[None]]
 PlainEventHandler = Callable[[Any, Any], Awaitable[None]]
 RequestHandler = Callable[[Any, Any], Awaitable[BaseModel]]
 JobHandler = Callable[[Any], Awaitable[Any]]
+AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 async def apply_once(handler: EventHandler, event: Event, deps: Deps) -> bool:
@@ -230,6 +233,8 @@ class Service(Generic[D]):
     retention: Mapping[str, str] = field(default_factory=dict)
     """Per-task working data past its use, ``{table: timestamp column}``: rows older than
     ``task_retention_days`` are pruned (with the inbox and outbox, every ``prune_interval``)."""
+    http: Callable[[Any], AsgiApp] | None = None
+    """``http(deps)``: the service's own HTTP API, served beside its health endpoints."""
 
 
 def _first_parameter_type(handler: Callable[..., Any]) -> type[BaseModel]:
@@ -261,6 +266,7 @@ class Runtime:
     _outbox: OutboxRelay | None = None
     _deps: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _http: AsgiApp | None = None
     stopping: bool = False
     """Set once the service is asked to stop: the bus closing then is expected."""
     bus_gone: bool = False
@@ -293,6 +299,15 @@ class Runtime:
         if self._deps is None:
             raise RuntimeError(f"{self.name} is not started")
         return self._deps
+
+    @property
+    def http_app(self) -> AsgiApp | None:
+        """The service's own HTTP API (``Service.http``) once started; None for a service without one."""
+        if self.service.http is None:
+            return None
+        if self._http is None:
+            self._http = self.service.http(self.deps)
+        return self._http
 
     def base_deps(self) -> dict[str, Any]:
         """The fields of ``Deps`` as this runtime fills them, for a service's factory."""
@@ -579,7 +594,7 @@ def build_app(service: Service[Any], settings: Settings | None = None) -> tuple[
         ready = all(v == "ok" for v in checks.values()) and rt.broker.running
         return _json(200 if ready else 503, {"ready": ready, "service": service.name, "checks": checks})
 
-    app = AsgiFastStream(
+    app = ServiceAsgi(
         rt.broker,
         asgi_routes=[("/healthz", healthz), ("/readyz", readyz), ("/metrics", make_asgi_app(rt.registry))],
         on_startup=[rt.start_dependencies],
@@ -589,7 +604,22 @@ def build_app(service: Service[Any], settings: Settings | None = None) -> tuple[
         asyncapi_path="/docs/asyncapi",
         logger=logging.getLogger(f"routewise.{service.name}"),
     )
+    app.runtime = rt
     return app, rt
+
+
+class ServiceAsgi(AsgiFastStream):
+    """FastStream's ASGI app (exact-path routes, lifespan) handing every other HTTP request to the
+    service's own API (``Service.http``), when it has one."""
+
+    runtime: Runtime | None = None
+
+    async def not_found(self, scope: Any, receive: Any, send: Any) -> None:
+        own = self.runtime.http_app if self.runtime is not None and scope["type"] == "http" else None
+        if own is None:
+            await super().not_found(scope, receive, send)
+            return
+        await own(scope, receive, send)
 
 
 def _json(status: int, body: dict[str, Any]) -> AsgiResponse:
