@@ -87,7 +87,7 @@ class KeyScope:
     """Who an authenticated key charges: its org, and optionally a team and a user in that org."""
 
     key_id: str
-    name: str
+    name: str | None
     org_id: str
     team_id: str | None = None
     user_id: str | None = None
@@ -254,7 +254,7 @@ async def insert_key(conn: Connection, req: CreateKey, now: datetime) -> KeyCrea
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         key_id,
         key_hash(key),
-        req.name or text,
+        req.name,
         scope.org_id,
         scope.team_id,
         scope.user_id,
@@ -266,7 +266,7 @@ async def insert_key(conn: Connection, req: CreateKey, now: datetime) -> KeyCrea
         key=key,
         prefix=shown_prefix(key_id),
         scope=text,
-        name=req.name or text,
+        name=req.name,
         created_at=now,
         created_by=req.actor,
     )

@@ -67,7 +67,7 @@ class CreateKey(Contract):
     """A new API key charging ``scope``; the reply holds the key itself, the only time it is shown."""
 
     scope: KeyScopeText = Field(description="org:ID[/team:ID][/user:ID]")
-    name: KeyName | None = Field(default=None, description="default: the scope")
+    name: KeyName | None = None
     actor: Actor
 
 
@@ -80,7 +80,7 @@ class KeyInfo(Contract):
     org_id: Identifier
     team_id: Identifier | None = None
     user_id: Identifier | None = None
-    name: KeyName
+    name: KeyName | None = None
     created_at: datetime
     created_by: Actor
     last_used_at: datetime | None = Field(default=None, description="to the minute: written at most once a minute")
@@ -95,7 +95,7 @@ class KeyCreated(Contract):
     key: Annotated[str, Field(max_length=80)]
     prefix: Annotated[str, Field(max_length=40)]
     scope: Annotated[str, Field(max_length=420)]
-    name: KeyName
+    name: KeyName | None = None
     created_at: datetime
     created_by: Actor
 
