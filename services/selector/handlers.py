@@ -259,9 +259,12 @@ async def settings_for(conn: Connection, task: TaskArrived) -> tuple[Policy | st
         workspace_id=workspace or f"{scope.org_id}/default"
     )
     try:
-        return await repo.policy_for(conn, task.task_type, task.policy), prefs
+        policy = await repo.policy_for(conn, task.task_type, task.policy)
     except RoutewiseError as exc:
         return exc.message, prefs
+    if task.constraints.allowed_models:  # the caller named its models: they are the candidates
+        policy = replace(policy, models=tuple(dict.fromkeys(task.constraints.allowed_models)))
+    return policy, prefs
 
 
 def output_cap(task: TaskArrived, policy: Policy) -> int | None:

@@ -205,6 +205,9 @@ class Constraints(Contract):
     ``max_output_tokens`` to the provider as ``max_tokens``). Given, the hold covers the call's worst
     case — its input tokens plus this many output tokens, no cache discount — so what the call
     really costs cannot take spend past a hard limit (the gateway gives it)."""
+    allowed_models: list[ModelName] | None = Field(default=None, min_length=1, max_length=50)
+    """Only these models are candidates, in this order, whatever the policy lists (its caps still
+    apply): how the gateway runs a model the caller named, still budget-checked and recorded."""
 
 
 Strategy = Literal["complexity", "learning", "hybrid"]

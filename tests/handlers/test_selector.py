@@ -120,6 +120,25 @@ async def test_a_simple_prompt_gets_a_cheap_micro_model_and_a_reservation(
     assert decision.estimated_cost_usd == outcome.estimated_cost_usd
 
 
+async def test_allowed_models_are_the_only_candidates_whatever_the_policy_lists(
+    deps: SelectorDeps, budgets: MemoryBudgets, admin: asyncpg.Connection
+) -> None:
+    """The gateway forces a model the caller named: the decision is that model (held and recorded
+    like any), even one the task type's policy does not list, and a too-costly one is still refused."""
+    forced = a_task(SIMPLE, constraints=Constraints(allowed_models=["claude-opus-4-1"]))
+    capped = a_task(SIMPLE, constraints=Constraints(allowed_models=["claude-opus-4-1"], max_cost_usd=Decimal("1e-9")))
+
+    outcome = await decided(admin, deps, forced)
+    refused = await decided(admin, deps, capped)
+
+    assert isinstance(outcome, ModelSelected)
+    assert (
+        outcome.model == "claude-opus-4-1" and outcome.fallback_chain == [] and outcome.baseline_model == outcome.model
+    )
+    assert budgets.holds[forced.task_id].reservation_id == outcome.reservation_id
+    assert isinstance(refused, TaskRejected) and refused.reason is RejectionReason.no_model_within_constraints
+
+
 async def test_a_budget_refusal_downgrades_to_a_cheaper_model_then_rejects_with_the_budgets_reason(
     deps: SelectorDeps, budgets: MemoryBudgets, admin: asyncpg.Connection
 ) -> None:
