@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from routewise.contracts.catalog import default_catalog
 from routewise.contracts.events import ChatMessage
 from routewise.dev.mock_provider import MockProvider, parse_args
 from routewise.runtime.tokens import count_text, count_tokens
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES: list[Any] = [
@@ -157,6 +159,28 @@ async def test_a_delay_fault_makes_a_call_time_out(mock: MockProvider, client: A
     with pytest.raises(openai.APITimeoutError):
         await client.chat.completions.create(model="slow-model", messages=MESSAGES, timeout=0.1)
     assert (await client.chat.completions.create(model="slow-model", messages=MESSAGES, timeout=2)).usage
+
+
+async def test_latency_and_a_stream_the_client_leaves() -> None:
+    full = {"X-Mock-Full-Length": "1"}
+    with MockProvider(latency_ms=150, per_token_ms=10, chunk_tokens=1) as mock:
+        async with AsyncOpenAI(base_url=mock.openai_base_url, api_key="k", max_retries=0) as sdk:
+            started = time.monotonic()
+            await sdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=5, extra_headers=full)
+            assert time.monotonic() - started >= 0.15 + 5 * 0.01
+            started = time.monotonic()
+            stream = await sdk.chat.completions.create(
+                model="m", messages=MESSAGES, max_tokens=300, stream=True, extra_headers=full
+            )
+            async for _ in stream:
+                assert time.monotonic() - started >= 0.15  # the time to first token
+                break
+            await stream.close()
+
+        async def left() -> bool:
+            return [c["outcome"] for c in mock.calls("m") if c["stream"]] == ["disconnected"]
+
+        await eventually(left, timeout=5)
 
 
 async def test_seeded_error_and_429_rates_repeat_with_the_seed() -> None:
