@@ -7,7 +7,7 @@ DO $$
 DECLARE
     svc text;
 BEGIN
-    FOREACH svc IN ARRAY ARRAY['selector', 'cost_predictor', 'budget_enforcer', 'performance_tracker', 'metrics']
+    FOREACH svc IN ARRAY ARRAY['selector', 'cost_predictor', 'budget_enforcer', 'performance_tracker', 'metrics', 'gateway']
     LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'routewise_' || svc) THEN
             EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', 'routewise_' || svc, 'routewise_' || svc);

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics")
+SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics", "gateway")
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,28 @@ class Settings(BaseSettings):
         " only (such a dead letter cannot be replayed). Off: kept as sent, for replay.",
     )
 
+    provider_base_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="gateway: one OpenAI-compatible base URL for every provider without an entry in"
+        " providers_path (``routewise dev`` and the tests point it at the mock provider).",
+    )
+    providers_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="gateway: a TOML file of providers (base URL, API key variable, model names); default:"
+        " every catalog provider at its public OpenAI-compatible URL, or at provider_base_url when set.",
+    )
+    provider_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="gateway: seconds one provider call may take before the next model."
+    )
+    gateway_decision_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="gateway: seconds a request waits for its task's decision before answering 504.",
+    )
+
     @field_validator("namespace")
     @classmethod
     def _token(cls, value: str) -> str:

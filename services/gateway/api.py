@@ -1,0 +1,289 @@
+"""The gateway's HTTP face: an OpenAI-compatible API (FastAPI; OpenAPI at /docs).
+
+``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``, ``POST /v1/feedback``. Every
+call needs ``Authorization: Bearer <key>`` (``routewise keys create``); the key's scope is the
+task's. Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code", ...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ConfigDict, Field
+
+from routewise.contracts.errors import RoutewiseError
+from routewise.contracts.events import ModelSelected, Scope
+from routewise.contracts.vocabulary import ErrorCode
+from routewise.services.gateway import handlers, keys
+from routewise.services.gateway.domain import (
+    AUTO,
+    REJECTIONS,
+    ROUTED_PREFIX,
+    BadRequest,
+    Knobs,
+    knobs_from,
+    rejection_message,
+    target_of,
+    task_for,
+)
+from routewise.services.gateway.handlers import GatewayDeps, GatewayError, ProviderRefused, Rejected
+
+CHAT = "/v1/chat/completions"
+log = structlog.get_logger(__name__)
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completion request; every field not listed goes to the provider as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(max_length=200, description="routewise/auto, routewise/<policy>, or a catalog model id (forced)")
+    messages: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, max_length=256)
+    metadata: dict[str, Any] | None = None
+    routewise: Knobs | None = Field(default=None, description="Routewise's options (also as X-Routewise-* headers)")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: UUID
+    quality: float = Field(ge=0, le=1)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
+
+
+def _deps(request: Request) -> GatewayDeps:
+    deps: GatewayDeps = request.app.state.deps
+    return deps
+
+
+async def key_scope(request: Request) -> keys.KeyScope:
+    """The caller's key (``Authorization: Bearer <key>``): 401 without a valid one."""
+    return await keys.authenticate(_deps(request).pool, request.headers.get("authorization"))
+
+
+DepsParam = Annotated[GatewayDeps, Depends(_deps)]
+KeyParam = Annotated[keys.KeyScope, Depends(key_scope)]
+
+
+def http_app(deps: GatewayDeps) -> FastAPI:
+    """The gateway's API over its dependencies (``Service.http``)."""
+    app = FastAPI(
+        title="Routewise gateway",
+        summary="OpenAI-compatible: routes each call, runs it, falls back, records the exact cost",
+        version="1",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.deps = deps
+    app.add_exception_handler(keys.InvalidApiKey, _invalid_key)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(BadRequest, _bad_request)
+    app.add_exception_handler(RoutewiseError, _routewise_error)
+    app.add_exception_handler(Exception, _internal)
+    app.add_api_route(CHAT, chat_completions, methods=["POST"], response_model=None)
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/feedback", record_feedback, methods=["POST"], status_code=202)
+    return app
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+async def _invalid_key(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, keys.InvalidApiKey)
+    return JSONResponse(
+        error_body(exc.message, "invalid_request_error", keys.INVALID_API_KEY, reason=exc.reason),
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def _invalid_body(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body")
+    return JSONResponse(
+        error_body(f"{where or 'body'}: {first['msg']}", "invalid_request_error", "invalid_request", where or None),
+        status_code=400,
+    )
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BadRequest)
+    return JSONResponse(error_body(exc.message, "invalid_request_error", "invalid_request", exc.param), 400)
+
+
+async def _routewise_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RoutewiseError)
+    status = 400 if exc.code == ErrorCode.invalid_request else 500
+    return JSONResponse(error_body(exc.message, "invalid_request_error", str(exc.code)), status)
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("gateway request failed", path=request.url.path, exc_info=exc)
+    return JSONResponse(error_body("the gateway failed to answer; see its log", "api_error", "internal"), 500)
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+async def chat_completions(body: ChatCompletionRequest, request: Request, deps: DepsParam, key: KeyParam) -> Response:
+    """A chat completion, routed by Routewise (``model``: ``routewise/auto``, ``routewise/<policy>``)
+    or on the model named (forced; still budget-checked and recorded). Non-streaming or SSE."""
+    started = time.perf_counter()
+    raw = body.model_dump(exclude_unset=True, mode="json")
+    scope = key.task_scope(body.user)
+    knobs = knobs_from(raw, request.headers)
+    target = target_of(body.model, {m.id for m in deps.catalog.models})
+    task = task_for(raw, knobs, target, scope)
+    parent = propagate.extract(dict(request.headers))
+    with deps.tracer.start_as_current_span(f"POST {CHAT}", context=parent, kind=SpanKind.SERVER) as span:
+        span.set_attributes({"http.request.method": "POST", "http.route": CHAT, "routewise.task_id": str(task.task_id)})
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        try:
+            if body.stream:
+                response = await _stream(raw, task, deps, trace_id)
+            else:
+                response = await _complete(raw, task, deps, trace_id, started)
+        except Rejected as exc:
+            response = _rejected(exc, trace_id)
+        except GatewayError as exc:
+            response = JSONResponse(
+                error_body(exc.message, exc.type, exc.code, **exc.extra),
+                exc.status,
+                headers={"X-Routewise-Task-Id": str(task.task_id), "X-Routewise-Trace-Id": trace_id},
+            )
+        except ProviderRefused as exc:
+            response = _provider_refused(exc, trace_id)
+        span.set_attribute("http.response.status_code", response.status_code)
+    deps.meters.requests.labels(CHAT, str(response.status_code)).inc()
+    return response
+
+
+def routing_headers(
+    decision: ModelSelected, model: str, deps: GatewayDeps, trace_id: str, attempts: int
+) -> dict[str, str]:
+    entry = deps.catalog.get(model)
+    return {
+        "X-Routewise-Task-Id": str(decision.task_id),
+        "X-Routewise-Model": model,
+        "X-Routewise-Tier": entry.tier.value if entry else decision.tier.value,
+        "X-Routewise-Strategy": decision.strategy,
+        "X-Routewise-Attempts": str(attempts),
+        "X-Routewise-Cache": "miss",
+        "X-Routewise-Trace-Id": trace_id,
+    }
+
+
+async def _complete(raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str, started: float) -> Response:
+    done = await handlers.complete(raw, task, deps)
+    headers = routing_headers(done.decision, done.model, deps, trace_id, done.attempts)
+    headers["X-Routewise-Cost-Usd"] = _usd(done.spent)
+    deps.meters.cache.labels("miss").inc()
+    deps.meters.added_latency.observe(max(time.perf_counter() - started - done.provider_ms / 1000, 0.0))
+    return JSONResponse(done.body, headers=headers)
+
+
+async def _stream(raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str) -> Response:
+    opened = await handlers.open_stream(raw, task, deps)
+    headers = routing_headers(opened.decision, opened.model, deps, trace_id, opened.attempts)
+    # the stream's own cost is known only at its end: the header says what failed attempts cost before it
+    headers["X-Routewise-Cost-Usd-Before-Stream"] = _usd(opened.spent_before)
+    deps.meters.cache.labels("miss").inc()
+    return StreamingResponse(_sse(opened), media_type="text/event-stream", headers=headers)
+
+
+async def _sse(opened: handlers.Streaming) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in opened.chunks:
+            if not opened.wants_usage and chunk.get("usage") and not chunk.get("choices"):
+                continue  # the usage chunk the gateway asked for, not the client
+            if not opened.wants_usage:
+                chunk.pop("usage", None)
+            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    except Exception as exc:
+        failure = handlers.failure_of(exc)
+        body = error_body(f"the provider's stream failed: {failure.detail}", "api_error", failure.error_type)
+        yield b"data: " + json.dumps(body).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def _usd(amount: Any) -> str:
+    return format(amount.normalize(), "f") if amount else "0"
+
+
+def _rejected(exc: Rejected, trace_id: str) -> Response:
+    r = exc.rejection
+    http = REJECTIONS[r.reason]
+    extra = {
+        "reason": r.reason.value,
+        "task_id": str(r.task_id),
+        "budget_id": str(r.budget_id) if r.budget_id else None,
+    }
+    return JSONResponse(
+        error_body(rejection_message(r.reason, r.detail, str(r.task_id)), http.type, http.code, **extra),
+        http.status,
+        headers={"X-Routewise-Task-Id": str(r.task_id), "X-Routewise-Trace-Id": trace_id},
+    )
+
+
+def _provider_refused(exc: ProviderRefused, trace_id: str) -> Response:
+    body = exc.body if isinstance(exc.body, dict) and "error" in exc.body else None
+    if body is None:
+        detail = exc.body if isinstance(exc.body, dict) else {"message": str(exc.body)}
+        body = {"error": {"type": "invalid_request_error", "code": None, "param": None, **detail}}
+    headers = {
+        "X-Routewise-Task-Id": str(exc.decision.task_id),
+        "X-Routewise-Model": exc.model,
+        "X-Routewise-Attempts": str(exc.attempts),
+        "X-Routewise-Cost-Usd": _usd(exc.spent),
+        "X-Routewise-Trace-Id": trace_id,
+    }
+    return JSONResponse(body, exc.status, headers=headers)
+
+
+async def list_models(deps: DepsParam, key: KeyParam) -> dict[str, Any]:
+    """Routewise's routed names (``routewise/auto``, ``routewise/<policy>``) and the catalog's models."""
+    created = 0
+    data = [{"id": AUTO, "object": "model", "created": created, "owned_by": "routewise"}]
+    data += [
+        {"id": f"{ROUTED_PREFIX}{name}", "object": "model", "created": created, "owned_by": "routewise"}
+        for name in await handlers.policies(deps)
+        if f"{ROUTED_PREFIX}{name}" != AUTO
+    ]
+    data += [
+        {"id": m.id, "object": "model", "created": created, "owned_by": m.provider, "tier": m.tier.value}
+        for m in deps.catalog.models
+    ]
+    return {"object": "list", "data": data}
+
+
+async def record_feedback(body: FeedbackRequest, deps: DepsParam, key: KeyParam) -> Response:
+    """How good a task's answer was (0..1): FeedbackRecorded, for the model that answered it."""
+    scope: Scope = key.scope
+    try:
+        event_id = await handlers.feedback(body.task_id, body.quality, body.comment, scope, deps)
+    except LookupError as exc:
+        return JSONResponse(error_body(str(exc), "invalid_request_error", "not_found", "task_id"), 404)
+    deps.meters.requests.labels("/v1/feedback", "202").inc()
+    return JSONResponse({"task_id": str(body.task_id), "event_id": str(event_id), "status": "recorded"}, 202)

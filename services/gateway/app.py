@@ -1,0 +1,23 @@
+"""gateway: which event, request, notice, job and HTTP API goes to which handler."""
+
+from pathlib import Path
+
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, TaskArrived
+from routewise.runtime.service import Service, every
+from routewise.services.gateway import api, handlers, keys
+
+SERVICE = Service(
+    name="gateway",
+    migrations=Path(__file__).parent / "migrations",
+    deps=handlers.build,
+    http=api.http_app,
+    requests={
+        "keys_create": keys.create_key,
+        "keys_list": keys.list_keys,
+        "keys_revoke": keys.revoke_key,
+    },
+    notices={"cost_prices_changed": handlers.reload_prices},
+    jobs=[every(handlers.RELOAD_PRICES_EVERY_S, handlers.reload_prices)],
+    publishes=[TaskArrived, CostRecorded, FeedbackRecorded],
+    retention={"attempts": "created_at"},
+)

@@ -1,0 +1,558 @@
+"""gateway's service layer: a chat completion from the decision to the recorded cost, feedback,
+and the price book kept in step with cost-predictor's overrides.
+
+The gateway is a client of the bus like any application: it publishes TaskArrived (with the
+scope of the caller's API key), waits for the task's ModelSelected or TaskRejected, calls the
+chosen model's provider, walks the decision's fallback chain on retryable failures, and
+publishes one CostRecorded per attempt through its outbox, in the transaction that records the
+attempt. Plain functions of their dependencies; ``api.py`` is their HTTP face.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID, uuid5
+
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from openai import AsyncStream
+from openai.types.chat import ChatCompletionChunk
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Tracer
+from pydantic import BaseModel
+
+from routewise.client.wire import msg_id_headers, parse_reply, request_errors
+from routewise.contracts.catalog import Catalog, default_catalog
+from routewise.contracts.cost import ListPrices, PriceList
+from routewise.contracts.errors import RemoteError, RoutewiseError
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from routewise.contracts.routing import ListPolicies, PolicyList
+from routewise.pricing import Override, PriceBook
+from routewise.runtime import tokens
+from routewise.runtime.service import Deps, Runtime
+from routewise.services.gateway import repository as repo
+from routewise.services.gateway.decisions import Decisions
+from routewise.services.gateway.domain import Usage, cost_of
+from routewise.services.gateway.meters import Meters
+from routewise.services.gateway.providers import Failure, Provider, Registry, build_registry, classify, load_configs
+
+log = structlog.get_logger(__name__)
+Res = TypeVar("Res", bound=BaseModel)
+TRACER = "routewise.gateway"
+RELOAD_PRICES_EVERY_S = 30.0
+CONSUMED = ("routewise", "model", "stream", "stream_options", "metadata", "max_tokens", "max_completion_tokens")
+"""Request fields the gateway reads or sets itself; every other one goes to the provider as sent."""
+
+
+@dataclass(kw_only=True)
+class GatewayDeps(Deps):
+    catalog: Catalog
+    book: PriceBook
+    registry: Registry
+    decisions: Decisions
+    nc: NatsClient
+    tracer: Tracer
+    meters: Meters
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Records of streams still being written after their client went away."""
+
+
+async def build(rt: Runtime) -> GatewayDeps:
+    settings = rt.settings
+    catalog = default_catalog()
+    registry = build_registry(
+        load_configs(settings.providers_path, settings.provider_base_url, (m.provider for m in catalog.models)),
+        settings.provider_timeout,
+    )
+    nc = rt.broker.connection
+    decisions = Decisions(nc, rt.subjects)
+    await decisions.start()
+    deps = GatewayDeps(
+        **rt.base_deps(),
+        catalog=catalog,
+        book=PriceBook(catalog),
+        registry=registry,
+        decisions=decisions,
+        nc=nc,
+        tracer=rt.tracer_provider.get_tracer(TRACER),
+        meters=Meters(rt.registry),
+    )
+    await reload_prices(deps)
+    return deps
+
+
+async def ask(deps: GatewayDeps, subject: str, payload: BaseModel, reply_type: type[Res], timeout: float) -> Res:
+    with request_errors(subject, timeout):
+        msg = await deps.nc.request(subject, payload.model_dump_json().encode(), timeout=timeout)
+    return parse_reply(msg.data, reply_type)
+
+
+# --- prices ---------------------------------------------------------------------------------
+
+
+async def reload_prices(deps: GatewayDeps) -> None:
+    """The price book with cost-predictor's overrides (asked over the bus at start-up, when they
+    change and every 30 s; the last ones known are kept while it does not answer). The gateway
+    prices each call locally: no request on the call's path, and a cost even while the bus is down."""
+    try:
+        reply = await ask(deps, deps.subjects.cost_prices_list, ListPrices(), PriceList, 2.0)
+    except RemoteError as exc:
+        log.info("price overrides not refreshed: cost-predictor did not answer", code=exc.code)
+        return
+    overrides = [
+        Override(
+            provider=p.provider,
+            model=p.model,
+            input_mtok=p.input_mtok,
+            output_mtok=p.output_mtok,
+            cache_read_mtok=p.cache_read_mtok,
+            cache_write_mtok=p.cache_write_mtok,
+            context_window=p.context_window,
+        )
+        for p in reply.prices
+        if p.source == "override" and p.input_mtok is not None and p.output_mtok is not None
+    ]
+    deps.book = PriceBook(deps.catalog, overrides)
+
+
+async def policies(deps: GatewayDeps) -> list[str]:
+    """The routing policies' names (the selector's; none when it does not answer)."""
+    try:
+        reply = await ask(deps, deps.subjects.routing_policies_list, ListPolicies(), PolicyList, 2.0)
+    except RemoteError:
+        return []
+    return [p.name for p in reply.policies]
+
+
+# --- the decision ---------------------------------------------------------------------------
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives itself (not the provider's): HTTP status, OpenAI error type and
+    code, and what the client may need (reason, budget id, task id)."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.extra = status, message, type_, code, extra
+
+
+class Rejected(Exception):
+    def __init__(self, rejection: TaskRejected) -> None:
+        super().__init__(rejection.detail)
+        self.rejection = rejection
+
+
+async def decide(task: TaskArrived, deps: GatewayDeps) -> ModelSelected:
+    """Publish the task and wait for its decision (the process's one subscription hands it over);
+    ``Rejected`` for a TaskRejected, ``GatewayError`` when the bus does not take it or no decision
+    comes in time."""
+    started = time.perf_counter()
+    task_id = str(task.task_id)
+    future = deps.decisions.expect(task_id)
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    try:
+        try:
+            await deps.nc.jetstream().publish(
+                deps.subjects.task_arrived,
+                task.model_dump_json().encode(),
+                headers=msg_id_headers(task, carrier),
+                timeout=deps.settings.request_timeout,
+            )
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise GatewayError(
+                503,
+                f"Routewise's bus did not take the task: {type(exc).__name__}",
+                "service_unavailable",
+                "unavailable",
+            ) from exc
+        wait = deps.settings.gateway_decision_timeout
+        try:
+            decision = await asyncio.wait_for(future, wait)
+        except TimeoutError:
+            raise GatewayError(
+                504, f"no routing decision within {wait:g} s", "timeout", "decision_timeout", task_id=task_id
+            ) from None
+    finally:
+        deps.decisions.forget(task_id)
+        deps.meters.decision_latency.observe(time.perf_counter() - started)
+    if isinstance(decision, TaskRejected):
+        raise Rejected(decision)
+    return decision
+
+
+# --- provider attempts ----------------------------------------------------------------------
+
+
+def provider_request(body: Mapping[str, Any], decision: ModelSelected) -> tuple[dict[str, Any], str, int | None]:
+    """What goes to the provider besides model and messages: the client's parameters, and the
+    output cap (the client's ``max_tokens``/``max_completion_tokens``, at most the decision's)."""
+    extra = {k: v for k, v in body.items() if k not in CONSUMED and k != "messages"}
+    cap_key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    asked = body.get(cap_key)
+    cap = decision.max_output_tokens
+    if isinstance(asked, int) and asked > 0:
+        cap = min(asked, cap) if cap else asked
+    return extra, cap_key, cap
+
+
+@dataclass
+class Call:
+    """One attempt in flight: the model, its provider, what was sent and when."""
+
+    task: TaskArrived
+    decision: ModelSelected
+    number: int
+    model: str
+    provider: Provider | None
+    provider_name: str
+    stream: bool
+    span: Span
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+
+    @property
+    def provider_model(self) -> str:
+        return self.provider.model_name(self.model) if self.provider else self.model
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def ttft_ms(self) -> float | None:
+        return (self.first_token_at - self.started) * 1000 if self.first_token_at is not None else None
+
+
+def start_call(
+    deps: GatewayDeps, task: TaskArrived, decision: ModelSelected, number: int, model: str, *, stream: bool
+) -> Call:
+    entry = deps.catalog.get(model)
+    provider_name = entry.provider if entry else (decision.provider if model == decision.model else "unknown")
+    provider = deps.registry.get(provider_name)
+    call = Call(task, decision, number, model, provider, provider_name, stream, span=trace.INVALID_SPAN)
+    span = deps.tracer.start_span(f"chat {call.provider_model}", kind=SpanKind.CLIENT)
+    span.set_attributes(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": provider_name,
+            "gen_ai.request.model": call.provider_model,
+            "routewise.task_id": str(task.task_id),
+            "routewise.attempt": number,
+            "routewise.model": model,
+        }
+    )
+    call.span = span
+    return call
+
+
+async def send(deps: GatewayDeps, call: Call, body: Mapping[str, Any]) -> Any:
+    """The provider's answer (a ChatCompletion, or the stream of chunks); raises what it raised."""
+    if call.provider is None:
+        raise LookupError(f"no provider {call.provider_name!r} is configured (ROUTEWISE_PROVIDERS_PATH)")
+    extra, cap_key, cap = provider_request(body, call.decision)
+    if cap is not None:
+        extra[cap_key] = cap
+    if call.stream:
+        extra["stream_options"] = {"include_usage": True}
+    return await call.provider.client.chat.completions.create(
+        model=call.provider_model,
+        messages=body["messages"],
+        stream=call.stream,
+        extra_body=extra,
+    )
+
+
+def failure_of(exc: Exception) -> Failure:
+    if isinstance(exc, LookupError):
+        return Failure("no_provider", True, str(exc))
+    return classify(exc)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one attempt leaves: its row, and the cost it is charged."""
+
+    attempt: repo.Attempt
+    cost: CostRecorded | None
+
+
+def record_of(deps: GatewayDeps, call: Call, *, usage: Usage | None, source: str, failure: Failure | None) -> Record:
+    """The attempt's row and its CostRecorded. A successful call is charged its usage at the price
+    book's price; a failed one what the provider reported with its error (nothing reported: $0),
+    so its failure still reaches performance-tracker's error rate."""
+    cost = Decimal(0)
+    if usage is not None:
+        try:
+            cost = cost_of(deps.book, call.model, usage)
+        except RoutewiseError as exc:
+            log.error("an answered call has no price; its cost is not recorded", model=call.model, error=exc.message)
+            usage = None
+    task = call.task
+    event = CostRecorded(
+        event_id=uuid5(task.task_id, f"gateway-attempt-{call.number}"),
+        task_id=task.task_id,
+        scope=task.scope,
+        task_type=task.task_type,
+        model=call.model,
+        provider=call.provider_name,
+        input_tokens=usage.input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        cached_input_tokens=usage.cached_input_tokens if usage else 0,
+        cost_usd=cost,
+        latency_ms=round(call.elapsed_ms(), 3),
+        success=failure is None,
+        error_type=failure.error_type if failure else None,
+        attempt=call.number,
+    )
+    attempt = repo.Attempt(
+        task_id=task.task_id,
+        attempt=call.number,
+        model=call.model,
+        provider=call.provider_name,
+        provider_model=call.provider_model,
+        ok=failure is None,
+        scope=task.scope,
+        task_type=task.task_type,
+        latency_ms=call.elapsed_ms(),
+        stream=call.stream,
+        ttft_ms=call.ttft_ms(),
+        http_status=failure.status if failure else 200,
+        error_type=failure.error_type if failure else None,
+        error_detail=failure.detail if failure else None,
+        retryable=failure.retryable if failure else False,
+        input_tokens=usage.input_tokens if usage else None,
+        output_tokens=usage.output_tokens if usage else None,
+        cached_input_tokens=usage.cached_input_tokens if usage else None,
+        usage_source=source if usage else None,
+        cost_usd=cost,
+        cost_event_id=event.event_id,
+    )
+    return Record(attempt, event)
+
+
+async def finish(deps: GatewayDeps, call: Call, record: Record) -> None:
+    """Write the attempt and put its cost in the outbox, in one transaction (inside the attempt's
+    span, so the cost belongs to the task's trace), then close the span and count it."""
+    a = record.attempt
+    span = call.span
+    with trace.use_span(span, end_on_exit=True):
+        if a.input_tokens is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", a.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", a.output_tokens or 0)
+        span.set_attribute("gen_ai.response.model", call.provider_model)
+        span.set_attribute("routewise.cost_usd", str(a.cost_usd))
+        if a.error_type:
+            span.set_attribute("error.type", a.error_type)
+            span.set_status(trace.StatusCode.ERROR, a.error_detail or a.error_type)
+        async with deps.transaction() as uow:
+            await repo.record_attempt(uow.conn, a)
+            if record.cost is not None:
+                await uow.publish(deps.subjects.cost_recorded, record.cost)
+    deps.meters.attempt(call.provider_name, a.error_type, a.latency_ms / 1000)
+
+
+# --- non-streaming --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    decision: ModelSelected
+    model: str
+    body: dict[str, Any]
+    spent: Decimal
+    attempts: int
+    provider_ms: float
+
+
+@dataclass(frozen=True)
+class ProviderRefused(Exception):
+    """A non-retryable answer of the provider (a 400...): the client gets it as the provider said."""
+
+    status: int
+    body: Any
+    decision: ModelSelected
+    model: str
+    spent: Decimal
+    attempts: int
+
+
+def chain_of(decision: ModelSelected) -> list[str]:
+    return list(dict.fromkeys([decision.model, *decision.fallback_chain]))
+
+
+async def complete(body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps) -> Completed:
+    """The task decided, then its models tried in the decision's order until one answers."""
+    decision = await decide(task, deps)
+    spent, provider_ms, last = Decimal(0), 0.0, None
+    for number, model in enumerate(chain_of(decision), 1):
+        call = start_call(deps, task, decision, number, model, stream=False)
+        try:
+            with trace.use_span(call.span, end_on_exit=False):
+                response = await send(deps, call, body)
+        except Exception as exc:
+            failure = failure_of(exc)
+            record = record_of(deps, call, usage=Usage.reported(failure.usage), source="provider", failure=failure)
+            await finish(deps, call, record)
+            spent += record.attempt.cost_usd
+            provider_ms += record.attempt.latency_ms
+            if not failure.retryable:
+                raise ProviderRefused(failure.status or 502, failure.body, decision, model, spent, number) from exc
+            last = failure
+            continue
+        answer = response.to_dict(mode="json")
+        usage = Usage.reported(answer.get("usage"))
+        source = "provider"
+        if usage is None:
+            usage, source = counted_usage(call, _answer_text(answer)), "tokenizer"
+        record = record_of(deps, call, usage=usage, source=source, failure=None)
+        await finish(deps, call, record)
+        answer["model"] = model
+        return Completed(
+            decision, model, answer, spent + record.attempt.cost_usd, number, provider_ms + record.attempt.latency_ms
+        )
+    raise GatewayError(
+        502,
+        f"every model of the decision failed; the last: {last.error_type if last else 'none'}"
+        f" ({last.detail if last else ''})",
+        "api_error",
+        "all_models_failed",
+        task_id=str(task.task_id),
+        spent_usd=str(spent),
+    )
+
+
+def _answer_text(answer: Mapping[str, Any]) -> str:
+    texts = []
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            texts.append(message["content"])
+    return "".join(texts)
+
+
+def counted_usage(call: Call, output_text: str) -> Usage:
+    """Usage when the provider reported none: the conversation and the answer's text counted with
+    the project's tokenizer (``routewise.runtime.tokens``, the cost predictor's rule)."""
+    name, _ = tokens.encoding_for_model(call.provider_name, call.provider_model)
+    return Usage(tokens.count_tokens(None, call.task.messages, name), tokens.count_text(output_text, name))
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+
+@dataclass
+class Streaming:
+    """A stream whose first chunk has arrived: the decision, the model answering, the chunks
+    (the first one included) as the provider sends them."""
+
+    decision: ModelSelected
+    model: str
+    attempts: int
+    spent_before: Decimal
+    chunks: AsyncIterator[dict[str, Any]]
+    wants_usage: bool
+
+
+async def open_stream(body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps) -> Streaming:
+    """The task decided and its models tried until one starts streaming (a failure before the
+    first chunk moves on to the next model; after it, the stream ends with an error)."""
+    decision = await decide(task, deps)
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    spent, last = Decimal(0), None
+    for number, model in enumerate(chain_of(decision), 1):
+        call = start_call(deps, task, decision, number, model, stream=True)
+        try:
+            with trace.use_span(call.span, end_on_exit=False):
+                stream = await send(deps, call, body)
+                chunks = aiter(stream)
+                first = await anext(chunks)
+        except Exception as exc:
+            failure = failure_of(exc)
+            record = record_of(deps, call, usage=Usage.reported(failure.usage), source="provider", failure=failure)
+            await finish(deps, call, record)
+            spent += record.attempt.cost_usd
+            if not failure.retryable:
+                raise ProviderRefused(failure.status or 502, failure.body, decision, model, spent, number) from exc
+            last = failure
+            continue
+        call.first_token_at = time.perf_counter()
+        return Streaming(decision, model, number, spent, relay(deps, call, stream, chunks, first), wants_usage)
+    raise GatewayError(
+        502,
+        f"every model of the decision failed; the last: {last.error_type if last else 'none'}",
+        "api_error",
+        "all_models_failed",
+        task_id=str(task.task_id),
+        spent_usd=str(spent),
+    )
+
+
+async def relay(
+    deps: GatewayDeps,
+    call: Call,
+    stream: AsyncStream[ChatCompletionChunk],
+    chunks: AsyncIterator[ChatCompletionChunk],
+    first: ChatCompletionChunk,
+) -> AsyncIterator[dict[str, Any]]:
+    """The provider's chunks (``model`` the catalog id), and the attempt recorded when the stream
+    ends, fails or its client goes away: priced from the final usage chunk, or counted with the
+    tokenizer when there was none (the recording is not cancelled with the client's request)."""
+    usage: Usage | None = None
+    text: list[str] = []
+    failure: Failure | None = None
+    try:
+        chunk: ChatCompletionChunk | None = first
+        while chunk is not None:
+            data: dict[str, Any] = dict(chunk.to_dict(mode="json"))
+            usage = Usage.reported(data.get("usage")) or usage
+            for choice in data.get("choices") or []:
+                content = (choice.get("delta") or {}).get("content")
+                if isinstance(content, str):
+                    text.append(content)
+            data["model"] = call.model
+            yield data
+            chunk = await anext(chunks, None)
+    except Exception as exc:
+        failure = failure_of(exc)
+        raise
+    finally:
+        source = "provider"
+        if usage is None:
+            usage, source = counted_usage(call, "".join(text)), "tokenizer"
+        record = record_of(deps, call, usage=usage, source=source, failure=failure)
+        task = asyncio.create_task(finish(deps, call, record), name=f"gateway-record-{call.task.task_id}")
+        deps.background.add(task)
+        task.add_done_callback(deps.background.discard)
+        await asyncio.shield(task)
+        await stream.close()
+
+
+# --- feedback -------------------------------------------------------------------------------
+
+
+async def feedback(task_id: UUID, quality: float, comment: str | None, scope: Scope, deps: GatewayDeps) -> UUID:
+    """FeedbackRecorded for a task this gateway answered, within the caller's org (the model is
+    the one that answered); LookupError otherwise."""
+    async with deps.pool.acquire() as conn:
+        attempts = await repo.attempts_of(conn, task_id)
+    answered = next((a for a in attempts if a.ok), None)
+    if answered is None or answered.scope.org_id != scope.org_id:
+        raise LookupError(f"no task {task_id} answered through this gateway for org {scope.org_id}")
+    event = FeedbackRecorded(
+        event_id=uuid5(task_id, f"gateway-feedback-{quality}-{comment or ''}"),
+        task_id=task_id,
+        scope=answered.scope,
+        model=answered.model,
+        quality=quality,
+        task_type=answered.task_type,
+        comment=comment,
+    )
+    async with deps.transaction() as uow:
+        await uow.publish(deps.subjects.feedback_recorded, event)
+    return event.event_id
