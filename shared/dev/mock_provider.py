@@ -446,6 +446,13 @@ def _bearer(request: Request) -> str | None:
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
 
+def _refused(state: MockState, key: str | None) -> JSONResponse | None:
+    """A 401 when a key is required and this is not it."""
+    if state.settings.api_key is not None and key != state.settings.api_key:
+        return error_response(401, "Incorrect API key provided (mock provider).")
+    return None
+
+
 def _invalid(exc: ValidationError) -> JSONResponse:
     first = exc.errors()[0]
     param = ".".join(str(part) for part in first["loc"]) or None
@@ -498,8 +505,8 @@ async def chat_completions(request: Request) -> Response:
     state = _state(request)
     key = _bearer(request)
     call = Call(id=0, at=time.time(), model=None, stream=False, status=200, key_suffix=key[-4:] if key else None)
-    if state.settings.api_key is not None and key != state.settings.api_key:
-        return _failed(state, call, error_response(401, "Incorrect API key provided (mock provider)."))
+    if refused := _refused(state, key):
+        return _failed(state, call, refused)
     parsed = await _parse(request)
     if isinstance(parsed, JSONResponse):
         return _failed(state, call, parsed)
@@ -586,15 +593,18 @@ async def _chunks(state: MockState, call: Call, chat: ChatRequest, answer: Answe
             state.finish(call, "disconnected")
 
 
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    models = _state(request).settings.models or tuple(m.id for m in default_catalog().models)
+@router.get("/v1/models", response_model=None)
+async def list_models(request: Request) -> dict[str, Any] | JSONResponse:
+    state = _state(request)
+    if refused := _refused(state, _bearer(request)):
+        return refused
+    models = state.settings.models or tuple(m.id for m in default_catalog().models)
     return {"object": "list", "data": [_model(m) for m in models]}
 
 
-@router.get("/v1/models/{model:path}")
-async def get_model(model: str) -> dict[str, Any]:
-    return _model(model)
+@router.get("/v1/models/{model:path}", response_model=None)
+async def get_model(request: Request, model: str) -> dict[str, Any] | JSONResponse:
+    return _refused(_state(request), _bearer(request)) or _model(model)
 
 
 def _model(model: str) -> dict[str, Any]:

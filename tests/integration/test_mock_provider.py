@@ -212,6 +212,8 @@ async def test_a_required_key_refuses_others_with_401() -> None:
         async with AsyncOpenAI(base_url=mock.openai_base_url, api_key="sk-wrong", max_retries=0) as wrong:
             with pytest.raises(openai.AuthenticationError) as refused:
                 await wrong.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            with pytest.raises(openai.AuthenticationError):
+                await wrong.models.list()
         async with AsyncOpenAI(base_url=mock.openai_base_url, api_key="sk-right", max_retries=0) as right:
             assert (await right.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)).usage
     assert refused.value.code == "invalid_api_key"
