@@ -91,6 +91,11 @@ bench-selector *ARGS:
 bench-metrics *ARGS:
     uv run --frozen python -m bench.metrics_report {{ARGS}}
 
+# gateway API-key authentication with and without its 5 s cache, 1 and 32 callers (bench/results/keys_auth.json)
+[group('bench')]
+bench-keys *ARGS:
+    uv run --frozen python -m bench.keys_auth {{ARGS}}
+
 # the learning strategy's APGR and CPT on ../shared/data/routing-eval (bench/results/routing_eval.json)
 [group('bench')]
 routing-eval *ARGS:
