@@ -526,11 +526,20 @@ async def relay(
         if usage is None:
             usage, source = counted_usage(call, "".join(text)), "tokenizer"
         record = record_of(deps, call, usage=usage, source=source, failure=failure)
-        task = asyncio.create_task(finish(deps, call, record), name=f"gateway-record-{call.task.task_id}")
-        deps.background.add(task)
-        task.add_done_callback(deps.background.discard)
-        await asyncio.shield(task)
+        # its own task: a client gone away cancels this generator, never the provider's close or the record
+        settling = asyncio.create_task(settle(deps, call, record, stream), name=f"gateway-record-{call.task.task_id}")
+        deps.background.add(settling)
+        settling.add_done_callback(deps.background.discard)
+        await asyncio.shield(settling)
+
+
+async def settle(deps: GatewayDeps, call: Call, record: Record, stream: AsyncStream[ChatCompletionChunk]) -> None:
+    """A stream's end: the provider's response closed (a client gone away stops the call), then the
+    attempt and its cost recorded."""
+    try:
         await stream.close()
+    finally:
+        await finish(deps, call, record)
 
 
 # --- feedback -------------------------------------------------------------------------------

@@ -305,3 +305,67 @@ def feedback_of(gateway: Gateway, task_id: str) -> dict[str, Any]:
             await nc.close()
 
     return asyncio.run(read())
+
+
+def test_the_call_joins_the_callers_trace_with_its_decision_and_is_counted(gateway: Gateway) -> None:
+    from prometheus_client import generate_latest
+
+    from routewise.client import RoutewiseClient
+    from routewise.contracts.routing import Decision, GetDecision
+
+    trace_id = uuid.uuid4().hex
+    client = gateway.client(f"traced-{uuid.uuid4().hex[:8]}")
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="routewise/auto", messages=PROMPT, extra_headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"}
+    )
+
+    assert raw.headers["x-routewise-trace-id"] == trace_id
+
+    async def decision() -> Decision:
+        async with RoutewiseClient(gateway.stack.settings) as rw:
+            task_id = uuid.UUID(raw.headers["x-routewise-task-id"])
+            return await rw.request(rw.subjects.routing_decision, GetDecision(task_id=task_id), Decision)
+
+    assert trace_id in asyncio.run(decision()).trace_context["traceparent"]  # the selector decided in it
+    system = gateway.stack.system
+    assert system is not None
+    meters = generate_latest(system.runtimes["gateway"][0].registry).decode()
+    assert 'routewise_gateway_requests_total{route="/v1/chat/completions",status="200"}' in meters
+    assert 'routewise_gateway_attempts_total{outcome="ok",provider=' in meters
+
+
+def test_a_stream_its_client_leaves_is_stopped_and_charged_what_the_tokenizer_counts(gateway: Gateway) -> None:
+    from routewise.services.gateway.providers import build_registry, load_configs
+
+    deps = gateway.stack.system.deps("gateway")  # type: ignore[union-attr]
+    usual = deps.registry
+    with MockProvider(seed=3, per_token_ms=20, chunk_tokens=1, output_median=400, output_sigma=0.01) as slow:
+        configs = load_configs(None, slow.openai_base_url, (m.provider for m in CATALOG.models))
+        deps.registry = build_registry(configs, 30)  # every provider now streams a token per 20 ms
+        try:
+            client = gateway.client(f"gone-{uuid.uuid4().hex[:8]}")
+            with client.chat.completions.with_streaming_response.create(
+                model="routewise/auto", messages=PROMPT, stream=True, max_tokens=1000
+            ) as raw:
+                task_id = raw.headers["x-routewise-task-id"]
+                for i, _ in enumerate(raw.parse()):
+                    if i == 5:
+                        break  # the client goes away a few tokens in
+
+            async def recorded() -> list[repo.Attempt] | None:
+                async with deps.pool.acquire() as conn:
+                    return await repo.attempts_of(conn, uuid.UUID(task_id)) or None
+
+            [attempt] = gateway.run(eventually(recorded, timeout=10))
+        finally:
+            deps.registry = usual
+        assert attempt.ok and attempt.usage_source == "tokenizer"
+        assert 5 <= (attempt.output_tokens or 0) < 400  # what was relayed, not the whole answer
+        [cost] = costs_of(gateway, task_id, 1)
+        assert cost["output_tokens"] == attempt.output_tokens and Decimal(cost["cost_usd"]) > 0
+
+        async def provider_cut_off() -> bool:
+            return [c["outcome"] for c in slow.calls()] == ["disconnected"]  # the provider's stream stopped too
+
+        assert asyncio.run(eventually(provider_cut_off, timeout=10))
