@@ -37,10 +37,13 @@ is a 400 and, when an ``api_key`` is configured, a call without ``Authorization:
 
 **Scripted faults and the calls log**, under ``/mock/`` (no key needed): ``POST /mock/faults``
 ``{"model": "gpt-4o", "status": 500, "times": 1}`` makes the next call(s) for that model (``"*"``:
-any) fail with that status (429 with ``retry-after``), or only answer late with ``delay_ms``;
-faults queue in the order posted. ``GET /mock/faults`` lists them, ``DELETE /mock/faults`` clears
-them. ``GET /mock/calls[?model=]`` lists the calls received (model, stream, status, usage,
-outcome), ``DELETE /mock/calls`` forgets them. ``GET /mock/health`` answers ``{"status": "ok"}``.
+any) fail with that status (429 with ``retry-after``); without a status a fault bends an answer
+that succeeds: ``delay_ms`` (late), ``cut_after_tokens`` (a stream stops after that many tokens,
+with no finish_reason, usage or ``[DONE]``), ``no_usage`` (no usage reported). Faults queue in the
+order posted. ``GET /mock/faults`` lists them, ``DELETE /mock/faults`` clears them.
+``GET /mock/calls[?model=]`` lists the calls received (model, stream, status, the usage reported,
+tokens sent, outcome), ``DELETE /mock/calls`` forgets them. ``GET /mock/health`` answers
+``{"status": "ok"}``.
 """
 
 from __future__ import annotations
@@ -172,11 +175,15 @@ class FaultSpec(BaseModel):
     delay_ms: int = Field(default=0, ge=0, le=600_000)
     retry_after_s: float | None = Field(default=None, ge=0, le=3600)
     message: str | None = Field(default=None, max_length=1000)
+    cut_after_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTPUT_TOKENS)
+    """A stream stops after at most this many tokens: no finish_reason, no usage, no [DONE]."""
+    no_usage: bool = False
+    """The answer reports no usage (a plain one no ``usage``, a stream no usage chunk)."""
 
     @model_validator(mode="after")
     def _does_something(self) -> FaultSpec:
-        if self.status is None and not self.delay_ms:
-            raise ValueError("a fault needs a status, a delay_ms, or both")
+        if self.status is None and not self.delay_ms and self.cut_after_tokens is None and not self.no_usage:
+            raise ValueError("a fault needs a status, a delay_ms, a cut_after_tokens or no_usage")
         return self
 
 
@@ -315,6 +322,16 @@ class Fault:
     delay_ms: int
     retry_after_s: float | None
     message: str | None
+    cut_after_tokens: int | None = None
+    no_usage: bool = False
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """How a scripted fault bends an answer that still succeeds."""
+
+    cut_after_tokens: int | None = None
+    no_usage: bool = False
 
 
 @dataclass
@@ -327,8 +344,11 @@ class Call:
     max_tokens: int | None = None
     full_length: bool = False
     usage: dict[str, Any] | None = None
+    """The usage the answer reported (None: none reported)."""
+    tokens_sent: int = 0
+    """Output tokens sent (for a stream, so far)."""
     error: str | None = None
-    outcome: Literal["answered", "failed", "streaming", "completed", "disconnected"] = "answered"
+    outcome: Literal["answered", "failed", "streaming", "completed", "cut", "disconnected"] = "answered"
     key_suffix: str | None = None
     """The last four characters of the bearer key the call carried (as dashboards show keys)."""
 
@@ -391,7 +411,7 @@ class MockState:
             self.calls.append(call)
         return call
 
-    def finish(self, call: Call, outcome: Literal["completed", "disconnected"]) -> None:
+    def finish(self, call: Call, outcome: Literal["completed", "cut", "disconnected"]) -> None:
         with self.lock:
             call.outcome = outcome
 
@@ -475,17 +495,18 @@ async def _parse(request: Request) -> tuple[dict[str, Any], ChatRequest] | JSONR
         return _invalid(exc)
 
 
-async def _failure(state: MockState, model: str) -> _Failure | None:
-    """A scripted fault (after its delay) or a seeded random failure, if this call gets one."""
+async def _failure(state: MockState, model: str) -> tuple[_Failure | None, Quirks]:
+    """A scripted fault (after its delay) or a seeded random failure, if this call gets one, and
+    how a scripted fault bends the answer otherwise."""
     fault = state.take_fault(model)
-    if fault is not None:
-        await _pause(fault.delay_ms)
-        if fault.status is not None:
-            retry = fault.retry_after_s if fault.retry_after_s is not None else state.settings.retry_after_s
-            message = fault.message or f"scripted fault: {fault.status} for {model} (mock provider)"
-            return _Failure(fault.status, message, retry if fault.status == 429 else None)
-        return None
-    return state.random_failure()
+    if fault is None:
+        return state.random_failure(), Quirks()
+    await _pause(fault.delay_ms)
+    if fault.status is not None:
+        retry = fault.retry_after_s if fault.retry_after_s is not None else state.settings.retry_after_s
+        message = fault.message or f"scripted fault: {fault.status} for {model} (mock provider)"
+        return _Failure(fault.status, message, retry if fault.status == 429 else None), Quirks()
+    return None, Quirks(fault.cut_after_tokens, fault.no_usage)
 
 
 async def _pause(ms: float) -> None:
@@ -512,22 +533,26 @@ async def chat_completions(request: Request) -> Response:
         return _failed(state, call, parsed)
     body, chat = parsed
     call.model, call.stream, call.max_tokens = chat.model, chat.stream, chat.output_cap
-    failure = await _failure(state, chat.model)
+    failure, quirks = await _failure(state, chat.model)
     if failure is not None:
         response = error_response(failure.status, failure.message, retry_after_s=failure.retry_after_s)
         return _failed(state, call, response)
     call.full_length = _wants_full_length(state, request)
     answer = plan_answer(state.settings, chat, body, full_length=call.full_length)
-    call.usage = answer.usage()
+    reports_usage = not quirks.no_usage and (quirks.cut_after_tokens is None or not chat.stream)
+    call.usage = answer.usage() if reports_usage and (chat.include_usage or not chat.stream) else None
     if chat.stream:
         call.outcome = "streaming"
         state.record(call)
         return StreamingResponse(
-            _chunks(state, call, chat, answer), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            _chunks(state, call, chat, answer, quirks),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
         )
     await _pause(state.settings.latency_ms + state.settings.per_token_ms * answer.completion_tokens)
+    call.tokens_sent = answer.completion_tokens
     state.record(call)
-    return JSONResponse(_completion(chat.model, answer))
+    return JSONResponse(_completion(chat.model, answer, with_usage=reports_usage))
 
 
 def _failed(state: MockState, call: Call, response: JSONResponse) -> JSONResponse:
@@ -537,8 +562,8 @@ def _failed(state: MockState, call: Call, response: JSONResponse) -> JSONRespons
     return response
 
 
-def _completion(model: str, answer: Answer) -> dict[str, Any]:
-    return {
+def _completion(model: str, answer: Answer, *, with_usage: bool) -> dict[str, Any]:
+    completion = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -555,9 +580,14 @@ def _completion(model: str, answer: Answer) -> dict[str, Any]:
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
+    if not with_usage:
+        del completion["usage"]
+    return completion
 
 
-async def _chunks(state: MockState, call: Call, chat: ChatRequest, answer: Answer) -> AsyncIterator[bytes]:
+async def _chunks(
+    state: MockState, call: Call, chat: ChatRequest, answer: Answer, quirks: Quirks
+) -> AsyncIterator[bytes]:
     head = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion.chunk",
@@ -578,13 +608,17 @@ async def _chunks(state: MockState, call: Call, chat: ChatRequest, answer: Answe
     try:
         await _pause(settings.first_token_ms)
         yield event({"role": "assistant", "content": "", "refusal": None})
-        pieces, size = answer.pieces, settings.chunk_tokens
+        pieces, size = answer.pieces[: quirks.cut_after_tokens], settings.chunk_tokens
         for start in range(0, len(pieces), size):
             group = pieces[start : start + size]
             await _pause(settings.per_token_ms * len(group))
             yield event({"content": "".join(group)})
+            call.tokens_sent = start + len(group)
+        if quirks.cut_after_tokens is not None:
+            state.finish(call, "cut")
+            return
         yield event({}, answer.finish_reason)
-        if chat.include_usage:
+        if chat.include_usage and not quirks.no_usage:
             yield event(None, usage=answer.usage())
         state.finish(call, "completed")
         yield b"data: [DONE]\n\n"

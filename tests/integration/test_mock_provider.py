@@ -161,6 +161,32 @@ async def test_a_delay_fault_makes_a_call_time_out(mock: MockProvider, client: A
     assert (await client.chat.completions.create(model="slow-model", messages=MESSAGES, timeout=2)).usage
 
 
+async def test_faults_that_cut_a_stream_or_drop_its_usage(mock: MockProvider, client: AsyncOpenAI) -> None:
+    ask: dict[str, Any] = {"model": "gpt-5-nano", "messages": MESSAGES, "max_tokens": 400}
+    whole = await client.chat.completions.create(**ask, extra_headers={"X-Mock-Full-Length": "1"})
+    mock.add_fault("gpt-5-nano", status=None, cut_after_tokens=25)
+    mock.add_fault("gpt-5-nano", status=None, no_usage=True)
+    mock.add_fault("gpt-5-nano", status=None, no_usage=True)
+    usage = {"stream": True, "stream_options": {"include_usage": True}, "extra_headers": {"X-Mock-Full-Length": "1"}}
+
+    cut = [c async for c in await client.chat.completions.create(**ask, **usage)]
+    text = "".join(c.choices[0].delta.content or "" for c in cut if c.choices)
+    assert count_text(text, "o200k_base") == 25
+    assert (whole.choices[0].message.content or "").startswith(text)  # the same answer, cut short
+    assert all(c.usage is None and (not c.choices or c.choices[0].finish_reason is None) for c in cut)
+    silent = [c async for c in await client.chat.completions.create(**ask, **usage)]
+    assert silent[-1].choices and silent[-1].choices[0].finish_reason == "length"
+    assert all(c.usage is None for c in silent)
+    assert (await client.chat.completions.create(**ask)).usage is None
+
+    calls = mock.calls("gpt-5-nano")[-3:]
+    assert [(c["outcome"], c["tokens_sent"], c["usage"]) for c in calls] == [
+        ("cut", 25, None),
+        ("completed", 400, None),
+        ("answered", calls[2]["tokens_sent"], None),
+    ]
+
+
 async def test_latency_and_a_stream_the_client_leaves() -> None:
     full = {"X-Mock-Full-Length": "1"}
     with MockProvider(latency_ms=150, per_token_ms=10, chunk_tokens=1) as mock:
