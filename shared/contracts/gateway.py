@@ -59,7 +59,7 @@ def _key_scope(text: str) -> str:
     return text
 
 
-KeyScopeText = Annotated[str, Field(min_length=5, max_length=420), AfterValidator(_key_scope)]
+KeyScopeText = Annotated[str, Field(min_length=1, max_length=420), AfterValidator(_key_scope)]
 """``org:ID[/team:ID][/user:ID]``."""
 
 
