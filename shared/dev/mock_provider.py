@@ -108,8 +108,9 @@ class MockSettings:
             problems.append("error and 429 rates are shares between 0 and 1")
         if self.error_rate + self.rate_limit_rate > 1:
             problems.append("error rate + 429 rate cannot exceed 1")
-        if min(self.latency_ms, self.per_token_ms, self.ttft_ms or 0, self.retry_after_s) < 0:
-            problems.append("latencies and retry-after cannot be negative")
+        times = (self.latency_ms, self.per_token_ms, self.ttft_ms or 0, self.retry_after_s)
+        if not all(math.isfinite(t) and t >= 0 for t in times):
+            problems.append("latencies and retry-after are finite and not negative")
         if not (1 <= self.output_median <= MAX_OUTPUT_TOKENS and 1 <= self.default_max_tokens <= MAX_OUTPUT_TOKENS):
             problems.append(f"output median and default max tokens are between 1 and {MAX_OUTPUT_TOKENS}")
         if not (0 <= self.output_sigma <= 5) or not (1 <= self.chunk_tokens <= 1000):
@@ -781,7 +782,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, M
         settings = MockSettings(
             seed=args.seed,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            api_key=args.api_key,
+            api_key=args.api_key or None,
             full_length=args.full_length,
             latency_ms=args.latency_ms,
             per_token_ms=args.per_token_ms,

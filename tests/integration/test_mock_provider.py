@@ -266,6 +266,8 @@ def test_the_command_line_and_the_compose_service() -> None:
     assert (settings.seed, settings.error_rate, settings.models) == (3, 0.1, ("a", "b"))
     with pytest.raises(SystemExit):
         parse_args(["--error-rate", "0.7", "--rate-limit-rate", "0.5"])
+    with pytest.raises(SystemExit):
+        parse_args(["--latency-ms", "nan"])
 
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["mock-provider"]
     assert compose["profiles"] == ["mock"]  # only with `docker compose --profile mock`
