@@ -369,3 +369,42 @@ def test_a_stream_its_client_leaves_is_stopped_and_charged_what_the_tokenizer_co
             return [c["outcome"] for c in slow.calls()] == ["disconnected"]  # the provider's stream stopped too
 
         assert asyncio.run(eventually(provider_cut_off, timeout=10))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_without_usage_is_charged_what_the_tokenizer_counts(gateway: Gateway, stream: bool) -> None:
+    from routewise.runtime.tokens import count_tokens, encoding_for_model
+
+    client = gateway.client(f"no-usage-{uuid.uuid4().hex[:8]}")
+    gateway.mock.add_fault("*", status=None, no_usage=True)
+
+    if stream:
+        with client.chat.completions.with_streaming_response.create(
+            model="routewise/auto", messages=PROMPT, stream=True, stream_options={"include_usage": True}
+        ) as raw:
+            task_id, model = raw.headers["x-routewise-task-id"], raw.headers["x-routewise-model"]
+            assert all(c.usage is None for c in raw.parse())
+    else:
+        plain = client.chat.completions.with_raw_response.create(model="routewise/auto", messages=PROMPT)
+        task_id, model = plain.headers["x-routewise-task-id"], plain.headers["x-routewise-model"]
+        assert plain.parse().usage is None
+
+    [call] = [c for c in gateway.mock.calls(model=model) if c["usage"] is None and c["stream"] == stream][-1:]
+    [attempt] = gateway.attempts(task_id)
+    entry = CATALOG.require(model)
+    expected_input = count_tokens(
+        None,
+        [_Message(m["role"], m["content"]) for m in PROMPT],
+        encoding_for_model(entry.provider, model)[0],
+    )
+    assert attempt.usage_source == "tokenizer"
+    assert (attempt.input_tokens, attempt.output_tokens) == (expected_input, call["tokens_sent"])
+    [cost] = costs_of(gateway, task_id, 1)
+    reported = {"prompt_tokens": expected_input, "completion_tokens": call["tokens_sent"]}
+    assert micro(cost["cost_usd"]) == micro(genai_price(model, reported)) > 0
+
+
+@dataclass(frozen=True)
+class _Message:
+    role: str
+    content: str
