@@ -101,6 +101,11 @@ bench-keys *ARGS:
 routing-eval *ARGS:
     uv run --frozen python -m bench.routing_eval {{ARGS}}
 
+# the latency the gateway adds over the mock provider, beside LiteLLM's proxy, at 50/100/200 req/s (bench/results/gateway.json)
+[group('bench')]
+bench-gateway *ARGS:
+    uv run --frozen python -m bench.gateway {{ARGS}}
+
 # --- docs ---
 
 # regenerate docs/asyncapi (each service's AsyncAPI document) from the code
