@@ -51,8 +51,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
     user: str | None = Field(default=None, max_length=256)
     metadata: dict[str, Any] | None = None
     routewise: Knobs | None = Field(default=None, description="Routewise's options (also as X-Routewise-* headers)")

@@ -156,12 +156,24 @@ def messages_of(body: Mapping[str, Any]) -> list[ChatMessage]:
     return out
 
 
+def output_cap(body: Mapping[str, Any]) -> int | None:
+    """The request's output cap (``max_completion_tokens``, else ``max_tokens``)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def task_for(body: Mapping[str, Any], knobs: Knobs, target: Target, scope: Scope) -> TaskArrived:
+    """The request as a task. Its output cap travels as ``constraints.max_output_tokens``, so the
+    decision holds the call's worst case (every input token at full price, that many output tokens)."""
     constraints = Constraints(
         max_cost_usd=knobs.max_cost_usd,
         min_quality=knobs.min_quality,
         allowed_providers=knobs.allowed_providers,
         allowed_models=[target.forced] if target.forced else None,
+        max_output_tokens=output_cap(body),
     )
     return TaskArrived(
         scope=scope,
@@ -221,6 +233,12 @@ class Usage:
         cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
         cached = cached if isinstance(cached, int) and 0 <= cached <= prompt else 0
         return cls(max(prompt, 0), max(completion, 0), cached)
+
+
+def worst_case(book: PriceBook, model: str, input_tokens: int, max_output_tokens: int) -> Decimal:
+    """What a call can cost at most: every input token at the full input price (no cache discount)
+    and ``max_output_tokens`` at the output price — the hold a fallback attempt takes first."""
+    return cost_of(book, model, Usage(input_tokens, max_output_tokens))
 
 
 def cost_of(book: PriceBook, model: str, usage: Usage) -> Decimal:

@@ -29,17 +29,26 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from pydantic import BaseModel
 
 from routewise.client.wire import msg_id_headers, parse_reply, request_errors
+from routewise.contracts.budget import Reservation, ReserveBudget
 from routewise.contracts.catalog import Catalog, default_catalog
 from routewise.contracts.cost import ListPrices, PriceList
 from routewise.contracts.errors import RemoteError, RoutewiseError
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from routewise.contracts.events import (
+    CostRecorded,
+    FeedbackRecorded,
+    ModelSelected,
+    RejectionReason,
+    Scope,
+    TaskArrived,
+    TaskRejected,
+)
 from routewise.contracts.routing import ListPolicies, PolicyList
 from routewise.pricing import Override, PriceBook
 from routewise.runtime import tokens
 from routewise.runtime.service import Deps, Runtime
 from routewise.services.gateway import repository as repo
 from routewise.services.gateway.decisions import Decisions
-from routewise.services.gateway.domain import Usage, cost_of
+from routewise.services.gateway.domain import Usage, cost_of, worst_case
 from routewise.services.gateway.meters import Meters
 from routewise.services.gateway.providers import Failure, Provider, Registry, build_registry, classify, load_configs
 
@@ -357,6 +366,69 @@ async def finish(deps: GatewayDeps, call: Call, record: Record) -> None:
     deps.meters.attempt(call.provider_name, a.error_type, a.latency_ms / 1000)
 
 
+REFUSALS = {
+    "budget_exhausted": RejectionReason.budget_exhausted,
+    "approval_required": RejectionReason.approval_required,
+    "over_request_cap": RejectionReason.over_request_cap,
+    "model_restricted": RejectionReason.no_model_within_constraints,
+}
+
+
+async def hold_for(deps: GatewayDeps, body: Mapping[str, Any], call: Call) -> None:
+    """A fallback attempt (2, 3, …) holds for itself before it is called, as the decision held for
+    the first: the call's worst case (every input token at full price, the output cap at the output
+    price) on every budget of the scope. A refusal answers the request as a rejection would (402,
+    403, …); a budget-enforcer that does not answer, 503. Without an output cap there is no worst
+    case: the attempt runs without a hold of its own (the bus path's behaviour)."""
+    _, _, cap = provider_request(body, call.decision)
+    if cap is None:
+        return
+    try:
+        with trace.use_span(call.span, end_on_exit=False):
+            await _reserve(deps, call, cap)
+    except BaseException as exc:  # not called: the attempt's span ends here
+        call.span.set_status(trace.StatusCode.ERROR, str(exc) or type(exc).__name__)
+        call.span.end()
+        raise
+
+
+async def _reserve(deps: GatewayDeps, call: Call, cap: int) -> None:
+    task, encoding = call.task, tokens.encoding_for_model(call.provider_name, call.provider_model)[0]
+    amount = worst_case(deps.book, call.model, tokens.count_tokens(None, task.messages, encoding), cap)
+    entry = deps.catalog.get(call.model)
+    hold = ReserveBudget(
+        task_id=task.task_id,
+        scope=task.scope,
+        amount_usd=amount,
+        model=call.model,
+        tier=entry.tier if entry else None,
+        attempt=call.number,
+    )
+    try:
+        reservation = await ask(deps, deps.subjects.budget_reserve, hold, Reservation, deps.settings.request_timeout)
+    except RemoteError as exc:
+        raise GatewayError(
+            503,
+            f"budget-enforcer did not hold for the fallback call: {exc.message}",
+            "service_unavailable",
+            "unavailable",
+            task_id=str(task.task_id),
+        ) from exc
+    if not reservation.admitted:
+        reason = REFUSALS.get(str(reservation.reason), RejectionReason.budget_exhausted)
+        detail = f"the fallback to {call.model} was refused: {reservation.detail}"
+        raise Rejected(
+            TaskRejected(
+                task_id=task.task_id,
+                scope=task.scope,
+                task_type=task.task_type,
+                reason=reason,
+                detail=detail[:20_000],
+                budget_id=reservation.budget_id,
+            )
+        )
+
+
 # --- non-streaming --------------------------------------------------------------------------
 
 
@@ -392,6 +464,8 @@ async def complete(body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps
     spent, provider_ms, last = Decimal(0), 0.0, None
     for number, model in enumerate(chain_of(decision), 1):
         call = start_call(deps, task, decision, number, model, stream=False)
+        if number > 1:
+            await hold_for(deps, body, call)
         try:
             with trace.use_span(call.span, end_on_exit=False):
                 response = await send(deps, call, body)
@@ -467,6 +541,8 @@ async def open_stream(body: Mapping[str, Any], task: TaskArrived, deps: GatewayD
     spent, last = Decimal(0), None
     for number, model in enumerate(chain_of(decision), 1):
         call = start_call(deps, task, decision, number, model, stream=True)
+        if number > 1:
+            await hold_for(deps, body, call)
         try:
             with trace.use_span(call.span, end_on_exit=False):
                 stream = await send(deps, call, body)

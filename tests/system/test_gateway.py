@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import asyncpg
 import httpx
 import nats
 import openai
@@ -408,3 +409,47 @@ def test_an_answer_without_usage_is_charged_what_the_tokenizer_counts(gateway: G
 class _Message:
     role: str
     content: str
+
+
+def test_a_fallback_holds_for_itself_and_every_hold_is_settled_by_its_own_cost(gateway: Gateway) -> None:
+    from routewise.client import RoutewiseClient
+    from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
+
+    org = f"held-{uuid.uuid4().hex[:8]}"
+    created = gateway.stack.cli("budgets", "create", "--scope", f"org:{org}", "--limit", "5", "--json")
+    assert created.returncode == 0, created.stdout + created.stderr
+    gateway.mock.add_fault("*", status=503, times=1)
+
+    raw = gateway.client(org).chat.completions.with_raw_response.create(
+        model="routewise/auto", messages=PROMPT, max_tokens=300
+    )
+
+    task_id = raw.headers["x-routewise-task-id"]
+    costs = costs_of(gateway, task_id, 2)
+    assert [(c["attempt"], c["success"]) for c in costs] == [(1, False), (2, True)]
+    spent = sum(Decimal(c["cost_usd"]) for c in costs)
+
+    async def settled() -> BudgetStatus | None:
+        async with RoutewiseClient(gateway.stack.settings) as rw:
+            status = await rw.request(
+                rw.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
+            )
+        budget = status.budgets[0]
+        return status if budget.reserved_usd == 0 and budget.current_spend_usd == spent else None
+
+    assert asyncio.run(eventually(settled, timeout=15))  # no hold left behind, spend exactly the costs
+
+    async def holds() -> list[tuple[int, str, str]]:
+        conn = await asyncpg.connect(gateway.stack.database.admin_dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT attempt, model, status FROM budget_enforcer.reservations WHERE task_id = $1 ORDER BY attempt",
+                uuid.UUID(task_id),
+            )
+        finally:
+            await conn.close()
+        return [(r["attempt"], r["model"], r["status"]) for r in rows]
+
+    first, second = asyncio.run(holds())
+    assert first == (1, costs[0]["model"], "settled")
+    assert second == (2, costs[1]["model"], "settled")  # the fallback held for its own model first
