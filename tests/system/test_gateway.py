@@ -372,12 +372,18 @@ def test_a_stream_its_client_leaves_is_stopped_and_charged_what_the_tokenizer_co
         assert asyncio.run(eventually(provider_cut_off, timeout=10))
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_an_answer_without_usage_is_charged_what_the_tokenizer_counts(gateway: Gateway, stream: bool) -> None:
+@pytest.mark.parametrize(
+    ("stream", "fault"),
+    [(False, {"no_usage": True}), (True, {"no_usage": True}), (True, {"cut_after_tokens": 7})],
+    ids=["plain", "stream", "stream-cut-short"],
+)
+def test_an_answer_without_usage_is_charged_what_the_tokenizer_counts(
+    gateway: Gateway, stream: bool, fault: dict[str, Any]
+) -> None:
     from routewise.runtime.tokens import count_tokens, encoding_for_model
 
     client = gateway.client(f"no-usage-{uuid.uuid4().hex[:8]}")
-    gateway.mock.add_fault("*", status=None, no_usage=True)
+    gateway.mock.add_fault("*", status=None, **fault)
 
     if stream:
         with client.chat.completions.with_streaming_response.create(
