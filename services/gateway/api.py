@@ -100,10 +100,22 @@ def http_app(deps: GatewayDeps) -> FastAPI:
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(RoutewiseError, _routewise_error)
     app.add_exception_handler(Exception, _internal)
+    app.middleware("http")(_count)
     app.add_api_route(CHAT, chat_completions, methods=["POST"], response_model=None)
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/v1/feedback", record_feedback, methods=["POST"], status_code=202)
     return app
+
+
+ROUTES = frozenset({CHAT, "/v1/models", "/v1/feedback"})
+
+
+async def _count(request: Request, call_next: Any) -> Response:
+    """Every answer counted by route and status (a 401 or 400 too)."""
+    response: Response = await call_next(request)
+    path = request.url.path
+    _deps(request).meters.requests.labels(path if path in ROUTES else "other", str(response.status_code)).inc()
+    return response
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -176,7 +188,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, deps: 
         except ProviderRefused as exc:
             response = _provider_refused(exc, trace_id)
         span.set_attribute("http.response.status_code", response.status_code)
-    deps.meters.requests.labels(CHAT, str(response.status_code)).inc()
     return response
 
 
@@ -285,5 +296,4 @@ async def record_feedback(body: FeedbackRequest, deps: DepsParam, key: KeyParam)
         event_id = await handlers.feedback(body.task_id, body.quality, body.comment, scope, deps)
     except LookupError as exc:
         return JSONResponse(error_body(str(exc), "invalid_request_error", "not_found", "task_id"), 404)
-    deps.meters.requests.labels("/v1/feedback", "202").inc()
     return JSONResponse({"task_id": str(body.task_id), "event_id": str(event_id), "status": "recorded"}, 202)
