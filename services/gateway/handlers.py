@@ -72,6 +72,14 @@ class GatewayDeps(Deps):
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Records of streams still being written after their client went away."""
 
+    async def aclose(self) -> None:
+        """At shutdown (the runtime calls it, before the pool closes): the streams' records still
+        being written finish, then the decisions' subscription and the providers' clients close."""
+        if self.background:
+            await asyncio.wait(set(self.background), timeout=10)
+        await self.decisions.stop()
+        await self.registry.close()
+
 
 async def build(rt: Runtime) -> GatewayDeps:
     settings = rt.settings

@@ -455,7 +455,14 @@ class Runtime:
                 log.exception("the last outbox flush failed; the rows go out at the next start")
 
     async def close(self, *, shutdown_tracer: bool = True) -> None:
-        """After the broker stopped: the pool (and the tracer provider, when it is the service's own)."""
+        """After the broker stopped: the dependencies' own resources (their ``aclose``, when they have
+        one), the pool (and the tracer provider, when it is the service's own)."""
+        closer = getattr(self._deps, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing the service's dependencies failed")
         if self._pool:
             await self._pool.close()
         if shutdown_tracer:
