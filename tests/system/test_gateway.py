@@ -459,3 +459,22 @@ def test_a_fallback_holds_for_itself_and_every_hold_is_settled_by_its_own_cost(g
     first, second = asyncio.run(holds())
     assert first == (1, costs[0]["model"], "settled")
     assert second == (2, costs[1]["model"], "settled")  # the fallback held for its own model first
+
+
+def test_knobs_from_headers_and_the_body_steer_the_decision(gateway: Gateway) -> None:
+    client = gateway.client(f"knobs-{uuid.uuid4().hex[:8]}")
+
+    by_header = client.chat.completions.with_raw_response.create(
+        model="routewise/auto", messages=PROMPT, extra_headers={"X-Routewise-Allowed-Providers": "anthropic"}
+    )
+    by_body = client.chat.completions.create(
+        model="routewise/auto", messages=PROMPT, extra_body={"routewise": {"allowed_providers": ["google"]}}
+    )
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="routewise/auto", messages=PROMPT, extra_headers={"X-Routewise-Quality-Bias": "3"}
+        )
+
+    assert CATALOG.require(by_header.parse().model).provider == "anthropic"
+    assert CATALOG.require(by_body.model).provider == "google"
+    assert refused.value.code == "invalid_request" and "quality_bias" in refused.value.message
