@@ -18,10 +18,10 @@ from rich.table import Table
 
 from routewise.cli.common import app, console, fail
 from routewise.client.discovery import dev_state_path, home, read_dev_state
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived
 from routewise.runtime.settings import Settings
 
 if TYPE_CHECKING:
+    from routewise.dev.mock_provider import MockProvider
     from routewise.dev.stack import Stack
 
 MARKER = ".routewise-dev"
@@ -30,7 +30,9 @@ MARKER = ".routewise-dev"
 
 @app.command()
 def dev(
-    demo: Annotated[bool, typer.Option("--demo", help="Send a few tasks and costs, and show what happened.")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Send a few requests through the gateway, and show what happened.")
+    ] = False,
     once: Annotated[
         bool, typer.Option("--once", help="Stop after start-up (and the demo) instead of waiting for Ctrl-C.")
     ] = False,
@@ -39,7 +41,9 @@ def dev(
         Path | None, typer.Option(help="Where embedded servers keep data [default: $ROUTEWISE_HOME/dev].")
     ] = None,
 ) -> None:
-    """Run Routewise locally: embedded NATS and Postgres, the five services, until Ctrl-C."""
+    """Run Routewise locally until Ctrl-C: embedded NATS and Postgres, the services and the gateway,
+    and a mock LLM provider every provider is routed to (unless ROUTEWISE_PROVIDERS_PATH or
+    ROUTEWISE_PROVIDER_BASE_URL says where real ones are)."""
     missing = [m for m in ("faststream", "asyncpg", "pgserver") if find_spec(m) is None]  # (nats-server: see embedded)
     if missing:
         raise fail(
@@ -56,6 +60,7 @@ def dev(
     nats_server = EmbeddedNats(data / "nats")
     postgres = EmbeddedPostgres(data / "postgres")
     stack: Stack | None = None
+    mock = _mock_provider()
 
     def interrupt(*_: Any) -> None:
         raise KeyboardInterrupt
@@ -68,21 +73,14 @@ def dev(
             nats_url = nats_server.start()
             admin_dsn = postgres.start()
             dsns = asyncio.run(provision(admin_dsn, "routewise"))
-        with console.status("starting the five services…"):
-            stack = Stack(nats_url, dsns, namespace, data / "logs")
+        with console.status("starting the services and the gateway…"):
+            providers = {"ROUTEWISE_PROVIDER_BASE_URL": f"{mock.start()}/v1"} if mock else {}
+            stack = Stack(nats_url, dsns, namespace, data / "logs", extra_env=providers)
             stack.start()
             stack.wait_ready(timeout=90)
-        _write_state(
-            {
-                "pid": os.getpid(),
-                "nats_url": nats_url,
-                "namespace": namespace,
-                "services": {n: p.port for n, p in stack.processes.items()},
-            }
-        )
-        _print_stack(nats_url, stack, data)
+        settings, gateway_url = _welcome(stack, mock, data)
         if demo:
-            asyncio.run(_demo(Settings(nats_url=nats_url, namespace=namespace)))
+            asyncio.run(_demo(settings, gateway_url))
         if once:
             return
         console.print("[dim]A service that stops is restarted. Ctrl-C stops everything.[/]")
@@ -96,10 +94,9 @@ def dev(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with console.status("stopping…"):
-            if stack is not None:
-                stack.stop()
-            nats_server.stop()
-            postgres.stop()
+            for running in (stack, mock, nats_server, postgres):
+                if running is not None:
+                    running.stop()
             dev_state_path().unlink(missing_ok=True)
         console.print("stopped.")
 
@@ -138,6 +135,26 @@ def _watch(stack: Stack) -> None:
                 console.print(f"[green]{event.name} is ready again[/] (http://127.0.0.1:{event.port}/readyz)")
 
 
+def _welcome(stack: Stack, mock: MockProvider | None, data: Path) -> tuple[Settings, str]:
+    """A development key, the state file other commands read, and how to use it all, printed."""
+    settings = Settings(nats_url=stack.nats_url, namespace=stack.namespace)
+    gateway_url = f"http://127.0.0.1:{stack.processes['gateway'].port}"
+    key = asyncio.run(_development_key(settings))
+    _write_state(
+        {
+            "pid": os.getpid(),
+            "nats_url": stack.nats_url,
+            "namespace": stack.namespace,
+            "gateway_url": gateway_url,
+            "mock_provider_url": mock.url if mock else None,
+            "services": {n: p.port for n, p in stack.processes.items()},
+        }
+    )
+    _print_stack(stack.nats_url, stack, data)
+    _print_gateway(gateway_url, key, mock.url if mock else None)
+    return settings, gateway_url
+
+
 def _write_state(state: dict[str, Any]) -> None:
     path = dev_state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,76 +175,119 @@ def _print_stack(nats_url: str, stack: Any, data: Path) -> None:
     console.print(f"Data: {data}")
 
 
-async def _demo(settings: Settings) -> None:
+DEV_KEY_NAME = "routewise dev"
+DEV_ORG = "dev"
+
+
+def _mock_provider() -> MockProvider | None:
+    """The mock LLM provider every provider is routed to, unless real ones are configured."""
+    if os.environ.get("ROUTEWISE_PROVIDERS_PATH") or os.environ.get("ROUTEWISE_PROVIDER_BASE_URL"):
+        return None
+    from routewise.dev.mock_provider import MockProvider
+
+    return MockProvider(latency_ms=150.0, per_token_ms=2.0)
+
+
+async def _development_key(settings: Settings, org: str = DEV_ORG) -> str:
+    """A new API key for ``org`` (the secret is shown once, so each start makes one); the keys an
+    earlier start made are revoked."""
+    from routewise.client import RoutewiseClient
+    from routewise.contracts.gateway import CreateKey, KeyCreated, KeyList, KeyRevoked, ListKeys, RevokeKey
+
+    async with RoutewiseClient(settings) as rw:
+        subjects = rw.subjects
+        earlier = await rw.request(subjects.keys_list, ListKeys(org=org, include_revoked=False), KeyList)
+        for old in earlier.keys:
+            if old.name == DEV_KEY_NAME:
+                await rw.request(subjects.keys_revoke, RevokeKey(id=old.id, actor=DEV_KEY_NAME), KeyRevoked)
+        created = await rw.request(
+            subjects.keys_create, CreateKey(scope=f"org:{org}", name=DEV_KEY_NAME, actor=DEV_KEY_NAME), KeyCreated
+        )
+    return created.key
+
+
+def _print_gateway(gateway_url: str, key: str, mock_url: str | None) -> None:
+    where = f"the mock provider at {mock_url}" if mock_url else "the providers configured"
+    console.print(
+        f"Gateway (OpenAI-compatible): [bold]{gateway_url}/v1[/]  (calls go to {where})\n"
+        f"Development key for org {DEV_ORG!r} (shown once; a new one each start): [bold]{key}[/]",
+        highlight=False,
+    )
+    console.print(
+        "\n".join(
+            [
+                "",
+                f"curl {gateway_url}/v1/chat/completions -H 'Authorization: Bearer {key}' \\",
+                "  -H 'Content-Type: application/json' \\",
+                """  -d '{"model": "routewise/auto", "messages": [{"role": "user", "content": "Hello!"}]}'""",
+                "",
+                "from openai import OpenAI",
+                f'client = OpenAI(base_url="{gateway_url}/v1", api_key="{key}")',
+                'answer = client.chat.completions.create(model="routewise/auto", '
+                'messages=[{"role": "user", "content": "Hello!"}])',
+                "",
+            ]
+        ),
+        markup=False,
+        highlight=False,
+    )
+
+
+DEMO_PROMPTS = [
+    ("simple_query", "What is the capital of France?"),
+    ("normal", "Summarize the main trade-offs between SQL and NoSQL databases for a startup."),
+    (
+        "code",
+        "Design a distributed rate limiter. Analyze the trade-offs, then write the Python code:\n"
+        "```python\nclass RateLimiter:\n    ...\n```\nand prove it is correct under concurrency, step by step.",
+    ),
+]
+
+
+async def _demo(settings: Settings, gateway_url: str) -> None:
+    """Three requests through the gateway with the OpenAI SDK (routed, called, costed), a rating
+    each, then what budget-enforcer and metrics know of them."""
+    import httpx
+    from openai import AsyncOpenAI
+
     from routewise.client import RoutewiseClient
     from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-    from routewise.contracts.cost import Price, PriceUsage
     from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 
-    prompts = [
-        ("simple_query", "What is the capital of France?"),
-        ("normal", "Summarize the main trade-offs between SQL and NoSQL databases for a startup."),
-        (
-            "code",
-            "Design a distributed rate limiter. Analyze the trade-offs, then write the Python code:\n"
-            "```python\nclass RateLimiter:\n    ...\n```\nand prove it is correct under concurrency, step by step.",
-        ),
-    ]
-    table = Table(title="Demo: three tasks routed, run and costed", title_justify="left")
-    for col in ("task", "type", "model", "tier", "estimated $", "baseline $", "actual $"):
-        table.add_column(col)
     org = f"demo-{uuid.uuid4().hex[:6]}"  # this run's totals only, even on data kept from earlier runs
-    async with RoutewiseClient(settings) as rw:
-        for task_type, prompt in prompts:
-            event = TaskArrived(scope=Scope(org_id=org, team_id="platform"), task_type=task_type, prompt=prompt)
-            outcome = await rw.submit_task(event, wait=30)
-            if not isinstance(outcome, ModelSelected):
-                table.add_row(
-                    str(event.task_id)[:8], task_type, "rejected" if outcome else "no decision", "", "", "", ""
-                )
-                continue
-            # pretend the application ran the call and used about what was estimated
-            output = outcome.estimated_output_tokens
-            priced = await rw.request(
-                settings.subjects.cost_price,
-                PriceUsage(
-                    model=outcome.model,
-                    provider=outcome.provider,
-                    input_tokens=outcome.estimated_input_tokens,
-                    output_tokens=output,
-                ),
-                Price,
+    key = await _development_key(settings, org)
+    table = Table(title="Demo: three requests through the gateway (OpenAI SDK)", title_justify="left")
+    for col in ("task", "type", "model", "tier", "strategy", "tokens in/out", "cost $"):
+        table.add_column(col)
+    async with (
+        AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0) as client,
+        httpx.AsyncClient(base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}) as http,
+    ):
+        for task_type, prompt in DEMO_PROMPTS:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="routewise/auto",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=400,
+                extra_headers={"X-Routewise-Task-Type": task_type},
             )
-            await rw.record_cost(
-                CostRecorded(
-                    task_id=outcome.task_id,
-                    scope=outcome.scope,
-                    task_type=task_type,
-                    model=outcome.model,
-                    provider=outcome.provider,
-                    input_tokens=outcome.estimated_input_tokens,
-                    output_tokens=output,
-                    cost_usd=priced.cost_usd,
-                    latency_ms=850.0,
-                )
-            )
-            await rw.record_feedback(
-                FeedbackRecorded(
-                    task_id=outcome.task_id, scope=outcome.scope, model=outcome.model, quality=0.9, task_type=task_type
-                )
-            )
+            answer, headers = raw.parse(), raw.headers
+            task_id = headers["x-routewise-task-id"]
+            usage = answer.usage
             table.add_row(
-                str(outcome.task_id)[:8],
+                task_id[:8],
                 task_type,
-                outcome.model,
-                outcome.tier.value,
-                f"{outcome.estimated_cost_usd:.6f}",
-                f"{outcome.baseline_cost_usd:.6f}",
-                f"{priced.cost_usd:.6f}",
+                answer.model,
+                headers.get("x-routewise-tier", ""),
+                headers.get("x-routewise-strategy", ""),
+                f"{usage.prompt_tokens}/{usage.completion_tokens}" if usage else "",
+                headers.get("x-routewise-cost-usd", ""),
             )
-        console.print(table)
+            rated = await http.post("/v1/feedback", json={"task_id": task_id, "quality": 0.9})
+            rated.raise_for_status()
+    console.print(table)
+    async with RoutewiseClient(settings) as rw:
         budget = summary = None
-        for _ in range(100):  # decisions and costs are events: give the consumers a moment
+        for _ in range(100):  # costs and ratings are events: give the consumers a moment
             budget = await rw.request(
                 settings.subjects.budget_status, GetBudgetStatus(scope_type="org", scope_id=org), BudgetStatus
             )

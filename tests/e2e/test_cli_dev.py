@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +78,17 @@ def test_dev_runs_the_demo_other_commands_find_it_a_killed_service_restarts_ctrl
         )
         assert recorded.returncode == 0, recorded.stderr
         assert json.loads(recorded.stdout)["cost_usd"] == "0.0004"
+        # the gateway, with the development key it printed, through the official OpenAI SDK
+        key = re.search(r"Development key .*: (rw_[0-9a-f]{16}_[A-Za-z0-9_-]+)", "".join(lines))
+        assert key is not None and state["mock_provider_url"], "".join(lines)
+        client = OpenAI(base_url=f"{state['gateway_url']}/v1", api_key=key.group(1), max_retries=0)
+        answer = client.chat.completions.with_raw_response.create(
+            model="routewise/auto", messages=[{"role": "user", "content": "Hello!"}], max_tokens=20
+        )
+        assert answer.parse().choices[0].message.content and answer.headers["x-routewise-cost-usd"]
+        assert f"curl {state['gateway_url']}/v1/chat/completions -H 'Authorization: Bearer {key.group(1)}'" in "".join(
+            lines
+        )
         assert routewise("dev", env=env).returncode == 1  # a second `dev` refuses to start
         # a normal start (and use) logs nothing at ERROR (FastStream's pull loop used to, at every start)
         for log in (tmp_path / "dev" / "logs").glob("*.log"):
@@ -111,7 +123,7 @@ def test_dev_runs_the_demo_other_commands_find_it_a_killed_service_restarts_ctrl
     output = "".join(lines)
     assert dev.returncode == 0, output
     assert "Routewise is running" in output
-    # the demo: three tasks routed, run and costed, and what budget-enforcer and metrics saw
+    # the demo: three requests through the gateway, and what budget-enforcer and metrics saw
     assert re.search(r"org demo-[0-9a-f]{6} has spent \$0\.\d+ over 3 calls", output), output
     assert "3 selected, 0 rejected" in output
     assert "stopped." in output
