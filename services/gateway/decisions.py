@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -21,14 +25,29 @@ from routewise.contracts.subjects import Subjects
 log = structlog.get_logger(__name__)
 
 Decision = ModelSelected | TaskRejected
+ABANDONED_KEPT = 10_000
+"""Tasks given up on that are remembered (the oldest forgotten first)."""
 
 
 class Decisions:
-    def __init__(self, nc: NatsClient, subjects: Subjects) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        subjects: Subjects,
+        *,
+        on_late: Callable[[ModelSelected], Coroutine[Any, Any, None]] | None = None,
+        remember_s: float = 3600.0,
+    ) -> None:
+        """``on_late``: told of a selection that came for a task given up on (``abandon``) within
+        ``remember_s`` seconds — its hold is nobody's now."""
         self._nc = nc
         self._subjects = subjects
         self._waiting: dict[str, asyncio.Future[Decision]] = {}
         self._subs: list[Subscription] = []
+        self.on_late = on_late
+        self._remember_s = remember_s
+        self._abandoned: OrderedDict[str, float] = OrderedDict()
+        self._late: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for subject in (self._subjects.model_selected, self._subjects.task_rejected):
@@ -55,12 +74,25 @@ class Decisions:
     def forget(self, task_id: str) -> None:
         self._waiting.pop(task_id, None)
 
+    def abandon(self, task_id: str) -> None:
+        """No one waits for ``task_id`` any more (its request timed out): a selection that still
+        comes for it goes to ``on_late``."""
+        self.forget(task_id)
+        self._abandoned[task_id] = time.monotonic() + self._remember_s
+        while len(self._abandoned) > ABANDONED_KEPT:
+            self._abandoned.popitem(last=False)
+
     async def _on_decision(self, msg: Msg) -> None:
         try:
             task_id = json.loads(msg.data).get("task_id")
         except (ValueError, AttributeError):
             return
-        future = self._waiting.pop(task_id, None) if isinstance(task_id, str) else None
+        if not isinstance(task_id, str):
+            return
+        future = self._waiting.pop(task_id, None)
+        if future is None and task_id in self._abandoned:
+            self._late_decision(task_id, msg)
+            return
         if future is None or future.done():
             return
         kind: type[Decision] = ModelSelected if msg.subject == self._subjects.model_selected else TaskRejected
@@ -68,3 +100,15 @@ class Decisions:
             future.set_result(kind.model_validate_json(msg.data))
         except ValueError as exc:
             future.set_exception(exc)
+
+    def _late_decision(self, task_id: str, msg: Msg) -> None:
+        expires = self._abandoned.pop(task_id)
+        if self.on_late is None or msg.subject != self._subjects.model_selected or time.monotonic() > expires:
+            return
+        try:
+            selected = ModelSelected.model_validate_json(msg.data)
+        except ValueError:
+            return
+        task: asyncio.Task[None] = asyncio.create_task(self.on_late(selected), name=f"gateway-late-{task_id}")
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)

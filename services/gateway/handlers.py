@@ -11,6 +11,7 @@ attempt. Plain functions of their dependencies; ``api.py`` is their HTTP face.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from pydantic import BaseModel
 
 from routewise.client.wire import msg_id_headers, parse_reply, request_errors
-from routewise.contracts.budget import Reservation, ReserveBudget
+from routewise.contracts.budget import ReleaseBudget, Released, Reservation, ReserveBudget
 from routewise.contracts.catalog import Catalog, default_catalog
 from routewise.contracts.cost import ListPrices, PriceList
 from routewise.contracts.errors import RemoteError, RoutewiseError
@@ -89,8 +90,7 @@ async def build(rt: Runtime) -> GatewayDeps:
         settings.provider_timeout,
     )
     nc = rt.broker.connection
-    decisions = Decisions(nc, rt.subjects)
-    await decisions.start()
+    decisions = Decisions(nc, rt.subjects, remember_s=settings.reservation_ttl)
     deps = GatewayDeps(
         **rt.base_deps(),
         catalog=catalog,
@@ -101,6 +101,8 @@ async def build(rt: Runtime) -> GatewayDeps:
         tracer=rt.tracer_provider.get_tracer(TRACER),
         meters=Meters(rt.registry),
     )
+    decisions.on_late = functools.partial(release_late, deps=deps)
+    await decisions.start()
     await reload_prices(deps)
     return deps
 
@@ -194,6 +196,7 @@ async def decide(task: TaskArrived, deps: GatewayDeps) -> ModelSelected:
         try:
             decision = await asyncio.wait_for(future, wait)
         except TimeoutError:
+            deps.decisions.abandon(task_id)  # a decision still to come must not hold budget for nobody
             raise GatewayError(
                 504, f"no routing decision within {wait:g} s", "timeout", "decision_timeout", task_id=task_id
             ) from None
@@ -203,6 +206,21 @@ async def decide(task: TaskArrived, deps: GatewayDeps) -> ModelSelected:
     if isinstance(decision, TaskRejected):
         raise Rejected(decision)
     return decision
+
+
+async def release_late(selected: ModelSelected, deps: GatewayDeps) -> None:
+    """A task was decided after its request gave up (504): give its hold back, as nobody runs it."""
+    if selected.reservation_id is None:
+        return
+    release = ReleaseBudget(
+        task_id=selected.task_id, reservation_id=selected.reservation_id, reason="gateway: the request timed out"
+    )
+    try:
+        released = await ask(deps, deps.subjects.budget_release, release, Released, deps.settings.request_timeout)
+    except RemoteError as exc:
+        log.warning("a late decision's hold not released; it expires", task_id=str(selected.task_id), code=exc.code)
+        return
+    log.info("a late decision's hold released", task_id=str(selected.task_id), released=released.released)
 
 
 # --- provider attempts ----------------------------------------------------------------------
