@@ -217,6 +217,8 @@ def _print_gateway(gateway_url: str, key: str, mock_url: str | None) -> None:
         "\n".join(
             [
                 "",
+                f"export OPENAI_BASE_URL={gateway_url}/v1 OPENAI_API_KEY={key}  # the OpenAI SDK reads these",
+                "",
                 f"curl {gateway_url}/v1/chat/completions -H 'Authorization: Bearer {key}' \\",
                 "  -H 'Content-Type: application/json' \\",
                 """  -d '{"model": "routewise/auto", "messages": [{"role": "user", "content": "Hello!"}]}'""",

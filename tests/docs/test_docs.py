@@ -1,29 +1,67 @@
 """The code a newcomer reads runs: every examples/*.py script and every ```python block of the
-README, each as its own process against a running Routewise (the five services in this test
-process, on a real NATS and Postgres), as a user would run them after `routewise dev`."""
+README, each as its own process against a running Routewise (the services in this test process,
+on a real NATS and Postgres, the gateway's HTTP on a real server with a key, a mock provider
+behind it), as a user would run them after `routewise dev`."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningStack
+from routewise.client import RoutewiseClient
+from routewise.contracts.gateway import CreateKey, KeyCreated
+from routewise.dev.mock_provider import MockProvider
+from tests.conftest import Database, RunningStack, in_process_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("[0-9][0-9]_*.py"))
 README_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 
-def run_script(stack: RunningStack, source: str) -> subprocess.CompletedProcess[str]:
+@dataclass
+class Readers:
+    """Routewise as a reader has it after `routewise dev`: the bus, and the gateway with a key."""
+
+    stack: RunningStack
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def readers(nats_url: str, database: Database) -> Iterator[Readers]:
+    mock = MockProvider(seed=3)
+    env = {"ROUTEWISE_PROVIDER_BASE_URL": f"{mock.start()}/v1"}
+    try:
+        with in_process_stack(nats_url, database, extra_env=env) as stack:
+            system = stack.system
+            assert system is not None and system.loop is not None
+            url = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
+            key = asyncio.run(a_key(stack))
+            yield Readers(stack, {**stack.cli_env(), "OPENAI_BASE_URL": f"{url}/v1", "OPENAI_API_KEY": key})
+    finally:
+        mock.stop()
+
+
+async def a_key(stack: RunningStack) -> str:
+    async with RoutewiseClient(stack.settings) as rw:
+        created = await rw.request(
+            rw.subjects.keys_create, CreateKey(scope="org:readers", name="docs", actor="docs"), KeyCreated
+        )
+    return created.key
+
+
+def run_script(readers: Readers, source: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", source],
         capture_output=True,
         text=True,
-        env=stack.cli_env(),
+        env=readers.env,
         cwd=ROOT,
         timeout=90,
         check=False,
@@ -36,13 +74,13 @@ def test_there_are_numbered_examples_and_a_readme_snippet() -> None:
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-def test_an_example_runs_and_succeeds(running_stack: RunningStack, script: Path) -> None:
-    result = run_script(running_stack, script.read_text())
+def test_an_example_runs_and_succeeds(readers: Readers, script: Path) -> None:
+    result = run_script(readers, script.read_text())
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip(), "an example says what it did"
 
 
 @pytest.mark.parametrize("index", range(len(README_BLOCKS)))
-def test_the_readme_code_runs(running_stack: RunningStack, index: int) -> None:
-    result = run_script(running_stack, README_BLOCKS[index])
+def test_the_readme_code_runs(readers: Readers, index: int) -> None:
+    result = run_script(readers, README_BLOCKS[index])
     assert result.returncode == 0, result.stdout + result.stderr
