@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -46,14 +47,22 @@ def _logs_to_stderr() -> None:
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with nats_server(tmp_path_factory.mktemp("nats")) as (url, _how):
+def servers_dir() -> Iterator[Path]:
+    """Where this session's embedded servers keep their data: a directory of its own, outside
+    pytest's base temp (which tools, and people, clean while a long run still uses it)."""
+    with tempfile.TemporaryDirectory(prefix="routewise-test-servers-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="session")
+def nats_url(servers_dir: Path) -> Iterator[str]:
+    with nats_server(servers_dir / "nats") as (url, _how):
         yield url
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with postgres_server(tmp_path_factory.mktemp("pg")) as (dsn, _how):
+def pg_admin_dsn(servers_dir: Path) -> Iterator[str]:
+    with postgres_server(servers_dir / "pg") as (dsn, _how):
         yield dsn
 
 
