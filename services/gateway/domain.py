@@ -156,13 +156,19 @@ def messages_of(body: Mapping[str, Any]) -> list[ChatMessage]:
     return out
 
 
-def output_cap(body: Mapping[str, Any]) -> int | None:
-    """The request's output cap (``max_completion_tokens``, else ``max_tokens``)."""
+DEFAULT_OUTPUT_CAP = 4096
+"""The output cap of a request that gives none: every call through the gateway has one, so its
+hold covers its worst case and a hard budget holds for real spend (a policy's own cap, when lower,
+wins)."""
+
+
+def output_cap(body: Mapping[str, Any]) -> int:
+    """The request's output cap (``max_completion_tokens``, else ``max_tokens``, else the default)."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and value > 0:
             return value
-    return None
+    return DEFAULT_OUTPUT_CAP
 
 
 def task_for(body: Mapping[str, Any], knobs: Knobs, target: Target, scope: Scope) -> TaskArrived:

@@ -10,6 +10,7 @@ from routewise.contracts.catalog import default_catalog
 from routewise.contracts.events import RejectionReason, Scope
 from routewise.pricing import PriceBook
 from routewise.services.gateway.domain import (
+    DEFAULT_OUTPUT_CAP,
     REJECTIONS,
     BadRequest,
     Target,
@@ -87,6 +88,9 @@ def test_a_task_carries_the_forced_model_and_the_output_cap() -> None:
 
     assert task.constraints.allowed_models == ["gpt-4o"] and task.constraints.max_output_tokens == 300
     assert task.policy is None and task.task_type == "normal" and task.scope.org_id == "acme"
+    # without a cap of its own, a request gets the default: every call's hold covers its worst case
+    uncapped = task_for(HELLO, knobs_from({}, {}), Target(), Scope(org_id="acme"))
+    assert uncapped.constraints.max_output_tokens == DEFAULT_OUTPUT_CAP
 
 
 def test_rejections_answer_with_statuses_clients_handle_and_say_how_to_approve() -> None:
