@@ -69,6 +69,8 @@ def sweep_interval(settings: Settings) -> float:
 async def settle_cost(event: CostRecorded, uow: UnitOfWork, deps: BudgetDeps) -> None:
     """Charge the call's cost on every budget of its scope, settle the task's hold, and raise each
     threshold it crosses once per period."""
+    if event.cached:
+        return  # a gateway cache hit: no call, nothing spent, no hold
     alerts = await repo.settle(uow.conn, event)
     for scope_type, alert in alerts:
         await uow.publish(deps.subjects.budget_alert(scope_type, alert.scope_id), alert)

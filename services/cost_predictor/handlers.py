@@ -81,8 +81,8 @@ async def reload_prices(deps: CostDeps) -> None:
 async def learn_cost(event: CostRecorded, uow: UnitOfWork, deps: CostDeps) -> None:
     """Fold a successful call's output tokens into its (task type, model) profile, and compare it
     with the task's estimate."""
-    if not event.success:
-        return  # a failed call's output says nothing about the model's answers
+    if not event.success or event.cached:
+        return  # a failed call's output says nothing about the model's answers; a cache hit made no call
     try:
         model = deps.book.resolve(event.model).id  # learn under the same id estimates use
     except RoutewiseError:

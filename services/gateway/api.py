@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import ModelSelected, Scope
 from routewise.contracts.vocabulary import ErrorCode
-from routewise.services.gateway import handlers, keys
+from routewise.services.gateway import cache, handlers, keys
 from routewise.services.gateway.domain import (
     AUTO,
     REJECTIONS,
@@ -37,6 +37,7 @@ from routewise.services.gateway.domain import (
     task_for,
 )
 from routewise.services.gateway.handlers import GatewayDeps, GatewayError, ProviderRefused, Rejected
+from routewise.services.gateway.repository import CachedAnswer
 
 CHAT = "/v1/chat/completions"
 log = structlog.get_logger(__name__)
@@ -168,15 +169,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, deps: 
     knobs = knobs_from(raw, request.headers)
     target = target_of(body.model, {m.id for m in deps.catalog.models})
     task = task_for(raw, knobs, target, scope)
+    use_cache = cache.wanted(knobs, scope.org_id, deps.settings.gateway_cache_orgs)
+    cache_key = cache.key_of(scope.org_id, body.model, raw, knobs) if use_cache else None
     parent = propagate.extract(dict(request.headers))
     with deps.tracer.start_as_current_span(f"POST {CHAT}", context=parent, kind=SpanKind.SERVER) as span:
         span.set_attributes({"http.request.method": "POST", "http.route": CHAT, "routewise.task_id": str(task.task_id)})
         trace_id = format(span.get_span_context().trace_id, "032x")
         try:
-            if body.stream:
-                response = await _stream(raw, task, deps, trace_id)
-            else:
-                response = await _complete(raw, task, deps, trace_id, started)
+            response = await _answer(raw, task, deps, trace_id, started, cache_key)
         except Rejected as exc:
             response = _rejected(exc, trace_id)
         except GatewayError as exc:
@@ -191,8 +191,54 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, deps: 
     return response
 
 
+async def _answer(
+    raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str, started: float, cache_key: bytes | None
+) -> Response:
+    """From the response cache when the request uses it and an answer is stored, else routed and called."""
+    if cache_key is not None:
+        entry = await handlers.cached(deps, task.scope.org_id, cache_key)
+        if entry is not None:
+            return await _hit(raw, task, entry, deps, trace_id, started)
+    if raw.get("stream"):
+        return await _stream(raw, task, deps, trace_id, cache_key)
+    return await _complete(raw, task, deps, trace_id, started, cache_key)
+
+
+async def _hit(
+    raw: dict[str, Any], task: Any, entry: CachedAnswer, deps: GatewayDeps, trace_id: str, started: float
+) -> Response:
+    """A stored answer, as JSON or replayed as SSE: $0, no decision, no provider call; recorded as a
+    cached task (its CostRecorded carries the cost avoided)."""
+    stream = bool(raw.get("stream"))
+    await handlers.record_hit(deps, task, entry, stream=stream, ms=(time.perf_counter() - started) * 1000)
+    deps.meters.cache.labels("hit").inc()
+    model_entry = deps.catalog.get(entry.model)
+    headers = {
+        "X-Routewise-Task-Id": str(task.task_id),
+        "X-Routewise-Model": entry.model,
+        "X-Routewise-Tier": model_entry.tier.value if model_entry else "unknown",
+        "X-Routewise-Strategy": "cache",
+        "X-Routewise-Attempts": "0",
+        "X-Routewise-Cache": "hit",
+        "X-Routewise-Cost-Usd": "0",
+        "X-Routewise-Cache-Avoided-Usd": _usd(entry.cost_usd),
+        "X-Routewise-Trace-Id": trace_id,
+    }
+    if not stream:
+        return JSONResponse(entry.answer, headers=headers)
+    wants_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
+    chunks = cache.replay(entry.answer, include_usage=wants_usage)
+    return StreamingResponse(_replayed(chunks), media_type="text/event-stream", headers=headers)
+
+
+async def _replayed(chunks: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
 def routing_headers(
-    decision: ModelSelected, model: str, deps: GatewayDeps, trace_id: str, attempts: int
+    decision: ModelSelected, model: str, deps: GatewayDeps, trace_id: str, attempts: int, cache_status: str
 ) -> dict[str, str]:
     entry = deps.catalog.get(model)
     return {
@@ -201,26 +247,32 @@ def routing_headers(
         "X-Routewise-Tier": entry.tier.value if entry else decision.tier.value,
         "X-Routewise-Strategy": decision.strategy,
         "X-Routewise-Attempts": str(attempts),
-        "X-Routewise-Cache": "miss",
+        "X-Routewise-Cache": cache_status,
         "X-Routewise-Trace-Id": trace_id,
     }
 
 
-async def _complete(raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str, started: float) -> Response:
-    done = await handlers.complete(raw, task, deps)
-    headers = routing_headers(done.decision, done.model, deps, trace_id, done.attempts)
+async def _complete(
+    raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str, started: float, cache_key: bytes | None
+) -> Response:
+    done = await handlers.complete(raw, task, deps, cache_key)
+    status = "off" if cache_key is None else "miss"
+    headers = routing_headers(done.decision, done.model, deps, trace_id, done.attempts, status)
     headers["X-Routewise-Cost-Usd"] = _usd(done.spent)
-    deps.meters.cache.labels("miss").inc()
+    deps.meters.cache.labels(status).inc()
     deps.meters.added_latency.observe(max(time.perf_counter() - started - done.provider_ms / 1000, 0.0))
     return JSONResponse(done.body, headers=headers)
 
 
-async def _stream(raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str) -> Response:
-    opened = await handlers.open_stream(raw, task, deps)
-    headers = routing_headers(opened.decision, opened.model, deps, trace_id, opened.attempts)
+async def _stream(
+    raw: dict[str, Any], task: Any, deps: GatewayDeps, trace_id: str, cache_key: bytes | None
+) -> Response:
+    opened = await handlers.open_stream(raw, task, deps, cache_key)
+    status = "off" if cache_key is None else "miss"
+    headers = routing_headers(opened.decision, opened.model, deps, trace_id, opened.attempts, status)
     # the stream's own cost is known only at its end: the header says what failed attempts cost before it
     headers["X-Routewise-Cost-Usd-Before-Stream"] = _usd(opened.spent_before)
-    deps.meters.cache.labels("miss").inc()
+    deps.meters.cache.labels(status).inc()
     return StreamingResponse(_sse(opened), media_type="text/event-stream", headers=headers)
 
 

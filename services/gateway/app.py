@@ -17,7 +17,10 @@ SERVICE = Service(
         "keys_revoke": keys.revoke_key,
     },
     notices={"cost_prices_changed": handlers.reload_prices},
-    jobs=[every(handlers.RELOAD_PRICES_EVERY_S, handlers.reload_prices)],
+    jobs=[
+        every(handlers.RELOAD_PRICES_EVERY_S, handlers.reload_prices),
+        every(handlers.PRUNE_CACHE_EVERY_S, handlers.prune_cache),
+    ],
     publishes=[TaskArrived, CostRecorded, FeedbackRecorded],
-    retention={"attempts": "created_at"},
+    retention={"attempts": "created_at", "cache_hits": "created_at"},
 )

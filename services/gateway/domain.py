@@ -42,10 +42,15 @@ class Knobs(BaseModel):
     min_quality: float | None = Field(default=None, ge=0, le=1)
     allowed_providers: list[ProviderName] | None = Field(default=None, max_length=50)
     strategy: Strategy | None = None
+    cache: bool | None = Field(
+        default=None, description="use the response cache (true), or not (false); default: the org's configuration"
+    )
 
 
 KNOBS = tuple(Knobs.model_fields)
 HEADER_PREFIX = "x-routewise-"
+CACHE_WORDS = {"use": True, "yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}
+"""``X-Routewise-Cache: use`` (or ``no``): what a request says of the response cache."""
 
 
 class BadRequest(ValueError):
@@ -72,6 +77,8 @@ def knobs_from(body: Mapping[str, Any], headers: Mapping[str, str]) -> Knobs:
         value = headers.get(HEADER_PREFIX + name.replace("_", "-"))
         if value is not None:
             raw[name] = value
+    if isinstance(raw.get("cache"), str):
+        raw["cache"] = CACHE_WORDS.get(raw["cache"].strip().lower(), raw["cache"])
     if isinstance(raw.get("allowed_providers"), str):
         raw["allowed_providers"] = [p.strip() for p in raw["allowed_providers"].split(",") if p.strip()]
     try:

@@ -45,9 +45,11 @@ from routewise.contracts.events import (
 )
 from routewise.contracts.routing import ListPolicies, PolicyList
 from routewise.pricing import Override, PriceBook
-from routewise.runtime import tokens
+from routewise.runtime import retention, tokens
 from routewise.runtime.service import Deps, Runtime
+from routewise.services.gateway import cache
 from routewise.services.gateway import repository as repo
+from routewise.services.gateway.cache import Assembler
 from routewise.services.gateway.decisions import Decisions
 from routewise.services.gateway.domain import Usage, cost_of, worst_case
 from routewise.services.gateway.meters import Meters
@@ -57,6 +59,7 @@ log = structlog.get_logger(__name__)
 Res = TypeVar("Res", bound=BaseModel)
 TRACER = "routewise.gateway"
 RELOAD_PRICES_EVERY_S = 30.0
+PRUNE_CACHE_EVERY_S = 300.0
 CONSUMED = ("routewise", "model", "stream", "stream_options", "metadata", "max_tokens", "max_completion_tokens")
 """Request fields the gateway reads or sets itself; every other one goes to the provider as sent."""
 
@@ -484,8 +487,11 @@ def chain_of(decision: ModelSelected) -> list[str]:
     return list(dict.fromkeys([decision.model, *decision.fallback_chain]))
 
 
-async def complete(body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps) -> Completed:
-    """The task decided, then its models tried in the decision's order until one answers."""
+async def complete(
+    body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps, cache_key: bytes | None = None
+) -> Completed:
+    """The task decided, then its models tried in the decision's order until one answers (stored in
+    the response cache under ``cache_key`` when there is one)."""
     decision = await decide(task, deps)
     spent, provider_ms, last = Decimal(0), 0.0, None
     for number, model in enumerate(chain_of(decision), 1):
@@ -513,6 +519,8 @@ async def complete(body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps
         record = record_of(deps, call, usage=usage, source=source, failure=None)
         await finish(deps, call, record)
         answer["model"] = model
+        if cache_key is not None:
+            await remember(deps, cache_key, answer, record)
         return Completed(
             decision, model, answer, spent + record.attempt.cost_usd, number, provider_ms + record.attempt.latency_ms
         )
@@ -559,9 +567,12 @@ class Streaming:
     wants_usage: bool
 
 
-async def open_stream(body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps) -> Streaming:
+async def open_stream(
+    body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps, cache_key: bytes | None = None
+) -> Streaming:
     """The task decided and its models tried until one starts streaming (a failure before the
-    first chunk moves on to the next model; after it, the stream ends with an error)."""
+    first chunk moves on to the next model; after it, the stream ends with an error). A stream that
+    ends complete is stored in the response cache under ``cache_key`` when there is one."""
     decision = await decide(task, deps)
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     spent, last = Decimal(0), None
@@ -584,7 +595,8 @@ async def open_stream(body: Mapping[str, Any], task: TaskArrived, deps: GatewayD
             last = failure
             continue
         call.first_token_at = time.perf_counter()
-        return Streaming(decision, model, number, spent, relay(deps, call, stream, chunks, first), wants_usage)
+        relayed = relay(deps, call, stream, chunks, first, cache_key)
+        return Streaming(decision, model, number, spent, relayed, wants_usage)
     raise GatewayError(
         502,
         f"every model of the decision failed; the last: {last.error_type if last else 'none'}",
@@ -601,13 +613,17 @@ async def relay(
     stream: AsyncStream[ChatCompletionChunk],
     chunks: AsyncIterator[ChatCompletionChunk],
     first: ChatCompletionChunk,
+    cache_key: bytes | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """The provider's chunks (``model`` the catalog id), and the attempt recorded when the stream
     ends, fails or its client goes away: priced from the final usage chunk, or counted with the
-    tokenizer when there was none (the recording is not cancelled with the client's request)."""
+    tokenizer when there was none (the recording is not cancelled with the client's request).
+    With a ``cache_key``, a stream relayed to its end is assembled and stored as a plain answer."""
     usage: Usage | None = None
     text: list[str] = []
     failure: Failure | None = None
+    assembler = Assembler() if cache_key is not None else None
+    ended = False
     try:
         chunk: ChatCompletionChunk | None = first
         while chunk is not None:
@@ -618,8 +634,11 @@ async def relay(
                 if isinstance(content, str):
                     text.append(content)
             data["model"] = call.model
+            if assembler is not None:
+                assembler.add(data)
             yield data
             chunk = await anext(chunks, None)
+        ended = True
     except Exception as exc:
         failure = failure_of(exc)
         raise
@@ -628,20 +647,108 @@ async def relay(
         if usage is None:
             usage, source = counted_usage(call, "".join(text)), "tokenizer"
         record = record_of(deps, call, usage=usage, source=source, failure=failure)
+        answer = assembler.answer() if assembler is not None and ended and failure is None else None
+        stored = (cache_key, answer) if cache_key is not None and answer is not None else None
         # its own task: a client gone away cancels this generator, never the provider's close or the record
-        settling = asyncio.create_task(settle(deps, call, record, stream), name=f"gateway-record-{call.task.task_id}")
+        settling = asyncio.create_task(
+            settle(deps, call, record, stream, stored), name=f"gateway-record-{call.task.task_id}"
+        )
         deps.background.add(settling)
         settling.add_done_callback(deps.background.discard)
         await asyncio.shield(settling)
 
 
-async def settle(deps: GatewayDeps, call: Call, record: Record, stream: AsyncStream[ChatCompletionChunk]) -> None:
+async def settle(
+    deps: GatewayDeps,
+    call: Call,
+    record: Record,
+    stream: AsyncStream[ChatCompletionChunk],
+    stored: tuple[bytes, dict[str, Any]] | None = None,
+) -> None:
     """A stream's end: the provider's response closed (a client gone away stops the call), then the
-    attempt and its cost recorded."""
+    attempt and its cost recorded, then its assembled answer cached (``stored``: key and answer)."""
     try:
         await stream.close()
     finally:
         await finish(deps, call, record)
+    if stored is not None:
+        await remember(deps, stored[0], stored[1], record)
+
+
+# --- the response cache ---------------------------------------------------------------------
+
+
+async def remember(deps: GatewayDeps, key: bytes, answer: dict[str, Any], record: Record) -> None:
+    """Store a successful answer under its key for ``gateway_cache_ttl`` seconds: the answer, the
+    model that gave it, its usage and cost. An answer over ``gateway_cache_max_bytes`` is not stored;
+    a failure to store is logged (the client has its answer)."""
+    a = record.attempt
+    if not a.ok or a.input_tokens is None or cache.encoded_size(answer) > deps.settings.gateway_cache_max_bytes:
+        return
+    entry = repo.CachedAnswer(
+        org_id=a.scope.org_id,
+        key=key,
+        answer=answer,
+        model=a.model,
+        provider=a.provider,
+        input_tokens=a.input_tokens,
+        output_tokens=a.output_tokens or 0,
+        cached_input_tokens=a.cached_input_tokens or 0,
+        cost_usd=a.cost_usd,
+        source_task_id=a.task_id,
+    )
+    try:
+        await repo.store_answer(deps.pool, entry, deps.clock(), deps.settings.gateway_cache_ttl)
+    except Exception:
+        log.exception("an answer was not cached", task_id=str(a.task_id))
+
+
+async def cached(deps: GatewayDeps, org_id: str, key: bytes) -> repo.CachedAnswer | None:
+    """The org's unexpired answer under ``key``, if any."""
+    async with deps.pool.acquire() as conn:
+        return await repo.cached_answer(conn, org_id, key, deps.clock())
+
+
+async def record_hit(
+    deps: GatewayDeps, task: TaskArrived, entry: repo.CachedAnswer, *, stream: bool, ms: float
+) -> None:
+    """A task answered from the cache: its row, the entry's hit count, and its CostRecorded (cached:
+    $0, no tokens, the stored answer's cost avoided) through the outbox, in one transaction. No
+    decision and no budget hold: nothing is spent."""
+    event = CostRecorded(
+        event_id=uuid5(task.task_id, "gateway-cache-hit"),
+        task_id=task.task_id,
+        scope=task.scope,
+        task_type=task.task_type,
+        model=entry.model,
+        provider=entry.provider,
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=Decimal(0),
+        latency_ms=round(ms, 3),
+        cached=True,
+        avoided_cost_usd=entry.cost_usd,
+    )
+    hit = repo.CacheHit(task.task_id, task.scope, task.task_type, entry, stream)
+    with deps.tracer.start_as_current_span("cache hit") as span:
+        span.set_attributes(
+            {
+                "routewise.task_id": str(task.task_id),
+                "routewise.model": entry.model,
+                "routewise.cache.source_task_id": str(entry.source_task_id),
+                "routewise.cache.avoided_cost_usd": str(entry.cost_usd),
+            }
+        )
+        async with deps.transaction() as uow:
+            await repo.record_hit(uow.conn, hit, deps.clock())
+            await uow.publish(deps.subjects.cost_recorded, event)
+
+
+async def prune_cache(deps: GatewayDeps) -> None:
+    """Expired answers deleted (they are never served; this keeps the table to the live ones)."""
+    pruned = await retention.prune_older(deps.pool, "response_cache", "expires_at", deps.clock())
+    if pruned:
+        log.info("expired cached answers pruned", pruned=pruned)
 
 
 # --- feedback -------------------------------------------------------------------------------
@@ -652,16 +759,18 @@ async def feedback(task_id: UUID, quality: float, comment: str | None, scope: Sc
     the one that answered); LookupError otherwise."""
     async with deps.pool.acquire() as conn:
         attempts = await repo.attempts_of(conn, task_id)
-    answered = next((a for a in attempts if a.ok), None)
-    if answered is None or answered.scope.org_id != scope.org_id:
+        answered = next(((a.scope, a.model, a.task_type) for a in attempts if a.ok), None)
+        if answered is None:
+            answered = await repo.hit_of(conn, task_id)  # answered from the cache
+    if answered is None or answered[0].org_id != scope.org_id:
         raise LookupError(f"no task {task_id} answered through this gateway for org {scope.org_id}")
     event = FeedbackRecorded(
         event_id=uuid5(task_id, f"gateway-feedback-{quality}-{comment or ''}"),
         task_id=task_id,
-        scope=answered.scope,
-        model=answered.model,
+        scope=answered[0],
+        model=answered[1],
         quality=quality,
-        task_type=answered.task_type,
+        task_type=answered[2],
         comment=comment,
     )
     async with deps.transaction() as uow:

@@ -48,7 +48,7 @@ class Meters:
         )
         self.cache = Counter(
             "routewise_gateway_cache_total",
-            "Completions by response-cache status (miss until the cache exists)",
+            "Completions by response-cache status: hit, miss, off (the request does not use the cache)",
             ["status"],
             registry=registry,
         )

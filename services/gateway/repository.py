@@ -1,10 +1,14 @@
-"""SQL of the gateway's own schema: the provider attempts of each task."""
+"""SQL of the gateway's own schema: the provider attempts of each task, and the response cache."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
+
+import asyncpg
 
 from routewise.contracts.events import Scope
 from routewise.runtime.db import Connection
@@ -102,3 +106,120 @@ async def attempts_of(conn: Connection, task_id: UUID) -> list[Attempt]:
         )
         for r in rows
     ]
+
+
+# --- the response cache ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A stored answer: the provider's completion (``model`` the catalog id that answered), its
+    usage and what it cost when it was made."""
+
+    org_id: str
+    key: bytes
+    answer: dict[str, Any]
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cost_usd: Decimal
+    source_task_id: UUID
+
+
+async def cached_answer(conn: Connection, org_id: str, key: bytes, now: datetime) -> CachedAnswer | None:
+    """The org's unexpired answer under ``key`` (the org is checked here as well as in the key)."""
+    row = await conn.fetchrow(
+        """SELECT org_id, cache_key, answer, model, provider, input_tokens, output_tokens, cached_input_tokens,
+                  cost_usd, source_task_id
+           FROM response_cache WHERE org_id = $1 AND cache_key = $2 AND expires_at > $3""",
+        org_id,
+        key,
+        now,
+    )
+    if row is None or row["org_id"] != org_id:
+        return None
+    return CachedAnswer(
+        org_id=row["org_id"],
+        key=bytes(row["cache_key"]),
+        answer=row["answer"],
+        model=row["model"],
+        provider=row["provider"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cached_input_tokens=row["cached_input_tokens"],
+        cost_usd=row["cost_usd"],
+        source_task_id=row["source_task_id"],
+    )
+
+
+async def store_answer(conn: Connection | asyncpg.Pool, entry: CachedAnswer, now: datetime, ttl_s: float) -> None:
+    """Store (or replace) the org's answer under its key, served until ``now + ttl_s``."""
+    await conn.execute(
+        """INSERT INTO response_cache (org_id, cache_key, answer, model, provider, input_tokens, output_tokens,
+               cached_input_tokens, cost_usd, source_task_id, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (org_id, cache_key) DO UPDATE SET answer = EXCLUDED.answer, model = EXCLUDED.model,
+               provider = EXCLUDED.provider, input_tokens = EXCLUDED.input_tokens,
+               output_tokens = EXCLUDED.output_tokens, cached_input_tokens = EXCLUDED.cached_input_tokens,
+               cost_usd = EXCLUDED.cost_usd, source_task_id = EXCLUDED.source_task_id,
+               created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, hits = 0, last_hit_at = NULL""",
+        entry.org_id,
+        entry.key,
+        entry.answer,
+        entry.model,
+        entry.provider,
+        entry.input_tokens,
+        entry.output_tokens,
+        entry.cached_input_tokens,
+        entry.cost_usd,
+        entry.source_task_id,
+        now,
+        now + timedelta(seconds=ttl_s),
+    )
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    task_id: UUID
+    scope: Scope
+    task_type: str
+    entry: CachedAnswer
+    stream: bool
+
+
+async def record_hit(conn: Connection, hit: CacheHit, now: datetime) -> None:
+    """A task answered from the cache, and the entry's hit count."""
+    await conn.execute(
+        """INSERT INTO cache_hits (task_id, org_id, scope, task_type, cache_key, model, provider, stream,
+               avoided_cost_usd, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (task_id) DO NOTHING""",
+        hit.task_id,
+        hit.scope.org_id,
+        hit.scope.model_dump(mode="json", exclude_none=True),
+        hit.task_type,
+        hit.entry.key,
+        hit.entry.model,
+        hit.entry.provider,
+        hit.stream,
+        hit.entry.cost_usd,
+        now,
+    )
+    await conn.execute(
+        "UPDATE response_cache SET hits = hits + 1, last_hit_at = $3 WHERE org_id = $1 AND cache_key = $2",
+        hit.entry.org_id,
+        hit.entry.key,
+        now,
+    )
+
+
+async def hit_of(conn: Connection, task_id: UUID) -> tuple[Scope, str, str] | None:
+    """A task answered from the cache: its scope, model and task type."""
+    row = await conn.fetchrow("SELECT scope, model, task_type FROM cache_hits WHERE task_id = $1", task_id)
+    return None if row is None else (Scope.model_validate(row["scope"]), row["model"], row["task_type"])
+
+
+async def cache_entry_hits(conn: Connection | asyncpg.Pool, org_id: str, key: bytes) -> int | None:
+    value = await conn.fetchval("SELECT hits FROM response_cache WHERE org_id = $1 AND cache_key = $2", org_id, key)
+    return None if value is None else int(value)

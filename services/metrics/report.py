@@ -1,4 +1,4 @@
-"""The metrics report: savings, strategies, confidence, model shares, rejections, fallbacks,
+"""The metrics report: savings, cache hits, strategies, confidence, model shares, rejections, fallbacks,
 estimate error and cost per day/week/month, read from the task ledger in one snapshot.
 
 The ledger is one row per task; every aggregate reads the scope's rows of the period
@@ -17,6 +17,7 @@ from routewise.contracts.events import HIGH_CONFIDENCE, scope_parts
 from routewise.contracts.metrics import (
     MEDIUM_CONFIDENCE,
     Breakdown,
+    CacheSavings,
     ConfidenceMetrics,
     CostSavings,
     EstimateError,
@@ -130,7 +131,10 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
             {ledger} AND status = 'selected' AND actual_cost_usd IS NOT NULL""",
         *args,
     )
-    assert estimated is not None and actual is not None and outcomes is not None
+    hits = await conn.fetchrow(
+        f"SELECT count(*) AS n, coalesce(sum(avoided_cost_usd), 0) AS avoided {ledger} AND cached", *args
+    )
+    assert estimated is not None and actual is not None and outcomes is not None and hits is not None
 
     async def per(unit: str) -> list[PeriodCost]:
         rows = await conn.fetch(
@@ -179,6 +183,7 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
         cost_savings=_savings(estimated["n"], estimated["cost"], estimated["baseline"], req.days),
         actual_savings=_savings(actual["n"], actual["cost"], actual["baseline"], req.days),
         actual_unpriced_tasks=actual["unpriced"],
+        cache=CacheSavings(hits=hits["n"], avoided_cost_usd=hits["avoided"]),
         by_strategy=[
             StrategyMetrics(
                 strategy=r["strategy"] or "—",

@@ -99,12 +99,17 @@ async def record_rejection(conn: Connection, event: TaskRejected) -> None:
 
 
 async def record_cost(conn: Connection, event: CostRecorded) -> None:
-    # every call a task made adds to its actual cost; the latest call names the model
+    # every call a task made adds to its actual cost; the latest call names the model; a gateway
+    # cache hit (no call, $0) marks the task cached with the cost it avoided
     await conn.execute(
         f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, actual_model, actual_cost_usd,
-               input_tokens, output_tokens, cost_recorded_at, cost_events, cached_input_tokens)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12)
+               input_tokens, output_tokens, cost_recorded_at, cost_events, cached_input_tokens, cached,
+               avoided_cost_usd)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14)
            ON CONFLICT (task_id) DO UPDATE SET
+               cached = t.cached OR EXCLUDED.cached,
+               avoided_cost_usd = CASE WHEN EXCLUDED.avoided_cost_usd IS NULL THEN t.avoided_cost_usd
+                   ELSE coalesce(t.avoided_cost_usd, 0) + EXCLUDED.avoided_cost_usd END,
                actual_cost_usd = coalesce(t.actual_cost_usd, 0) + EXCLUDED.actual_cost_usd,
                input_tokens = coalesce(t.input_tokens, 0) + EXCLUDED.input_tokens,
                output_tokens = coalesce(t.output_tokens, 0) + EXCLUDED.output_tokens,
@@ -122,6 +127,8 @@ async def record_cost(conn: Connection, event: CostRecorded) -> None:
         event.output_tokens,
         event.occurred_at,
         event.cached_input_tokens,
+        event.cached,
+        event.avoided_cost_usd,
     )
 
 

@@ -105,6 +105,8 @@ async def remember_pattern(event: ModelSelected, uow: UnitOfWork, deps: Performa
 
 async def record_outcome(event: CostRecorded, uow: UnitOfWork, deps: PerformanceDeps) -> None:
     """Count the call in the model's statistics, and change its health when the call tips it."""
+    if event.cached:
+        return  # a gateway cache hit: the model was not called
     await repo.record_outcome(uow.conn, event)  # takes the model's lock and creates its health row
     uow.after_commit(lambda: deps.dirty.add(event.model))
     current = await repo.health(uow.conn, event.model, lock=True)

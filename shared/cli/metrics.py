@@ -67,6 +67,11 @@ def metrics(
         "actual: the baseline priced at the task's real tokens minus what its calls cost, for tasks with a cost"
         + (f" ({r.actual_unpriced_tasks} not priced yet or without a price)" if r.actual_unpriced_tasks else "")
     )
+    if r.cache.hits:
+        console.print(
+            f"response cache: {r.cache.hits} tasks answered from the gateway's cache at $0, "
+            f"{_usd(r.cache.avoided_cost_usd)} avoided"
+        )
     if r.by_strategy:
         body = [
             [s.strategy, s.count, _usd(s.avg_cost), _pct(s.high_confidence_pct), _quality(s)] for s in r.by_strategy

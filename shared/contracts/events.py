@@ -350,11 +350,21 @@ class CostRecorded(Event):
     success: bool = True
     error_type: Annotated[str, Field(max_length=200)] | None = None
     """Required, and non-empty, when the call failed (``success`` false)."""
+    cached: bool = False
+    """The gateway answered from its response cache: no provider call was made (``cost_usd`` 0, no
+    tokens); ``model`` is the one whose stored answer was returned. Consumers that learn from calls
+    (budgets, health, output profiles) skip it; metrics counts it as a cache hit."""
+    avoided_cost_usd: CallUsd | None = None
+    """A cache hit's avoided cost: what the stored answer cost when it was made."""
 
     @model_validator(mode="after")
     def _consistent(self) -> CostRecorded:
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError("cached_input_tokens + cache_write_tokens cannot exceed input_tokens")
+        if self.cached and (self.cost_usd or not self.success or self.input_tokens or self.output_tokens):
+            raise ValueError("a cache hit is a successful answer at no cost and no tokens")
+        if self.avoided_cost_usd is not None and not self.cached:
+            raise ValueError("avoided_cost_usd is a cache hit's (cached true)")
         if self.success and self.error_type:
             raise ValueError("a successful call has no error_type")
         if not self.success and not self.error_type:

@@ -70,6 +70,14 @@ class CostSavings(Contract):
     tasks: int
 
 
+class CacheSavings(Contract):
+    """The gateway's response-cache hits in the period: answers served without a provider call,
+    and what those calls cost when their answers were first made (what the hits did not spend)."""
+
+    hits: int = Field(default=0, ge=0, le=10**15)
+    avoided_cost_usd: Usd = Decimal(0)
+
+
 class Rated(Contract):
     rated: int = 0
     """How many of these tasks have a quality rating (FeedbackRecorded)."""
@@ -143,6 +151,9 @@ class MetricsReport(Contract):
     actual_unpriced_tasks: int = 0
     """Tasks with a recorded cost left out of ``actual_savings``: their baseline is not priced at
     their latest token counts yet (a moment after a cost), or cannot be (no price)."""
+    cache: CacheSavings = Field(default_factory=CacheSavings)
+    """The gateway's response-cache hits: tasks answered at $0 and the cost they avoided (not in
+    ``actual_savings``, whose tasks were routed and called)."""
     by_strategy: list[StrategyMetrics]
     by_confidence: list[ConfidenceMetrics]
     selection_patterns: list[ModelShare]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from routewise.contracts.subjects import Subjects
 
@@ -137,6 +138,28 @@ class Settings(BaseSettings):
         le=600,
         description="gateway: seconds a request waits for its task's decision before answering 504.",
     )
+    gateway_cache_orgs: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        max_length=10_000,
+        description="gateway: orgs whose requests use the response cache unless they say `X-Routewise-Cache: no`"
+        " (comma-separated); other orgs' requests use it when they ask (`X-Routewise-Cache: use`).",
+    )
+    gateway_cache_ttl: float = Field(
+        default=3600.0, gt=0, le=30 * 86_400, description="gateway: seconds a cached answer is served."
+    )
+    gateway_cache_max_bytes: int = Field(
+        default=1024**2,
+        ge=1024,
+        le=64 * 1024**2,
+        description="gateway: an answer larger than this (its JSON, in bytes) is not cached.",
+    )
+
+    @field_validator("gateway_cache_orgs", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [org.strip() for org in value.split(",") if org.strip()]
+        return value
 
     @field_validator("namespace")
     @classmethod

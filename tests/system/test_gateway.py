@@ -152,7 +152,7 @@ def test_a_routed_completion_answers_with_the_model_that_answered_and_its_exact_
     task_id = headers["x-routewise-task-id"]
     assert answer.model == headers["x-routewise-model"] and CATALOG.get(answer.model) is not None
     assert headers["x-routewise-tier"] == CATALOG.require(answer.model).tier.value
-    assert headers["x-routewise-strategy"] == "complexity" and headers["x-routewise-cache"] == "miss"
+    assert headers["x-routewise-strategy"] == "complexity" and headers["x-routewise-cache"] == "off"  # not opted in
     assert len(headers["x-routewise-trace-id"]) == 32
     assert answer.choices[0].message.content and answer.usage is not None
     [cost] = costs_of(gateway, task_id, 1)
