@@ -206,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8.0, help="per target and level")
     parser.add_argument("--rates", default="50,100,200", help="requests per second offered")
+    parser.add_argument("--results", default="gateway", help="the results file's name (bench/results/NAME.json)")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     with (
@@ -222,7 +223,7 @@ def main() -> None:
         }
         figures = asyncio.run(measure(targets, rates, args.seconds))
     path = write_results(
-        "gateway",
+        args.results,
         {
             "seconds_per_level": args.seconds,
             "max_tokens": MAX_TOKENS,
