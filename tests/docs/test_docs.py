@@ -18,7 +18,8 @@ import pytest
 from routewise.client import RoutewiseClient
 from routewise.contracts.gateway import CreateKey, KeyCreated
 from routewise.dev.mock_provider import MockProvider
-from tests.conftest import Database, RunningStack, in_process_stack
+from tests.conftest import Database, RunningStack
+from tests.system.test_gateway import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("[0-9][0-9]_*.py"))
@@ -35,17 +36,10 @@ class Readers:
 
 @pytest.fixture(scope="module")
 def readers(nats_url: str, database: Database) -> Iterator[Readers]:
-    mock = MockProvider(seed=3)
-    env = {"ROUTEWISE_PROVIDER_BASE_URL": f"{mock.start()}/v1"}
-    try:
-        with in_process_stack(nats_url, database, extra_env=env) as stack:
-            system = stack.system
-            assert system is not None and system.loop is not None
-            url = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
-            key = asyncio.run(a_key(stack))
-            yield Readers(stack, {**stack.cli_env(), "OPENAI_BASE_URL": f"{url}/v1", "OPENAI_API_KEY": key})
-    finally:
-        mock.stop()
+    with MockProvider(seed=3) as mock, serving(nats_url, database, mock) as gateway:
+        key = asyncio.run(a_key(gateway.stack))
+        env = {**gateway.stack.cli_env(), "OPENAI_BASE_URL": f"{gateway.url}/v1", "OPENAI_API_KEY": key}
+        yield Readers(gateway.stack, env)
 
 
 async def a_key(stack: RunningStack) -> str:

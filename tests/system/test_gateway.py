@@ -9,6 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -70,15 +71,23 @@ class Gateway:
         return found
 
 
+@contextmanager
+def serving(
+    nats_url: str, database: Database, mock: MockProvider, extra_env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
+    """The services in this process, the gateway's HTTP on a real uvicorn, every provider at ``mock``."""
+    env = {"ROUTEWISE_PROVIDER_BASE_URL": mock.openai_base_url, **(extra_env or {})}
+    with in_process_stack(nats_url, database, extra_env=env) as stack:
+        system = stack.system
+        assert system is not None and system.loop is not None
+        url = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
+        yield Gateway(stack, url, mock)
+
+
 @pytest.fixture(scope="module")
 def gateway(nats_url: str, database: Database) -> Iterator[Gateway]:
-    with MockProvider(seed=7) as mock:
-        env = {"ROUTEWISE_PROVIDER_BASE_URL": mock.openai_base_url}
-        with in_process_stack(nats_url, database, extra_env=env) as stack:
-            system = stack.system
-            assert system is not None and system.loop is not None
-            url = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
-            yield Gateway(stack, url, mock)
+    with MockProvider(seed=7) as mock, serving(nats_url, database, mock) as gateway:
+        yield gateway
 
 
 @pytest.fixture(autouse=True)

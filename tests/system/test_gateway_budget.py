@@ -16,9 +16,9 @@ import pytest
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.dev.mock_provider import MockProvider
-from tests.conftest import Database, RunningStack, in_process_stack
+from tests.conftest import Database, RunningStack
 from tests.helpers import eventually
-from tests.system.test_gateway import PROMPT, Gateway
+from tests.system.test_gateway import PROMPT, Gateway, serving
 
 LIMIT = Decimal("0.05")
 REQUESTS = 200
@@ -27,13 +27,8 @@ MAX_TOKENS = 1000
 
 @pytest.fixture(scope="module")
 def gateway(nats_url: str, database: Database) -> Iterator[Gateway]:
-    with MockProvider(seed=5, full_length=True) as mock:
-        env = {"ROUTEWISE_PROVIDER_BASE_URL": mock.openai_base_url}
-        with in_process_stack(nats_url, database, extra_env=env) as stack:
-            system = stack.system
-            assert system is not None and system.loop is not None
-            url = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
-            yield Gateway(stack, url, mock)
+    with MockProvider(seed=5, full_length=True) as mock, serving(nats_url, database, mock) as gateway:
+        yield gateway
 
 
 async def status_of(stack: RunningStack, org: str) -> BudgetStatus:

@@ -4,7 +4,6 @@ provider (its calls log shows whether a provider was called at all)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -20,9 +19,9 @@ from routewise.contracts.metrics import GetMetricsReport, MetricsReport
 from routewise.dev.mock_provider import MockProvider
 from routewise.runtime.settings import Settings
 from routewise.services.metrics.handlers import report
-from tests.conftest import Database, in_process_stack
+from tests.conftest import Database
 from tests.helpers import eventually
-from tests.system.test_gateway import Gateway, costs_of
+from tests.system.test_gateway import Gateway, costs_of, serving
 
 DEFAULT_ORG = f"cached-by-default-{uuid.uuid4().hex[:8]}"
 USE = {"X-Routewise-Cache": "use"}
@@ -30,13 +29,9 @@ USE = {"X-Routewise-Cache": "use"}
 
 @pytest.fixture(scope="module")
 def gateway(nats_url: str, database: Database) -> Iterator[Gateway]:
-    with MockProvider(seed=11) as mock:
-        env = {"ROUTEWISE_PROVIDER_BASE_URL": mock.openai_base_url, "ROUTEWISE_GATEWAY_CACHE_ORGS": DEFAULT_ORG}
-        with in_process_stack(nats_url, database, extra_env=env) as stack:
-            system = stack.system
-            assert system is not None and system.loop is not None
-            url = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
-            yield Gateway(stack, url, mock)
+    env = {"ROUTEWISE_GATEWAY_CACHE_ORGS": DEFAULT_ORG}
+    with MockProvider(seed=11) as mock, serving(nats_url, database, mock, env) as gateway:
+        yield gateway
 
 
 def prompt() -> list[dict[str, str]]:

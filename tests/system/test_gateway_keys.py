@@ -17,26 +17,27 @@ import pytest
 
 from routewise.dev.mock_provider import MockProvider
 from routewise.services.gateway.keys import InvalidApiKey, KeyScope, authenticate
-from tests.conftest import Database, RunningStack, in_process_stack
+from tests.conftest import Database, RunningStack
 from tests.helpers import eventually
+from tests.system.test_gateway import Gateway, serving
 
 PROMPT: list[Any] = [{"role": "user", "content": "Say hi."}]
 
 
 @pytest.fixture(scope="module")
-def gateway(nats_url: str, database: Database) -> Iterator[RunningStack]:
-    with MockProvider(seed=3) as mock:
-        env = {"ROUTEWISE_PROVIDER_BASE_URL": mock.openai_base_url}
-        with in_process_stack(nats_url, database, extra_env=env) as stack:
-            yield stack
+def serving_gateway(nats_url: str, database: Database) -> Iterator[Gateway]:
+    with MockProvider(seed=3) as mock, serving(nats_url, database, mock) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")
-def base_url(gateway: RunningStack) -> str:
-    system = gateway.system
-    assert system is not None and system.loop is not None
-    url: str = asyncio.run_coroutine_threadsafe(system.serve_http("gateway"), system.loop).result(30)
-    return f"{url}/v1"
+def gateway(serving_gateway: Gateway) -> RunningStack:
+    return serving_gateway.stack
+
+
+@pytest.fixture(scope="module")
+def base_url(serving_gateway: Gateway) -> str:
+    return f"{serving_gateway.url}/v1"
 
 
 def new_key(stack: RunningStack, scope: str) -> dict[str, Any]:
