@@ -213,9 +213,14 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(["routewise", *args], result.exit_code, result.stdout, result.stderr)
 
 
+TEST_SERVICE_ENV = {"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]", "ROUTEWISE_DB_POOL_SIZE": "6"}
+"""The test stacks' settings: quick retries, and six Postgres connections per service (six
+services a stack, two workers sharing one server: within Postgres's default 100 connections)."""
+
+
 def settings_from_env(namespace: str, nats_url: str, env: dict[str, str] | None = None) -> Settings:
     """Quick retries, and any ``ROUTEWISE_*`` overrides in ``env`` (as a service process would read them)."""
-    overrides = {"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]", **(env or {})}
+    overrides = {**TEST_SERVICE_ENV, **(env or {})}
     with _CLI_LOCK, pytest.MonkeyPatch.context() as patch:
         for key, value in overrides.items():
             patch.setenv(key, value)
@@ -234,7 +239,7 @@ def running(
         namespace,
         log_dir,
         services=(),
-        extra_env={"ROUTEWISE_MAX_DELIVER": "3", "ROUTEWISE_RETRY_BACKOFF": "[0.2]", **(extra_env or {})},
+        extra_env={**TEST_SERVICE_ENV, **(extra_env or {})},
     )
     try:
         for name, replicas in services.items():
