@@ -221,6 +221,31 @@ async def test_a_team_budget_of_one_org_leaves_another_orgs_team_of_that_name_al
     assert (globex_team.spent_usd, globex_team.budgets) == (Decimal(2), [])
 
 
+async def test_an_org_whose_id_has_a_dot_gets_its_alerts_and_no_other_org_sees_them(budget_stack: RunningStack) -> None:
+    parent = new_org()
+    dotted = f"{parent}.b"  # a valid id; as a raw subject token it would read as org `parent`, then `b`
+    for org in (parent, dotted):
+        create(budget_stack, f"org:{org}", "1", "--soft", "--threshold", "50:notify")
+    received: dict[str, list[BudgetAlert]] = {parent: [], dotted: []}
+    async with RoutewiseClient(budget_stack.settings) as rw:
+        for org, alerts in received.items():
+
+            async def on_alert(msg: nats.aio.msg.Msg, alerts: list[BudgetAlert] = alerts) -> None:
+                alerts.append(BudgetAlert.model_validate_json(msg.data))
+
+            await rw.nc.subscribe(rw.subjects.org_alerts(org), cb=on_alert)
+        await rw.record_cost(a_cost(Scope(org_id=dotted), "0.6"))
+        await spent_when(rw, "org", dotted, 1)
+
+        async def alerted() -> list[BudgetAlert]:
+            return received[dotted]
+
+        await eventually(alerted)
+        await rw.nc.flush()
+    assert [(a.scope_id, a.threshold_percent) for a in received[dotted]] == [(dotted, 50)]
+    assert received[parent] == []  # `parent`'s wildcard does not reach into `parent.b`
+
+
 async def test_thresholds_alert_once_per_period_and_late_subscribers_replay(budget_stack: RunningStack) -> None:
     org = new_org()
     create(budget_stack, f"org:{org}", "1", "--soft")  # default thresholds; soft: spend may pass the limit
