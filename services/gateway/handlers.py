@@ -487,6 +487,15 @@ def chain_of(decision: ModelSelected) -> list[str]:
     return list(dict.fromkeys([decision.model, *decision.fallback_chain]))
 
 
+async def failed(deps: GatewayDeps, call: Call, exc: Exception) -> tuple[Failure, Record]:
+    """A failed attempt recorded (its row, and its cost from whatever usage the provider reported
+    with the error, through the outbox): what failed, and the record."""
+    failure = failure_of(exc)
+    record = record_of(deps, call, usage=Usage.reported(failure.usage), source="provider", failure=failure)
+    await finish(deps, call, record)
+    return failure, record
+
+
 async def complete(
     body: Mapping[str, Any], task: TaskArrived, deps: GatewayDeps, cache_key: bytes | None = None
 ) -> Completed:
@@ -502,9 +511,7 @@ async def complete(
             with trace.use_span(call.span, end_on_exit=False):
                 response = await send(deps, call, body)
         except Exception as exc:
-            failure = failure_of(exc)
-            record = record_of(deps, call, usage=Usage.reported(failure.usage), source="provider", failure=failure)
-            await finish(deps, call, record)
+            failure, record = await failed(deps, call, exc)
             spent += record.attempt.cost_usd
             provider_ms += record.attempt.latency_ms
             if not failure.retryable:
@@ -586,9 +593,7 @@ async def open_stream(
                 chunks = aiter(stream)
                 first = await anext(chunks)
         except Exception as exc:
-            failure = failure_of(exc)
-            record = record_of(deps, call, usage=Usage.reported(failure.usage), source="provider", failure=failure)
-            await finish(deps, call, record)
+            failure, record = await failed(deps, call, exc)
             spent += record.attempt.cost_usd
             if not failure.retryable:
                 raise ProviderRefused(failure.status or 502, failure.body, decision, model, spent, number) from exc

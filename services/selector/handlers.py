@@ -285,14 +285,15 @@ async def quote(
     """The policy's models priced for this task, or the task refused when it cannot be priced.
     cost-predictor being unavailable raises (the event is retried with backoff)."""
     worst_case = task.constraints.max_output_tokens is not None  # the hold covers the call's worst case
+    cap = output_cap(task, policy)
     ask = EstimateCost(
         prompt=task.prompt,
         messages=task.messages,
         models=[m.id for m in models],
         task_type=task.task_type,
         task_id=task.task_id if keep else None,
-        expected_output_tokens=output_cap(task, policy) if worst_case else None,
-        max_output_tokens=output_cap(task, policy),
+        expected_output_tokens=cap if worst_case else None,
+        max_output_tokens=cap,
         cached_prefix=prefs.cache_aware_routing and task.messages is not None and not worst_case,
     )
     try:
