@@ -5,6 +5,7 @@ No I/O here: the app passes in what the database and other services know.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -29,7 +30,7 @@ from routewise.contracts.events import Tier
 from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.tokens import encoding_for_model, token_counts
 from routewise.services.cost_predictor.prediction import predict
-from routewise.services.cost_predictor.pricing import PriceBook, PricedModel, output_cost
+from routewise.services.cost_predictor.pricing import Override, PriceBook, PricedModel, output_cost
 
 # Share of the remaining budget one call may take before its impact counts as medium / high.
 IMPACT_MEDIUM = Decimal("0.01")
@@ -192,10 +193,11 @@ def recommend(
     )
 
 
-def compare_tiers(book: PriceBook, request: CompareTiers) -> TierComparison:
+def compare_tiers(book: PriceBook, request: CompareTiers, unpriced: Collection[str] = ()) -> TierComparison:
+    """Each tier's catalog models (those with a price) priced for the request's token profile."""
     summaries = []
     for tier in Tier:
-        models = [book.resolve(m.id) for m in book.catalog.in_tier(tier)]
+        models = [book.resolve(m.id) for m in book.catalog.in_tier(tier) if m.id not in unpriced]
         if not models:
             continue
         costs = [
@@ -248,15 +250,35 @@ def price_entry(model: PricedModel) -> PriceEntry:
     )
 
 
-def check_catalog_priced(book: PriceBook) -> None:
-    """Every catalog model must have a price: refuse to start otherwise."""
-    missing = []
+def unpriced_models(book: PriceBook) -> dict[str, str]:
+    """The catalog models without a price, and why: they are not routable until priced (a model
+    without a price is never free)."""
+    missing: dict[str, str] = {}
     for model in book.catalog.models:
         try:
             book.resolve(model.id).cost(1000, 1000)
         except RoutewiseError as exc:
-            missing.append(exc.message)
+            if exc.code == ErrorCode.unknown_price:
+                missing[model.id] = (
+                    f"no price: genai-prices does not know {model.price_id!r} and this deployment has no price "
+                    f"for it; set one with `routewise prices set {model.id} --provider {model.provider} "
+                    "--input USD --output USD` (per million tokens)"
+                )
+            else:
+                missing[model.id] = f"no price: {exc.message}"
         except Exception as exc:  # a price genai-prices cannot compute for this model
-            missing.append(f"{model.id}: {type(exc).__name__}: {exc}")
-    if missing:
-        raise SystemExit("catalog models without a price: " + "; ".join(missing))
+            missing[model.id] = f"no price: {type(exc).__name__}: {exc}"
+    return missing
+
+
+def override_entry(override: Override) -> PriceEntry:
+    return PriceEntry(
+        model=override.model,
+        provider=override.provider,
+        source="override",
+        input_mtok=override.input_mtok,
+        output_mtok=override.output_mtok,
+        cache_read_mtok=override.cache_read_mtok,
+        cache_write_mtok=override.cache_write_mtok,
+        context_window=override.context_window,
+    )

@@ -1,5 +1,6 @@
-"""cost-predictor's service layer: estimates, prices and overrides, tier comparison, accuracy; it
-learns output tokens and estimate errors from CostRecorded.
+"""cost-predictor's service layer: estimates, prices and overrides, tier comparison, accuracy, the
+models registered at run time and the live catalog it publishes; it learns output tokens and
+estimate errors from CostRecorded.
 
 Plain functions: each takes its event or request and the service's dependencies; none knows
 NATS. ``app.py`` maps subjects to them.
@@ -7,12 +8,23 @@ NATS. ``app.py`` maps subjects to them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 import structlog
 
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.catalog import Catalog, default_catalog
+from routewise.contracts.catalog import (
+    MAX_REGISTERED,
+    Catalog,
+    ListModels,
+    ModelEntry,
+    ModelList,
+    PublishedCatalog,
+    RegisterModel,
+    RemoveModel,
+    default_catalog,
+)
 from routewise.contracts.cost import (
     BudgetBasis,
     CompareTiers,
@@ -32,47 +44,130 @@ from routewise.contracts.cost import (
 from routewise.contracts.errors import RemoteError, RoutewiseError
 from routewise.contracts.events import CostRecorded
 from routewise.contracts.vocabulary import ErrorCode
+from routewise.runtime.catalog import seed_catalog
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.cost_predictor import repository as repo
-from routewise.services.cost_predictor.domain import Estimator, check_catalog_priced, compare_tiers, price, price_entry
-from routewise.services.cost_predictor.ports import BUDGET_TIMEOUT_S, CostBus, NatsCostBus
+from routewise.services.cost_predictor.domain import (
+    Estimator,
+    compare_tiers,
+    override_entry,
+    price,
+    price_entry,
+    unpriced_models,
+)
+from routewise.services.cost_predictor.ports import (
+    BUDGET_TIMEOUT_S,
+    CatalogStore,
+    CostBus,
+    KvCatalogStore,
+    MemoryCatalogStore,
+    NatsCostBus,
+)
 from routewise.services.cost_predictor.pricing import PriceBook
 
 RELOAD_EVERY_S = 30.0
-"""Overrides changed on a replica that could not announce it are picked up this often."""
+"""Overrides and registrations changed on a replica that could not announce them are picked up
+(and a catalog it could not publish is published) this often."""
 log = structlog.get_logger(__name__)
 
 
 @dataclass(kw_only=True)
 class CostDeps(Deps):
     catalog: Catalog
+    """The live catalog: the seed with the registered models."""
     book: PriceBook
-    """The current price book; rebuilt whenever the overrides change (here or on a replica)."""
+    """The current price book; rebuilt whenever the overrides or the registered models change
+    (here or on a replica)."""
     bus: CostBus
+    seed: Catalog = field(default_factory=default_catalog)
+    """The shipped catalog file (or ``ROUTEWISE_CATALOG_PATH``'s)."""
+    store: CatalogStore = field(default_factory=MemoryCatalogStore)
+    revision: int = 0
+    """The catalog revision this replica has loaded (0: none yet)."""
+    registered: dict[str, repo.Registered] = field(default_factory=dict)
+    unpriced: dict[str, str] = field(default_factory=dict)
+    """Catalog models without a price (not routable), and why."""
+    loading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def estimator(self) -> Estimator:
         return Estimator(self.book)
 
+    def published(self) -> PublishedCatalog:
+        return PublishedCatalog(
+            revision=max(self.revision, 1),
+            models=self.catalog.models,
+            unpriced=self.unpriced,
+            overrides=[override_entry(o) for o in self.book.overrides.values()],
+        )
+
 
 async def build(rt: Runtime) -> CostDeps:
-    """Refuse to start with a catalog model that has no price; load the overrides before any request."""
-    catalog = default_catalog()
-    book = PriceBook(catalog)
-    check_catalog_priced(book)
+    """Load the registered models and the overrides before any request, and publish the live
+    catalog. A catalog model without a price does not stop the service: it is not routable
+    (the selector skips it; ``routewise models list`` says why) until it is priced."""
+    seed = seed_catalog(rt.settings)
     deps = CostDeps(
-        **rt.base_deps(), catalog=catalog, book=book, bus=NatsCostBus(rt.broker, rt.subjects, BUDGET_TIMEOUT_S)
+        **rt.base_deps(),
+        seed=seed,
+        catalog=seed,
+        book=PriceBook(seed),
+        bus=NatsCostBus(rt.broker, rt.subjects, BUDGET_TIMEOUT_S),
+        store=await KvCatalogStore.open(rt.broker, rt.subjects.catalog_bucket),
     )
-    await reload_prices(deps)
+    await load_catalog(deps)
+    await publish(deps, same_revision=True)  # this replica's seed file may be new
     return deps
+
+
+# --- the live catalog -----------------------------------------------------------------------
+
+
+async def load_catalog(deps: CostDeps, at_least: int | None = None) -> None:
+    """Rebuild the catalog (the seed with the registered models) and the price book from the
+    stored registrations and overrides, and find the models without a price (``at_least``: only
+    when this replica has an older revision than that)."""
+    async with deps.loading:
+        if at_least is not None and deps.revision >= at_least:
+            return  # loaded meanwhile, for another request
+        async with deps.snapshot() as conn:
+            state = await repo.catalog_state(conn)
+        catalog = deps.seed.with_registered([r.model for r in state.registered])
+        book = PriceBook(catalog, state.overrides)
+        unpriced = unpriced_models(book)
+        for model, reason in unpriced.items():
+            if deps.unpriced.get(model) != reason:
+                log.warning("catalog model not routable: it has no price", model=model, reason=reason)
+        deps.catalog, deps.book, deps.unpriced = catalog, book, unpriced
+        deps.registered = {r.model.id: r for r in state.registered}
+        deps.revision = state.revision
+
+
+async def catch_up(deps: CostDeps, revision: int | None) -> None:
+    """Load the catalog when the asker knows a newer revision than this replica (a model was
+    registered, or priced, a moment ago on another replica)."""
+    if revision is not None and revision > deps.revision:
+        await load_catalog(deps, at_least=revision)
+
+
+async def publish(deps: CostDeps, *, same_revision: bool = False) -> None:
+    """Publish the live catalog to every service. A bus that does not take it is logged: the
+    change is stored, and the reload job publishes it again within ``RELOAD_EVERY_S``."""
+    try:
+        await deps.store.publish(deps.published(), same_revision=same_revision)
+    except Exception as exc:
+        log.warning("the live catalog was not published; it is published again later", error=repr(exc)[:500])
 
 
 # --- jobs and notices -----------------------------------------------------------------------
 
 
 async def reload_prices(deps: CostDeps) -> None:
-    """Rebuild the price book from the catalog and the stored overrides."""
-    deps.book = PriceBook(deps.catalog, await repo.load_overrides(deps.pool))
+    """Rebuild the catalog and the price book from the stored registrations and overrides, and
+    publish the catalog when the bucket is behind (a replica that changed it may have stopped
+    before it could)."""
+    await load_catalog(deps)
+    await publish(deps)
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -128,6 +223,7 @@ async def budget_basis(req: EstimateCost, deps: CostDeps) -> BudgetBasis | None:
 
 
 async def estimate(req: EstimateCost, deps: CostDeps) -> CostEstimate:
+    await catch_up(deps, req.catalog_revision)
     estimator = deps.estimator
     models = estimator.resolve_all(req.models)
     profiles = await repo.profiles(deps.pool, req.task_type, [m.id for m in models])
@@ -142,7 +238,7 @@ async def price_usage(req: PriceUsage, deps: CostDeps) -> Price:
 
 
 async def tiers(req: CompareTiers, deps: CostDeps) -> TierComparison:
-    return compare_tiers(deps.book, req)
+    return compare_tiers(deps.book, req, deps.unpriced)
 
 
 async def _announce_change(deps: CostDeps) -> None:
@@ -153,6 +249,7 @@ async def _announce_change(deps: CostDeps) -> None:
 async def set_price(req: SetPrice, deps: CostDeps) -> PriceEntry:
     async with deps.transaction() as uow:
         entry = await repo.set_override(uow.conn, req)
+        await repo.next_revision(uow.conn)
     await _announce_change(deps)
     log.info("price override set", model=req.model, provider=req.provider, actor=req.actor)
     return entry
@@ -162,6 +259,7 @@ async def remove_price(req: RemovePrice, deps: CostDeps) -> PriceList:
     async with deps.transaction() as uow:
         if not await repo.remove_override(uow.conn, req.provider, req.model, req.actor):
             raise RoutewiseError(f"there is no price override for {req.provider}/{req.model}", code=ErrorCode.not_found)
+        await repo.next_revision(uow.conn)
     await _announce_change(deps)
     log.info("price override removed", model=req.model, provider=req.provider, actor=req.actor)
     return PriceList(prices=await repo.list_override_entries(deps.pool))
@@ -175,3 +273,85 @@ async def list_prices(req: ListPrices, deps: CostDeps) -> PriceList:
 
 async def estimate_accuracy(req: GetEstimateAccuracy, deps: CostDeps) -> EstimateAccuracy:
     return EstimateAccuracy(rows=await repo.accuracy(deps.pool, req.model, req.task_type))
+
+
+# --- models registered at run time ----------------------------------------------------------
+
+
+def model_entry(deps: CostDeps, model_id: str) -> ModelEntry:
+    """A model of the live catalog as ``routewise models list`` shows it."""
+    model = deps.catalog.require(model_id)
+    registered = deps.registered.get(model_id)
+    reason = deps.unpriced.get(model_id)
+    return ModelEntry(
+        model=model,
+        source="registered" if registered else "shipped",
+        replaces_shipped=registered is not None and deps.seed.get(model_id) is not None,
+        routable=reason is None,
+        reason=reason,
+        price=None if reason else price_entry(deps.book.resolve(model_id)),
+        registered_by=registered.by if registered else None,
+        registered_at=registered.at if registered else None,
+    )
+
+
+async def register_model(req: RegisterModel, deps: CostDeps) -> ModelEntry:
+    """Add (or replace) a catalog model with its price, audited; every replica of every service
+    routes with it as soon as the catalog is published. Without a price of its own the model must
+    have one already (genai-prices', or an override)."""
+    entry = req.entry()
+    if not req.priced:
+        registered = [r.model for r in deps.registered.values() if r.model.id != entry.id]
+        trial = PriceBook(deps.seed.with_registered([*registered, entry]), list(deps.book.overrides.values()))
+        problem = unpriced_models(trial).get(entry.id)
+        if problem is not None:
+            raise RoutewiseError(
+                f"{entry.id}: genai-prices has no price for it and this deployment has none: register it with "
+                "its price (input_mtok and output_mtok, USD per million tokens)",
+                code=ErrorCode.unknown_price,
+                details={"model": entry.id, "reason": problem},
+            )
+    async with deps.transaction() as uow:
+        if entry.id not in deps.registered and await repo.count_registered(uow.conn) >= MAX_REGISTERED:
+            raise RoutewiseError(
+                f"{MAX_REGISTERED} models are registered already; remove one first", code=ErrorCode.invalid_request
+            )
+        await repo.register_model(uow.conn, entry, req.actor)
+        if req.priced:
+            assert req.input_mtok is not None and req.output_mtok is not None
+            price_of = SetPrice(
+                model=entry.id,
+                provider=entry.provider,
+                input_mtok=req.input_mtok,
+                output_mtok=req.output_mtok,
+                cache_read_mtok=req.cache_read_mtok,
+                cache_write_mtok=req.cache_write_mtok,
+                actor=req.actor,
+            )
+            await repo.set_override(uow.conn, price_of)
+        await repo.next_revision(uow.conn)
+    await _announce_change(deps)
+    log.info("model registered", model=entry.id, provider=entry.provider, tier=entry.tier.value, actor=req.actor)
+    return model_entry(deps, entry.id)
+
+
+async def remove_model(req: RemoveModel, deps: CostDeps) -> ModelList:
+    """Remove a registered model, audited (a shipped model of the same id comes back). Its price
+    override stays: a cost recorded later for a call already routed to it is still priced."""
+    async with deps.transaction() as uow:
+        if not await repo.remove_model(uow.conn, req.id, req.actor):
+            shipped = (
+                " (a shipped model: leave it out of the routing policies instead)" if deps.seed.get(req.id) else ""
+            )
+            raise RoutewiseError(f"{req.id} is not a registered model{shipped}", code=ErrorCode.not_found)
+        await repo.next_revision(uow.conn)
+    await _announce_change(deps)
+    log.info("model removed", model=req.id, actor=req.actor)
+    return await list_models(ListModels(), deps)
+
+
+async def list_models(req: ListModels, deps: CostDeps) -> ModelList:
+    """Every model of the live catalog: where it comes from, whether it is routable (and why not),
+    its price. Read as stored now (another replica may just have changed it)."""
+    await catch_up(deps, await repo.catalog_revision(deps.pool))
+    return ModelList(revision=deps.revision, models=[model_entry(deps, m.id) for m in deps.catalog.models])

@@ -1,7 +1,9 @@
-"""cost-predictor's tables: price overrides (audited), output profiles, estimates and their errors."""
+"""cost-predictor's tables: price overrides (audited), registered models (audited) and the
+catalog's revision, output profiles, estimates and their errors."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -9,6 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
+from routewise.contracts.catalog import CatalogModel
 from routewise.contracts.cost import EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
 from routewise.runtime.db import Connection
 from routewise.services.cost_predictor.prediction import observe
@@ -89,6 +92,117 @@ async def remove_override(conn: Connection, provider: str, model: str, actor: st
         _as_json(before),
     )
     return True
+
+
+# --- registered models and the catalog's revision --------------------------------------------
+
+_MODEL_COLUMNS = "id, provider, tier, quality_prior, context_window, capabilities, price_ref"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A model registered at run time, and who registered it when."""
+
+    model: CatalogModel
+    by: str
+    at: datetime
+
+
+def _registered(row: asyncpg.Record) -> Registered:
+    model = CatalogModel.model_validate({k: row[k] for k in _MODEL_COLUMNS.split(", ")})
+    return Registered(model, row["registered_by"], row["registered_at"])
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """What the live catalog is made of, read at one moment."""
+
+    revision: int
+    registered: list[Registered]
+    overrides: list[Override]
+
+
+async def catalog_state(conn: Connection) -> CatalogState:
+    """The revision, the registered models and the price overrides (in a snapshot transaction,
+    so that the three are of one moment)."""
+    revision = await conn.fetchval("SELECT revision FROM catalog_revision")
+    rows = await conn.fetch(f"SELECT {_MODEL_COLUMNS}, registered_by, registered_at FROM registered_models ORDER BY id")
+    overrides = await conn.fetch(f"SELECT {_OVERRIDE_COLUMNS} FROM price_overrides")
+    return CatalogState(revision, [_registered(r) for r in rows], [_override(r) for r in overrides])
+
+
+async def catalog_revision(conn: Connection | asyncpg.Pool) -> int:
+    revision: int = await conn.fetchval("SELECT revision FROM catalog_revision")
+    return revision
+
+
+async def next_revision(conn: Connection) -> int:
+    """One more revision of the catalog, in the transaction that changes it (the row lock also
+    puts two changes one after the other)."""
+    revision: int = await conn.fetchval("UPDATE catalog_revision SET revision = revision + 1 RETURNING revision")
+    return revision
+
+
+async def count_registered(conn: Connection) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM registered_models")
+    return count
+
+
+async def register_model(conn: Connection, model: CatalogModel, actor: str) -> Registered:
+    """Add or replace a registered model, audited."""
+    before = await conn.fetchrow(f"SELECT {_MODEL_COLUMNS} FROM registered_models WHERE id = $1 FOR UPDATE", model.id)
+    row = await conn.fetchrow(
+        f"""INSERT INTO registered_models ({_MODEL_COLUMNS}, registered_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, tier = EXCLUDED.tier,
+                quality_prior = EXCLUDED.quality_prior, context_window = EXCLUDED.context_window,
+                capabilities = EXCLUDED.capabilities, price_ref = EXCLUDED.price_ref,
+                registered_by = EXCLUDED.registered_by, registered_at = now()
+            RETURNING {_MODEL_COLUMNS}, registered_by, registered_at""",
+        model.id,
+        model.provider,
+        model.tier.value,
+        model.quality_prior,
+        model.context_window,
+        model.capabilities,
+        model.price_ref,
+        actor,
+    )
+    assert row is not None
+    await conn.execute(
+        "INSERT INTO model_audit (actor, action, model, before, after)"
+        " VALUES ($1, 'register', $2, $3::jsonb, $4::jsonb)",
+        actor,
+        model.id,
+        dict(before) if before else None,
+        model.model_dump(mode="json"),
+    )
+    return _registered(row)
+
+
+async def remove_model(conn: Connection, model_id: str, actor: str) -> bool:
+    """Remove a registered model, audited; False when it is not registered."""
+    before = await conn.fetchrow(f"DELETE FROM registered_models WHERE id = $1 RETURNING {_MODEL_COLUMNS}", model_id)
+    if before is None:
+        return False
+    await conn.execute(
+        "INSERT INTO model_audit (actor, action, model, before) VALUES ($1, 'remove', $2, $3::jsonb)",
+        actor,
+        model_id,
+        dict(before),
+    )
+    return True
+
+
+async def model_audit(conn: Connection | asyncpg.Pool, model_id: str) -> list[dict[str, Any]]:
+    """A model's registrations and removals, oldest first."""
+    rows = await conn.fetch(
+        "SELECT at, actor, action, before, after FROM model_audit WHERE model = $1 ORDER BY id", model_id
+    )
+    return [dict(r) for r in rows]
+
+
+# --- output profiles, estimates and their errors -------------------------------------------
 
 
 async def profiles(pool: asyncpg.Pool, task_type: str, models: list[str]) -> dict[str, list[float]]:

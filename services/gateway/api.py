@@ -167,7 +167,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, deps: 
     raw = body.model_dump(exclude_unset=True, mode="json")
     scope = key.task_scope(body.user)
     knobs = knobs_from(raw, request.headers)
-    target = target_of(body.model, {m.id for m in deps.catalog.models})
+    target = target_of(body.model, await handlers.catalog_ids(deps, body.model))
     task = task_for(raw, knobs, target, scope)
     use_cache = cache.wanted(knobs, scope.org_id, deps.settings.gateway_cache_orgs)
     cache_key = cache.key_of(scope.org_id, body.model, raw, knobs) if use_cache else None

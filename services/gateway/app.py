@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, TaskArrived
+from routewise.runtime.catalog import REWATCH_S
 from routewise.runtime.service import Service, every
 from routewise.services.gateway import api, handlers, keys
 
@@ -20,6 +21,7 @@ SERVICE = Service(
     jobs=[
         every(handlers.RELOAD_PRICES_EVERY_S, handlers.reload_prices),
         every(handlers.PRUNE_CACHE_EVERY_S, handlers.prune_cache),
+        every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
     ],
     publishes=[TaskArrived, CostRecorded, FeedbackRecorded],
     retention={"attempts": "created_at", "cache_hits": "created_at"},

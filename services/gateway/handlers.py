@@ -1,5 +1,5 @@
 """gateway's service layer: a chat completion from the decision to the recorded cost, feedback,
-and the price book kept in step with cost-predictor's overrides.
+and the catalog and price book kept in step with cost-predictor's live catalog.
 
 The gateway is a client of the bus like any application: it publishes TaskArrived (with the
 scope of the caller's API key), waits for the task's ModelSelected or TaskRejected, calls the
@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from routewise.client.wire import msg_id_headers, parse_reply, request_errors
 from routewise.contracts.budget import ReleaseBudget, Released, Reservation, ReserveBudget
-from routewise.contracts.catalog import Catalog, default_catalog
+from routewise.contracts.catalog import Catalog
 from routewise.contracts.cost import ListPrices, PriceList
 from routewise.contracts.errors import RemoteError, RoutewiseError
 from routewise.contracts.events import (
@@ -44,14 +44,15 @@ from routewise.contracts.events import (
     TaskRejected,
 )
 from routewise.contracts.routing import ListPolicies, PolicyList
-from routewise.pricing import Override, PriceBook
+from routewise.pricing import PriceBook
 from routewise.runtime import retention, tokens
+from routewise.runtime.catalog import CatalogView, LiveCatalog, overrides_of
 from routewise.runtime.service import Deps, Runtime
 from routewise.services.gateway import cache
 from routewise.services.gateway import repository as repo
 from routewise.services.gateway.cache import Assembler
 from routewise.services.gateway.decisions import Decisions
-from routewise.services.gateway.domain import Usage, cost_of, worst_case
+from routewise.services.gateway.domain import ROUTED_PREFIX, Usage, cost_of, worst_case
 from routewise.services.gateway.meters import Meters
 from routewise.services.gateway.providers import Failure, Provider, Registry, build_registry, classify, load_configs
 
@@ -67,7 +68,9 @@ CONSUMED = ("routewise", "model", "stream", "stream_options", "metadata", "max_t
 @dataclass(kw_only=True)
 class GatewayDeps(Deps):
     catalog: Catalog
+    """The live catalog (cost-predictor's publication, kept by ``watch_catalog``)."""
     book: PriceBook
+    """Prices of the live catalog's revision, with the deployment's overrides."""
     registry: Registry
     decisions: Decisions
     nc: NatsClient
@@ -75,6 +78,7 @@ class GatewayDeps(Deps):
     meters: Meters
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Records of streams still being written after their client went away."""
+    live_catalog: LiveCatalog | None = None
 
     async def aclose(self) -> None:
         """At shutdown (the runtime calls it, before the pool closes): the streams' records still
@@ -87,7 +91,8 @@ class GatewayDeps(Deps):
 
 async def build(rt: Runtime) -> GatewayDeps:
     settings = rt.settings
-    catalog = default_catalog()
+    live = await LiveCatalog.open(rt.broker, settings)
+    catalog = live.view.catalog
     registry = build_registry(
         load_configs(settings.providers_path, settings.provider_base_url, (m.provider for m in catalog.models)),
         settings.provider_timeout,
@@ -97,13 +102,15 @@ async def build(rt: Runtime) -> GatewayDeps:
     deps = GatewayDeps(
         **rt.base_deps(),
         catalog=catalog,
-        book=PriceBook(catalog),
+        book=live.view.price_book(),
         registry=registry,
         decisions=decisions,
         nc=nc,
         tracer=rt.tracer_provider.get_tracer(TRACER),
         meters=Meters(rt.registry),
+        live_catalog=live,
     )
+    live.on_change(functools.partial(use_catalog, deps))
     decisions.on_late = functools.partial(release_late, deps=deps)
     await decisions.start()
     await reload_prices(deps)
@@ -116,32 +123,55 @@ async def ask(deps: GatewayDeps, subject: str, payload: BaseModel, reply_type: t
     return parse_reply(msg.data, reply_type)
 
 
-# --- prices ---------------------------------------------------------------------------------
+# --- the catalog and prices -----------------------------------------------------------------
+
+
+def use_catalog(deps: GatewayDeps, view: CatalogView) -> None:
+    """Serve this revision of the catalog from now on: its models (a registered one can be named
+    at once), its prices (the published catalog carries the overrides, so a registered model's
+    price comes with it), and a provider client for each provider it adds."""
+    known = set(deps.registry.providers)
+    added = {m.provider for m in view.catalog.models} - known
+    if added:
+        settings = deps.settings
+        configs = load_configs(settings.providers_path, settings.provider_base_url, added)
+        new = {name: config for name, config in configs.items() if name not in known}
+        deps.registry = deps.registry.with_providers(build_registry(new, settings.provider_timeout))
+    overrides = list(view.overrides) if view.revision else list(deps.book.overrides.values())
+    deps.catalog, deps.book = view.catalog, PriceBook(view.catalog, overrides)
+
+
+async def catalog_ids(deps: GatewayDeps, model: object) -> set[str]:
+    """The catalog's model ids, for a request naming ``model``: one the catalog lacks makes the
+    gateway read the published catalog first (registered a moment ago, before the watch delivered
+    it; at most once a second), so it is served at once."""
+    named = isinstance(model, str) and not model.startswith(ROUTED_PREFIX)
+    if named and deps.catalog.get(str(model)) is None and deps.live_catalog is not None:
+        await deps.live_catalog.refresh()
+    return {m.id for m in deps.catalog.models}
+
+
+async def watch_catalog(deps: GatewayDeps) -> None:
+    """Keep the catalog current: every publication of cost-predictor's, from the current one on,
+    for as long as the watch lasts (a broken one is started again)."""
+    if deps.live_catalog is not None:
+        await deps.live_catalog.follow()
 
 
 async def reload_prices(deps: GatewayDeps) -> None:
-    """The price book with cost-predictor's overrides (asked over the bus at start-up, when they
-    change and every 30 s; the last ones known are kept while it does not answer). The gateway
-    prices each call locally: no request on the call's path, and a cost even while the bus is down."""
+    """Before cost-predictor has published a catalog (one of an older version, during an upgrade):
+    the price book with its overrides, asked over the bus at start-up, when they change and every
+    30 s (the last ones known are kept while it does not answer). Once it publishes, the book
+    follows the published catalog. Either way the gateway prices each call locally: no request on
+    the call's path, and a cost even while the bus is down."""
+    if deps.live_catalog is not None and deps.live_catalog.view.revision:
+        return
     try:
         reply = await ask(deps, deps.subjects.cost_prices_list, ListPrices(), PriceList, 2.0)
     except RemoteError as exc:
         log.info("price overrides not refreshed: cost-predictor did not answer", code=exc.code)
         return
-    overrides = [
-        Override(
-            provider=p.provider,
-            model=p.model,
-            input_mtok=p.input_mtok,
-            output_mtok=p.output_mtok,
-            cache_read_mtok=p.cache_read_mtok,
-            cache_write_mtok=p.cache_write_mtok,
-            context_window=p.context_window,
-        )
-        for p in reply.prices
-        if p.source == "override" and p.input_mtok is not None and p.output_mtok is not None
-    ]
-    deps.book = PriceBook(deps.catalog, overrides)
+    deps.book = PriceBook(deps.catalog, overrides_of(reply.prices))
 
 
 async def policies(deps: GatewayDeps) -> list[str]:

@@ -75,6 +75,10 @@ class Registry:
     def get(self, name: str) -> Provider | None:
         return self.providers.get(name)
 
+    def with_providers(self, added: Registry) -> Registry:
+        """This registry and ``added``'s providers (a provider this one has is kept as it is)."""
+        return Registry({**added.providers, **self.providers})
+
     async def close(self) -> None:
         for provider in self.providers.values():
             await provider.client.close()

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from routewise.runtime.catalog import REWATCH_S
 from routewise.runtime.service import Service, every
 from routewise.services.metrics import handlers
 
@@ -21,5 +22,8 @@ SERVICE = Service(
         "metrics_summary": handlers.summary,
         "metrics_report": handlers.report,
     },
-    jobs=[every(handlers.PRICE_EVERY_S, handlers.price_baselines, wake=lambda deps: deps.to_price)],
+    jobs=[
+        every(handlers.PRICE_EVERY_S, handlers.price_baselines, wake=lambda deps: deps.to_price),
+        every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
+    ],
 )

@@ -14,12 +14,12 @@ from decimal import Decimal
 import structlog
 from pydantic import ValidationError
 
-from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import PriceUsage
 from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
 from routewise.contracts.metrics import GetMetricsReport, GetMetricsSummary, MetricsReport, MetricsSummary
 from routewise.contracts.vocabulary import is_permanent
+from routewise.runtime.catalog import LiveCatalog
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.metrics import repository as repo
 from routewise.services.metrics.meters import Meters
@@ -39,14 +39,27 @@ class MetricsDeps(Deps):
     pricer: Pricer
     to_price: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after an applied event may have left a baseline to price: wakes ``price_baselines``."""
+    live_catalog: LiveCatalog | None = None
+    """cost-predictor's published catalog: the models costs are labelled by."""
 
 
 async def build(rt: Runtime) -> MetricsDeps:
+    live = await LiveCatalog.open(rt.broker, rt.settings)
+    meters = Meters(rt.registry, live.view.catalog)
+    live.on_change(lambda view: meters.use_catalog(view.catalog))
     return MetricsDeps(
         **rt.base_deps(),
-        meters=Meters(rt.registry, default_catalog()),
+        meters=meters,
         pricer=NatsPricer(rt.broker, rt.subjects, rt.settings.request_timeout),
+        live_catalog=live,
     )
+
+
+async def watch_catalog(deps: MetricsDeps) -> None:
+    """Keep the catalog current: every publication of cost-predictor's, from the current one on,
+    for as long as the watch lasts (a broken one is started again)."""
+    if deps.live_catalog is not None:
+        await deps.live_catalog.follow()
 
 
 # --- events ---------------------------------------------------------------------------------

@@ -31,13 +31,18 @@ class Meters:
             ["model"],
             registry=registry,
         )
-        self.catalog = {m.id for m in catalog.models}
+        self.catalog: frozenset[str] = frozenset()
+        self.use_catalog(catalog)
         self.decision_latency = Histogram(
             "routewise_decision_latency_seconds",
             "Time the selector took to decide a task",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=registry,
         )
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Label costs by the models of this catalog (the live one: a registered model has its own)."""
+        self.catalog = frozenset(m.id for m in catalog.models)
 
     def selected(self, event: ModelSelected) -> None:
         self.decisions.labels(event.strategy, event.tier.value, event.policy or "").inc()

@@ -203,16 +203,21 @@ def screen(
     limits: Limits,
     estimates: Mapping[str, ModelEstimate],
     predicted: Mapping[str, tuple[float, float]],
+    unroutable: Mapping[str, str] | None = None,
 ) -> Screened:
     """The policy's models that may run the task, each with its predicted (quality, confidence)
-    (``predicted`` has every catalog model of the policy), and the others with the reason they
-    may not. Preferred providers narrow the candidates when one of theirs qualifies."""
+    (``predicted`` has every routable catalog model of the policy), and the others with the reason
+    they may not. ``unroutable``: catalog models that may not be routed at all (no price), and why.
+    Preferred providers narrow the candidates when one of theirs qualifies."""
     candidates: list[Candidate] = []
     excluded: dict[str, str] = {}
     for model_id in limits.policy.models:
         model = catalog.get(model_id)
         if model is None:
             excluded[model_id] = "not in the model catalog"
+            continue
+        if unroutable and model_id in unroutable:
+            excluded[model_id] = f"not routable: {unroutable[model_id]}"
             continue
         quality, conf = predicted[model_id]
         reason = limits.why_not(model, estimates.get(model_id), quality)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from uuid import UUID, uuid5
@@ -57,6 +57,7 @@ from routewise.contracts.routing import (
 )
 from routewise.contracts.vocabulary import ErrorCode, is_permanent
 from routewise.runtime.bus import still_working, stored_at
+from routewise.runtime.catalog import CatalogView, LiveCatalog
 from routewise.runtime.db import Connection
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.selector import repository as repo
@@ -138,6 +139,12 @@ class SelectorDeps(Deps):
     budgets: Budgets
     snapshot_feed: SnapshotFeed
     catalog: Catalog = field(default_factory=default_catalog)
+    """The live catalog (cost-predictor's publication, kept by ``watch_catalog``)."""
+    unpriced: Mapping[str, str] = field(default_factory=dict)
+    """Catalog models without a price, and why: skipped until priced."""
+    catalog_revision: int = 0
+    """The live catalog's revision, sent with each estimate so cost-predictor prices with it too."""
+    live_catalog: LiveCatalog | None = None
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer(TRACER))
     snapshots: Snapshots = field(default_factory=Snapshots)
     in_progress: TaskLocks = field(default_factory=TaskLocks)
@@ -149,21 +156,30 @@ class SelectorDeps(Deps):
 
 
 async def build(rt: Runtime) -> SelectorDeps:
-    """The ports over the bus, the snapshots' bucket (created if performance-tracker has not yet),
-    the learner as stored; and a warning for each policy naming models the catalog lacks."""
+    """The ports over the bus, the live catalog and the snapshots' bucket (each created if its
+    writer has not yet), the learner as stored; and a warning for each policy naming models the
+    catalog lacks."""
     subjects, timeout = rt.subjects, rt.settings.request_timeout
+    live = await LiveCatalog.open(rt.broker, rt.settings)
     deps = SelectorDeps(
         **rt.base_deps(),
         quotes=BusQuotes(rt.broker, subjects, timeout),
         budgets=BusBudgets(rt.broker, subjects, timeout),
         snapshot_feed=await BucketFeed.open(rt.broker, subjects.performance_bucket),
         tracer=rt.tracer_provider.get_tracer(TRACER),
+        live_catalog=live,
     )
+    live.on_change(lambda view: use_catalog(deps, view))  # the models as cost-predictor publishes them
     await deps.snapshots.load(deps.snapshot_feed)  # no decision before the models' health is known
     deps.watch_now.set()
     await refresh_learner(deps)
     await warn_unknown_models(deps)
     return deps
+
+
+def use_catalog(deps: SelectorDeps, view: CatalogView) -> None:
+    """Route with this revision of the catalog from now on (one assignment each, between awaits)."""
+    deps.catalog, deps.unpriced, deps.catalog_revision = view.catalog, view.unpriced, view.revision
 
 
 async def warn_unknown_models(deps: SelectorDeps) -> None:
@@ -295,6 +311,7 @@ async def quote(
         expected_output_tokens=cap if worst_case else None,
         max_output_tokens=cap,
         cached_prefix=prefs.cache_aware_routing and task.messages is not None and not worst_case,
+        catalog_revision=deps.catalog_revision or None,
     )
     try:
         return await deps.quotes.estimate(ask)
@@ -318,9 +335,16 @@ async def plan(
     """Everything but the budget, from ``started`` (perf_counter) on."""
     if isinstance(policy, str):
         return Refused(rejection(task, RejectionReason.no_model_within_constraints, policy))
-    models = [m for m in (deps.catalog.get(i) for i in policy.models) if m is not None]
+    if deps.live_catalog is not None and any(deps.catalog.get(m) is None for m in policy.models):
+        await deps.live_catalog.refresh()  # registered a moment ago, before the watch delivered it?
+    catalog, unpriced = deps.catalog, deps.unpriced
+    in_catalog = [m for m in (catalog.get(i) for i in policy.models) if m is not None]
+    models = [m for m in in_catalog if m.id not in unpriced]  # a model without a price is never free
     if not models:
         detail = f"no model of policy {policy.name} is in the catalog"
+        if in_catalog:
+            why = "; ".join(f"{m.id}: not routable, {unpriced[m.id]}" for m in in_catalog)
+            detail = f"no model of policy {policy.name} has a price ({why})"
         return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
     quoted = await quote(deps, task, policy, prefs, models, keep=keep_estimate)
     if isinstance(quoted, Refused):
@@ -336,7 +360,7 @@ async def plan(
     limits = Limits(
         policy, prefs, task.constraints, snapshots.demoted, snapshots.latency_p95_ms, restrictions=restrictions
     )
-    screened = screen(deps.catalog, limits, estimates, predicted)
+    screened = screen(catalog, limits, estimates, predicted, unroutable=unpriced)
     if not screened.candidates:
         why = "; ".join(f"{m}: {reason}" for m, reason in screened.excluded.items())
         refused = rejection(task, RejectionReason.no_model_within_constraints, f"policy {policy.name}: {why}")
@@ -723,6 +747,13 @@ async def refresh_learner(deps: SelectorDeps) -> None:
                 known.weights[feature] = weight
             known.bias, known.examples, known.version = bias, examples, version
             deps.text_models[model] = known
+
+
+async def watch_catalog(deps: SelectorDeps) -> None:
+    """Keep the catalog current: every publication of cost-predictor's, from the current one on,
+    for as long as the watch lasts (a broken one is started again)."""
+    if deps.live_catalog is not None:
+        await deps.live_catalog.follow()
 
 
 async def watch_snapshots(deps: SelectorDeps) -> None:

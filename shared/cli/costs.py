@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table, usd_option, who_am_i
-from routewise.contracts.catalog import default_catalog
+from routewise.contracts.catalog import ListModels, ModelList
 from routewise.contracts.cost import (
     CompareTiers,
     CostEstimate,
@@ -33,7 +33,8 @@ def _usd(amount: Decimal | None, places: int = 6) -> str:
 def estimate(
     prompt: Annotated[str, typer.Argument(help="The prompt to estimate.")],
     models: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="A model (repeat for several) [default: the catalog].")
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model (repeat for several) [default: the catalog's priced models]."),
     ] = None,
     task_type: Annotated[str, typer.Option("--type", help="Task type; picks the output-token prior.")] = "normal",
     output_tokens: Annotated[int | None, typer.Option("--output-tokens", help="Expected output tokens.")] = None,
@@ -50,11 +51,14 @@ def estimate(
     as_json: JsonOpt = False,
 ) -> None:
     """Estimate what a prompt would cost on each model (p50 and p90), and recommend one."""
+    if not models:  # the live catalog's models that have a price (registered ones included)
+        catalog = ask(nats_url, lambda s: s.cost_models_list, ListModels(), ModelList, as_json)
+        models = [e.model.id for e in catalog.models if e.routable]
     request = build(
         EstimateCost,
         as_json,
         prompt=prompt,
-        models=models or [m.id for m in default_catalog().models],
+        models=models,
         task_type=task_type,
         expected_output_tokens=output_tokens,
         max_output_tokens=max_output_tokens,

@@ -49,6 +49,10 @@ class EstimateCost(Contract):
     """Cache-aware pricing: the messages before the last user message (a conversation's earlier
     turns) are read from the provider's prompt cache at the cache-read price, once they are long
     enough to be cached (1,024 tokens)."""
+    catalog_revision: int | None = Field(default=None, ge=0, le=2**62)
+    """The revision of the live catalog the asker knows (the selector's): a cost-predictor replica
+    that has not yet loaded it reloads the catalog and prices first, so a model registered a
+    moment ago is priced by every replica."""
 
     @model_validator(mode="after")
     def _has_input(self) -> EstimateCost:

@@ -59,6 +59,9 @@ class Subjects:
     cost_prices_remove: str = field(init=False)
     cost_prices_list: str = field(init=False)
     cost_prices_changed: str = field(init=False)
+    cost_models_register: str = field(init=False)
+    cost_models_list: str = field(init=False)
+    cost_models_remove: str = field(init=False)
     keys_create: str = field(init=False)
     keys_list: str = field(init=False)
     keys_revoke: str = field(init=False)
@@ -100,8 +103,13 @@ class Subjects:
             "cost_prices_set": f"{ns}.cost.prices.set",
             "cost_prices_remove": f"{ns}.cost.prices.remove",
             "cost_prices_list": f"{ns}.cost.prices.list",
-            # a notice to every cost-predictor replica (not stored): reload the price overrides
+            # a notice to every cost-predictor replica (not stored): reload the price overrides and
+            # the registered models
             "cost_prices_changed": f"{ns}.cost.prices.changed",
+            # models registered at run time (cost-predictor keeps them and publishes the catalog)
+            "cost_models_register": f"{ns}.cost.models.register",
+            "cost_models_list": f"{ns}.cost.models.list",
+            "cost_models_remove": f"{ns}.cost.models.remove",
             # the gateway's API keys
             "keys_create": f"{ns}.gateway.keys.create",
             "keys_list": f"{ns}.gateway.keys.list",
@@ -160,6 +168,12 @@ class Subjects:
     def performance_bucket(self) -> str:
         """The JetStream KV bucket of model performance snapshots (written by performance-tracker alone)."""
         return f"{self.namespace.upper()}_MODEL_PERFORMANCE"
+
+    @property
+    def catalog_bucket(self) -> str:
+        """The JetStream KV bucket of the live model catalog (written by cost-predictor alone;
+        key ``catalog``): the shipped models, the registered ones and which have a price."""
+        return f"{self.namespace.upper()}_MODEL_CATALOG"
 
     def stream_for(self, subject: str) -> Stream:
         for stream in self.streams:

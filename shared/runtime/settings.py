@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         " only (such a dead letter cannot be replayed). Off: kept as sent, for replay.",
     )
 
+    catalog_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="The shipped model catalog (a TOML file of [[models]]) every service starts from, instead of"
+        " the built-in one; models registered at run time add to it (``routewise models register``).",
+    )
     provider_base_url: str | None = Field(
         default=None,
         max_length=2000,
