@@ -147,3 +147,17 @@ def test_the_selector_lists_a_model_without_a_price_as_not_routable_with_why() -
     screened = screen(catalog, limits, {}, {"gpt-4o": (0.8, 0.0)}, unroutable={"acme-small-1": "no price: set one"})
     assert screened.candidates == []
     assert screened.excluded == {"acme-small-1": "not routable: no price: set one", "gpt-4o": "no cost estimate"}
+
+
+async def test_a_model_the_watch_has_not_delivered_yet_is_read_from_the_bucket_at_most_once_a_second() -> None:
+    feed = Feed(published(3).model_dump_json().encode())
+    live = LiveCatalog(feed, SEED)
+    await live.load()
+    feed.values = [published(4, ACME, prices=[ACME_PRICE]).model_dump_json().encode()]  # registered meanwhile
+    assert await live.refresh()
+    assert live.view.catalog.get("acme-small-1") is not None
+    feed.values = [published(5).model_dump_json().encode()]
+    assert not await live.refresh()  # asked again within the second: the bucket is not read
+    assert live.view.revision == 4
+    assert await live.refresh(min_interval=0)
+    assert live.view.revision == 5
