@@ -92,9 +92,13 @@ async def delete_streams(nats_url: str, namespace: str) -> None:
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        for stream in Settings(namespace=namespace).subjects.streams:
+        subjects = Settings(namespace=namespace).subjects
+        for stream in subjects.streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream.name)
+        for bucket in (subjects.performance_bucket, subjects.catalog_bucket):  # KV buckets are streams too
+            with contextlib.suppress(Exception):
+                await js.delete_key_value(bucket)
     finally:
         await nc.close()
 
