@@ -36,6 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import Identifier, Scope
+from routewise.contracts.fields import Actor
 from routewise.contracts.gateway import (
     CreateKey,
     KeyCreated,
@@ -44,6 +45,7 @@ from routewise.contracts.gateway import (
     KeyRevoked,
     ListKeys,
     RevokeKey,
+    Role,
     key_scope_text,
     parse_key_scope,
 )
@@ -82,15 +84,32 @@ class InvalidApiKey(RoutewiseError):
 # ------------------------------------------------------------------ keys and their scope
 
 
+ACTOR_MAX = 128
+_ACTOR: TypeAdapter[str] = TypeAdapter(Actor)
+
+
 @dataclass(frozen=True)
 class KeyScope:
-    """Who an authenticated key charges: its org, and optionally a team and a user in that org."""
+    """Who an authenticated key charges (its org, and optionally a team and a user in that org)
+    and what it may do there (its role)."""
 
     key_id: str
     name: str | None
     org_id: str
     team_id: str | None = None
     user_id: str | None = None
+    role: Role = Role.member
+
+    @property
+    def actor(self) -> str:
+        """Who a change made with this key is attributed to in audit rows: ``key:<id> (<name>)``,
+        within an actor's 128 characters (a long name is cut) — never text from the request."""
+        actor = f"key:{self.key_id}"
+        if self.name:
+            room = ACTOR_MAX - len(actor) - 3
+            name = self.name if len(self.name) <= room else self.name[: room - 1] + "…"
+            actor += f" ({name})"
+        return _ACTOR.validate_python(actor)
 
     @property
     def scope(self) -> Scope:
@@ -203,7 +222,7 @@ async def authenticate(
     if (cached := cache.get(digest)) is not None:
         return cached
     row = await db.fetchrow(
-        "SELECT id, key_hash, name, org_id, team_id, user_id, revoked_at,"
+        "SELECT id, key_hash, name, org_id, team_id, user_id, role, revoked_at,"
         " last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2) AS stale"
         " FROM api_keys WHERE id = $1",
         key_id,
@@ -216,7 +235,7 @@ async def authenticate(
         raise InvalidApiKey("revoked", f"API key {shown_prefix(key_id)} was revoked on {when}")
     if row["stale"]:
         await db.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", key_id)
-    scope = KeyScope(key_id, row["name"], row["org_id"], row["team_id"], row["user_id"])
+    scope = KeyScope(key_id, row["name"], row["org_id"], row["team_id"], row["user_id"], Role(row["role"]))
     cache.put(digest, scope)
     return scope
 
@@ -234,6 +253,7 @@ def _info(row: asyncpg.Record) -> KeyInfo:
         team_id=scope.team_id,
         user_id=scope.user_id,
         name=row["name"],
+        role=row["role"],
         created_at=row["created_at"],
         created_by=row["created_by"],
         last_used_at=row["last_used_at"],
@@ -242,7 +262,7 @@ def _info(row: asyncpg.Record) -> KeyInfo:
     )
 
 
-_COLUMNS = "id, name, org_id, team_id, user_id, created_at, created_by, last_used_at, revoked_at, revoked_by"
+_COLUMNS = "id, name, org_id, team_id, user_id, role, created_at, created_by, last_used_at, revoked_at, revoked_by"
 
 
 async def insert_key(conn: Connection, req: CreateKey, now: datetime) -> KeyCreated:
@@ -250,14 +270,15 @@ async def insert_key(conn: Connection, req: CreateKey, now: datetime) -> KeyCrea
     text = key_scope_text(scope)
     key_id, key = new_key()
     await conn.execute(
-        "INSERT INTO api_keys (id, key_hash, name, org_id, team_id, user_id, created_at, created_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO api_keys (id, key_hash, name, org_id, team_id, user_id, role, created_at, created_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         key_id,
         key_hash(key),
         req.name,
         scope.org_id,
         scope.team_id,
         scope.user_id,
+        req.role.value,
         now,
         req.actor,
     )
@@ -267,6 +288,7 @@ async def insert_key(conn: Connection, req: CreateKey, now: datetime) -> KeyCrea
         prefix=shown_prefix(key_id),
         scope=text,
         name=req.name,
+        role=req.role,
         created_at=now,
         created_by=req.actor,
     )
@@ -275,11 +297,12 @@ async def insert_key(conn: Connection, req: CreateKey, now: datetime) -> KeyCrea
 async def select_keys(conn: Connection, req: ListKeys) -> list[KeyInfo]:
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM api_keys"
-        " WHERE ($1::text IS NULL OR org_id = $1) AND ($2 OR revoked_at IS NULL)"
+        " WHERE ($1::text IS NULL OR org_id = $1) AND ($2 OR revoked_at IS NULL) AND ($4::text IS NULL OR id = $4)"
         " ORDER BY created_at DESC, id LIMIT $3",
         req.org,
         req.include_revoked,
         req.limit,
+        req.id,
     )
     return [_info(row) for row in rows]
 
@@ -307,7 +330,7 @@ async def create_key(req: CreateKey, deps: Deps) -> KeyCreated:
     """``keys_create``: a new key; the reply is the only place the key ever appears."""
     async with deps.transaction() as uow:
         created = await insert_key(uow.conn, req, deps.clock())
-    log.info("api key created", key_id=created.id, scope=created.scope, actor=req.actor)
+    log.info("api key created", key_id=created.id, scope=created.scope, role=created.role.value, actor=req.actor)
     return created
 
 

@@ -11,7 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, err_console, fail, table, who_am_i
-from routewise.contracts.gateway import CreateKey, KeyCreated, KeyInfo, KeyList, KeyRevoked, ListKeys, RevokeKey
+from routewise.contracts.gateway import (
+    CreateKey,
+    KeyCreated,
+    KeyInfo,
+    KeyList,
+    KeyRevoked,
+    ListKeys,
+    RevokeKey,
+    Role,
+)
 
 keys_app = typer.Typer(help="API keys for the gateway: each charges its scope.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -41,12 +50,20 @@ def create(
         ),
     ],
     name: Annotated[str | None, typer.Option("--name", help="A name to recognise it by.")] = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            "--role",
+            help="admin: manage the scope (budgets, approvals, extensions, tier preferences, keys) and all a member"
+            " may; member: route tasks, record feedback, read the scope; viewer: read only.",
+        ),
+    ] = Role.member,
     actor: ActorOpt = None,
     nats_url: NatsUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key and print it: the only time it is shown."""
-    request = build(CreateKey, as_json, scope=scope, name=name, actor=actor or who_am_i())
+    request = build(CreateKey, as_json, scope=scope, name=name, role=role, actor=actor or who_am_i())
     created = ask(nats_url, lambda s: s.keys_create, request, KeyCreated, as_json)
     if as_json:
         print(created.model_dump_json())
@@ -55,7 +72,13 @@ def create(
         table(
             "API key created",
             ["", ""],
-            [["id", created.id], ["scope", created.scope], ["name", created.name], ["created by", created.created_by]],
+            [
+                ["id", created.id],
+                ["scope", created.scope],
+                ["role", created.role.value],
+                ["name", created.name],
+                ["created by", created.created_by],
+            ],
         )
     )
     print(created.key)  # plain, alone on its line: nothing wraps or styles it
@@ -85,11 +108,12 @@ def list_keys(
     listed = Table(title="API keys (UTC)", title_justify="left")
     listed.add_column("key", no_wrap=True)  # rw_<id>_…: what `keys revoke` takes
     listed.add_column("scope", overflow="fold")
+    listed.add_column("role", no_wrap=True)
     listed.add_column("name", overflow="fold")
     listed.add_column("created", no_wrap=True)
     listed.add_column("status", overflow="fold")
     for k in result.keys:
-        row = [k.prefix, k.scope, k.name or "—", f"{k.created_at:%Y-%m-%d}", _status(k)]
+        row = [k.prefix, k.scope, k.role.value, k.name or "—", f"{k.created_at:%Y-%m-%d}", _status(k)]
         listed.add_row(*[escape(v) for v in row])
     console.print(listed)
 

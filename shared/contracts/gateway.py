@@ -4,11 +4,13 @@ A key is shown once, when it is created (``KeyCreated.key``); the gateway stores
 so no reply after that carries it. A key's scope is who its calls are charged to, written
 ``org:ID[/team:ID][/user:ID]``: ``org:acme``, ``org:acme/team:platform``,
 ``org:acme/team:platform/user:ana`` (or ``org:acme/user:ana`` for a user outside any team).
+A key's role is what it may do within that scope (``Role``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError
@@ -21,6 +23,19 @@ KeyId = Annotated[str, Field(min_length=16, max_length=16, pattern=KEY_ID_PATTER
 """A key's public id: 16 hex digits, also the visible part of the key (``rw_<id>_<secret>``)."""
 
 KeyName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Role(StrEnum):
+    """What a key may do within its scope (the gateway's ``authorization`` module holds the rules)."""
+
+    admin = "admin"
+    """Everything a member may, and manage the scope: budgets, approvals, extensions, tier
+    preferences, keys (and, for an org-wide admin key of an operator org, prices and policies)."""
+    member = "member"
+    """Route tasks (chat completions, ``/complete``), record feedback, read its scope."""
+    viewer = "viewer"
+    """Read its scope, and what is every org's (prices, policies, model statistics); nothing else."""
+
 
 _SHAPES = (("org",), ("org", "team"), ("org", "user"), ("org", "team", "user"))
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -68,6 +83,7 @@ class CreateKey(Contract):
 
     scope: KeyScopeText = Field(description="org:ID[/team:ID][/user:ID]")
     name: KeyName | None = None
+    role: Role = Field(default=Role.member, description="admin, member or viewer")
     actor: Actor
 
 
@@ -81,6 +97,7 @@ class KeyInfo(Contract):
     team_id: Identifier | None = None
     user_id: Identifier | None = None
     name: KeyName | None = None
+    role: Role = Role.member
     created_at: datetime
     created_by: Actor
     last_used_at: datetime | None = Field(default=None, description="to the minute: written at most once a minute")
@@ -96,12 +113,14 @@ class KeyCreated(Contract):
     prefix: Annotated[str, Field(max_length=40)]
     scope: Annotated[str, Field(max_length=420)]
     name: KeyName | None = None
+    role: Role = Role.member
     created_at: datetime
     created_by: Actor
 
 
 class ListKeys(Contract):
     org: Identifier | None = Field(default=None, description="only this org's keys (default: every org's)")
+    id: KeyId | None = Field(default=None, description="only this key")
     include_revoked: bool = True
     limit: int = Field(default=1000, ge=1, le=10_000)
 

@@ -11,7 +11,7 @@ import pytest
 
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import Scope
-from routewise.contracts.gateway import CreateKey, KeyCreated, ListKeys, RevokeKey
+from routewise.contracts.gateway import CreateKey, KeyCreated, ListKeys, RevokeKey, Role
 from routewise.runtime.service import Deps
 from routewise.runtime.settings import Settings
 from routewise.services.gateway import keys
@@ -199,3 +199,44 @@ async def test_last_used_is_written_at_most_once_a_minute(deps: Deps, admin: asy
 
     assert first is not None and unchanged == first
     assert rewritten is not None and rewritten >= first  # written again: back to now, not first - 61 s
+
+
+async def test_a_key_has_the_role_it_was_made_with_and_a_member_by_default(deps: Deps) -> None:
+    org = an_org()
+    admin_key = await keys.create_key(
+        CreateKey(scope=f"org:{org}", name="ops", role=Role.admin, actor="ana@laptop"), deps
+    )
+    plain = await a_key(deps, f"org:{org}/team:platform")
+
+    as_admin = await authenticate(deps.pool, f"Bearer {admin_key.key}", cache=KeyCache())
+    as_plain = await authenticate(deps.pool, f"Bearer {plain.key}", cache=KeyCache())
+    listed = {k.id: k.role for k in (await keys.list_keys(ListKeys(org=org), deps)).keys}
+    one = await keys.list_keys(ListKeys(id=plain.id), deps)
+
+    assert (admin_key.role, as_admin.role, as_plain.role) == (Role.admin, Role.admin, Role.member)
+    assert listed == {admin_key.id: Role.admin, plain.id: Role.member}
+    assert [k.id for k in one.keys] == [plain.id]
+
+
+async def test_a_key_made_before_roles_existed_is_a_member(deps: Deps, admin: asyncpg.Connection) -> None:
+    key_id, key = keys.new_key()
+    await admin.execute(  # the columns of migration 0002, as an older gateway wrote them
+        "INSERT INTO gateway.api_keys (id, key_hash, name, org_id, created_by) VALUES ($1, $2, 'old', $3, 'ops')",
+        key_id,
+        keys.key_hash(key),
+        an_org(),
+    )
+
+    scope = await authenticate(deps.pool, f"Bearer {key}", cache=KeyCache())
+
+    assert scope.role is Role.member
+
+
+def test_a_change_made_with_a_key_is_attributed_to_its_id_and_name_within_128_characters() -> None:
+    named = keys.KeyScope("0123456789abcdef", "ci deploys", "acme")
+    unnamed = keys.KeyScope("0123456789abcdef", None, "acme")
+    long = keys.KeyScope("0123456789abcdef", "n" * 200, "acme")
+
+    assert named.actor == "key:0123456789abcdef (ci deploys)"
+    assert unnamed.actor == "key:0123456789abcdef"
+    assert len(long.actor) == 128 and long.actor.startswith("key:0123456789abcdef (nnn") and long.actor.endswith("…)")
