@@ -24,6 +24,8 @@ SERVICE = Service(
         "budget_list": handlers.list_budgets,
         "budget_approve": handlers.approve,
         "budget_extend": handlers.extend,
+        "budget_alerts_list": handlers.list_alerts,
+        "budget_audit_list": handlers.list_audit,
     },
     jobs=[every(handlers.sweep_interval, handlers.expire_due)],
     publishes=[BudgetAlert],

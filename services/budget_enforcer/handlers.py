@@ -12,9 +12,11 @@ from datetime import timedelta
 import structlog
 
 from routewise.contracts.budget import (
+    AlertHistory,
     Approval,
     ApproveTask,
     Budget,
+    BudgetAuditLog,
     BudgetList,
     BudgetStatus,
     CreateBudget,
@@ -22,6 +24,8 @@ from routewise.contracts.budget import (
     ExtendBudget,
     GetBudget,
     GetBudgetStatus,
+    ListAlerts,
+    ListBudgetAudit,
     ListBudgets,
     ReleaseBudget,
     Released,
@@ -137,7 +141,7 @@ async def show(req: GetBudget, deps: BudgetDeps) -> Budget:
 
 async def list_budgets(req: ListBudgets, deps: BudgetDeps) -> BudgetList:
     async with deps.pool.acquire() as conn:
-        return BudgetList(budgets=await repo.list_budgets(conn, req.scope_type, req.scope_id))
+        return BudgetList(budgets=await repo.list_budgets(conn, req))
 
 
 async def approve(req: ApproveTask, deps: BudgetDeps) -> Approval:
@@ -148,6 +152,18 @@ async def approve(req: ApproveTask, deps: BudgetDeps) -> Approval:
 async def extend(req: ExtendBudget, deps: BudgetDeps) -> Budget:
     async with deps.transaction() as uow:
         return await repo.extend(uow.conn, req, deps.clock())
+
+
+async def list_alerts(req: ListAlerts, deps: BudgetDeps) -> AlertHistory:
+    """``budget.alerts.list``: the thresholds budgets reached, newest first."""
+    async with deps.pool.acquire() as conn:
+        return await repo.alert_history(conn, req)
+
+
+async def list_audit(req: ListBudgetAudit, deps: BudgetDeps) -> BudgetAuditLog:
+    """``budget.audit.list``: who changed which budget or approved which task, newest first."""
+    async with deps.pool.acquire() as conn:
+        return await repo.audit_log(conn, req)
 
 
 # --- jobs -----------------------------------------------------------------------------------

@@ -15,15 +15,22 @@ from uuid import UUID
 import asyncpg
 
 from routewise.contracts.budget import (
+    AlertHistory,
     Approval,
     ApproveTask,
+    AuditEntry,
     Budget,
+    BudgetAuditLog,
     BudgetStatus,
     BudgetView,
     CostRestrictions,
     CreateBudget,
     ExtendBudget,
     Extension,
+    FiredAlert,
+    ListAlerts,
+    ListBudgetAudit,
+    ListBudgets,
     Reservation,
     ReserveBudget,
     ThresholdSpec,
@@ -634,12 +641,14 @@ async def delete_budget(conn: Connection, budget_id: UUID, actor: str) -> Budget
     return before
 
 
-async def list_budgets(conn: Connection, scope_type: str | None, scope_id: str | None) -> list[Budget]:
+async def list_budgets(conn: Connection, req: ListBudgets) -> list[Budget]:
     rows = await conn.fetch(
         """SELECT * FROM budgets WHERE ($1::text IS NULL OR scope_type = $1) AND ($2::text IS NULL OR scope_id = $2)
+               AND ($3::text IS NULL OR split_part(scope_id, '/', 1) = $3)
            ORDER BY scope_type, scope_id, created_at""",
-        scope_type,
-        scope_id,
+        req.scope_type,
+        req.scope_id,
+        req.org_id,
     )
     return [await get_budget(conn, r["id"]) for r in rows]
 
@@ -654,7 +663,7 @@ async def approve(conn: Connection, req: ApproveTask) -> Approval:
         req.reason,
     )
     assert row is not None
-    approval = Approval(**dict(row))
+    approval = Approval(**dict(row), scope=req.scope)
     await audit(conn, req.actor, "approve", task_id=req.task_id, after=approval)
     return approval
 
@@ -677,3 +686,91 @@ async def extend(conn: Connection, req: ExtendBudget, now: datetime) -> Budget:
     after = await get_budget(conn, req.budget_id)
     await audit(conn, req.actor, "extend", budget_id=req.budget_id, before=before, after=after)
     return after
+
+
+# ------------------------------------------------------------------ history
+
+
+async def alert_history(conn: Connection, req: ListAlerts) -> AlertHistory:
+    """The alerts fired (one per budget, period and threshold), newest first."""
+    rows = await conn.fetch(
+        """SELECT f.alert_event_id, f.budget_id, b.name, b.scope_type, b.scope_id, f.period_start, f.threshold,
+                  b.thresholds, f.fired_at, f.cause_event_id
+           FROM alerts_fired f JOIN budgets b ON b.id = f.budget_id
+           WHERE ($1::text IS NULL OR split_part(b.scope_id, '/', 1) = $1)
+             AND ($2::text IS NULL OR (b.scope_type = $2 AND b.scope_id = $3))
+             AND ($4::uuid IS NULL OR f.budget_id = $4)
+           ORDER BY f.fired_at DESC, f.threshold DESC LIMIT $5""",
+        req.org_id,
+        req.scope_type,
+        req.scope_id,
+        req.budget_id,
+        req.limit,
+    )
+    return AlertHistory(
+        alerts=[
+            FiredAlert(
+                alert_event_id=r["alert_event_id"],
+                budget_id=r["budget_id"],
+                budget_name=r["name"],
+                scope_type=r["scope_type"],
+                scope_id=r["scope_id"],
+                period_start=r["period_start"],
+                threshold_percent=r["threshold"],
+                actions=next((list(t["actions"]) for t in r["thresholds"] if t["percent"] == r["threshold"]), []),
+                fired_at=r["fired_at"],
+                cause_event_id=r["cause_event_id"],
+            )
+            for r in rows
+        ]
+    )
+
+
+_AUDIT_SCOPE_TYPE = "COALESCE(after->>'scope_type', before->>'scope_type')"
+_AUDIT_SCOPE_ID = "COALESCE(after->>'scope_id', before->>'scope_id')"
+"""A budget row's scope, from the budget it recorded (an approval's task scope is ``after->'scope'``)."""
+
+
+async def audit_log(conn: Connection, req: ListBudgetAudit) -> BudgetAuditLog:
+    """Audit rows, newest first. A scope filter keeps the rows of budgets on exactly that scope and
+    the approvals of tasks whose scope includes it (an approval records its task's scope when the
+    approver named it)."""
+    rows = await conn.fetch(
+        f"""SELECT id, at, actor, action, budget_id, task_id, {_AUDIT_SCOPE_TYPE} AS scope_type,
+                   {_AUDIT_SCOPE_ID} AS scope_id, after->'scope' AS task_scope, before, after
+            FROM budget_audit
+            WHERE ($1::text IS NULL OR COALESCE(split_part({_AUDIT_SCOPE_ID}, '/', 1), after->'scope'->>'org_id') = $1)
+              AND ($2::text IS NULL
+                   OR ({_AUDIT_SCOPE_TYPE} = $2 AND {_AUDIT_SCOPE_ID} = $3)
+                   OR (after->'scope'->>'org_id' = split_part($3, '/', 1)
+                       AND ($2 = 'org' OR after->'scope'->>($2 || '_id') = split_part($3, '/', 2))))
+              AND ($4::uuid IS NULL OR budget_id = $4)
+              AND ($5::uuid IS NULL OR task_id = $5)
+              AND ($6::bigint IS NULL OR id < $6)
+            ORDER BY id DESC LIMIT $7""",
+        req.org_id,
+        req.scope_type,
+        req.scope_id,
+        req.budget_id,
+        req.task_id,
+        req.before_id,
+        req.limit,
+    )
+    return BudgetAuditLog(
+        entries=[
+            AuditEntry(
+                id=r["id"],
+                at=r["at"],
+                actor=r["actor"],
+                action=r["action"],
+                budget_id=r["budget_id"],
+                task_id=r["task_id"],
+                scope_type=r["scope_type"],
+                scope_id=r["scope_id"],
+                task_scope=r["task_scope"],
+                before=r["before"],
+                after=r["after"],
+            )
+            for r in rows
+        ]
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, Field, model_validator
@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, model_validator
 from routewise.contracts.events import (
     MAX_ATTEMPTS,
     Contract,
+    Identifier,
     Scope,
     ScopedContract,
     ScopeId,
@@ -110,6 +111,9 @@ class GetBudget(Contract):
 class ListBudgets(ScopedContract):
     scope_type: ScopeType | None = None
     scope_id: ScopeId | None = None
+    org_id: Identifier | None = Field(
+        default=None, description="only this org's budgets: its own and its teams', users' and workspaces'"
+    )
 
 
 class Extension(Contract):
@@ -197,6 +201,11 @@ class ApproveTask(Contract):
     task_id: UUID
     actor: Actor
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+    scope: Scope | None = Field(
+        default=None,
+        description="the task's scope, when the approver knows it (the gateway does, from the task's decision):"
+        " kept in the audit log, so the approval shows in that scope's audit",
+    )
 
 
 class Approval(Contract):
@@ -204,6 +213,7 @@ class Approval(Contract):
     actor: str
     reason: str
     created_at: datetime
+    scope: Scope | None = None
 
 
 class ExtendBudget(Contract):
@@ -266,3 +276,71 @@ class BudgetStatus(Contract):
     limit_usd: Usd | None = None
     remaining_usd: Usd | None = None
     """The tightest budget's limit and what remains of it; None while the chain has no budget."""
+
+
+class ListAlerts(ScopedContract):
+    """The budget alerts fired, newest first: one per budget, period and threshold reached."""
+
+    org_id: Identifier | None = Field(default=None, description="only alerts of this org's budgets")
+    scope_type: ScopeType | None = None
+    scope_id: ScopeId | None = Field(default=None, description="only alerts of budgets on exactly this scope")
+    budget_id: UUID | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class FiredAlert(Contract):
+    """A threshold a budget reached in a period (the BudgetAlert published then has the same id)."""
+
+    alert_event_id: UUID
+    budget_id: UUID
+    budget_name: str
+    scope_type: ScopeType
+    scope_id: str
+    period_start: datetime
+    threshold_percent: int
+    actions: list[str]
+    """The threshold's actions, as the budget has them now."""
+    fired_at: datetime
+    cause_event_id: UUID | None
+    """The CostRecorded that reached the threshold."""
+
+
+class AlertHistory(Contract):
+    alerts: list[FiredAlert]
+
+
+class ListBudgetAudit(ScopedContract):
+    """The budget audit log, newest first: who created, changed, extended or deleted a budget, or
+    approved a task, and the budget (or approval) before and after."""
+
+    org_id: Identifier | None = Field(default=None, description="only rows of this org's budgets and tasks")
+    scope_type: ScopeType | None = None
+    scope_id: ScopeId | None = Field(
+        default=None,
+        description="only rows of budgets on exactly this scope, and approvals of tasks whose scope includes it",
+    )
+    budget_id: UUID | None = None
+    task_id: UUID | None = None
+    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1, description="only rows older than this one")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class AuditEntry(Contract):
+    id: int
+    at: datetime
+    actor: str
+    """Who: ``key:<id> (<name>)`` for a change made over HTTP, the CLI's ``--by`` (user@host) on the bus."""
+    action: str
+    budget_id: UUID | None
+    task_id: UUID | None
+    scope_type: ScopeType | None
+    """The budget's scope (None for an approval)."""
+    scope_id: str | None
+    task_scope: Scope | None = None
+    """An approval's task scope, when the approver named it."""
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class BudgetAuditLog(Contract):
+    entries: list[AuditEntry]

@@ -53,6 +53,8 @@ class Subjects:
     budget_show: str = field(init=False)
     budget_approve: str = field(init=False)
     budget_extend: str = field(init=False)
+    budget_alerts_list: str = field(init=False)
+    budget_audit_list: str = field(init=False)
     cost_compare_tiers: str = field(init=False)
     cost_accuracy: str = field(init=False)
     cost_prices_set: str = field(init=False)
@@ -98,6 +100,8 @@ class Subjects:
             "budget_show": f"{ns}.budget.show",
             "budget_approve": f"{ns}.budget.approve",
             "budget_extend": f"{ns}.budget.extend",
+            "budget_alerts_list": f"{ns}.budget.alerts.list",
+            "budget_audit_list": f"{ns}.budget.audit.list",
             "cost_compare_tiers": f"{ns}.cost.compare_tiers",
             "cost_accuracy": f"{ns}.cost.accuracy",
             "cost_prices_set": f"{ns}.cost.prices.set",
