@@ -1,8 +1,10 @@
 """The gateway's HTTP face: an OpenAI-compatible API (FastAPI; OpenAPI at /docs).
 
-``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``, ``POST /v1/feedback``. Every
-call needs ``Authorization: Bearer <key>`` (``routewise keys create``); the key's scope is the
-task's. Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code", ...}}``.
+``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``, ``POST /v1/feedback``, and the
+management and reporting API (``management.py``; ``POST /complete`` runs here). Every call needs
+``Authorization: Bearer <key>`` (``routewise keys create``); the key's scope is the task's, its role
+what it may do (``authorization.py``). Errors are OpenAI-shaped:
+``{"error": {"message", "type", "param", "code", ...}}``.
 """
 
 from __future__ import annotations
@@ -10,27 +12,29 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from routewise.contracts.api import Action, CompleteRequest, CompleteResponse
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import ModelSelected, Scope
-from routewise.contracts.vocabulary import ErrorCode
-from routewise.services.gateway import cache, handlers, keys
+from routewise.contracts.vocabulary import PERMANENT, ErrorCode
+from routewise.services.gateway import authorization, cache, handlers, keys, management
 from routewise.services.gateway.domain import (
     AUTO,
     REJECTIONS,
     ROUTED_PREFIX,
     BadRequest,
     Knobs,
+    Target,
     knobs_from,
     rejection_message,
     target_of,
@@ -71,18 +75,10 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": type_, "param": param, "code": code, **extra}}
 
 
-def _deps(request: Request) -> GatewayDeps:
-    deps: GatewayDeps = request.app.state.deps
-    return deps
-
-
-async def key_scope(request: Request) -> keys.KeyScope:
-    """The caller's key (``Authorization: Bearer <key>``): 401 without a valid one."""
-    return await keys.authenticate(_deps(request).pool, request.headers.get("authorization"))
-
-
-DepsParam = Annotated[GatewayDeps, Depends(_deps)]
-KeyParam = Annotated[keys.KeyScope, Depends(key_scope)]
+_deps = management.deps_of
+key_scope = management.key_of
+DepsParam = management.DepsParam
+KeyParam = management.KeyParam
 
 
 def http_app(deps: GatewayDeps) -> FastAPI:
@@ -97,25 +93,28 @@ def http_app(deps: GatewayDeps) -> FastAPI:
     )
     app.state.deps = deps
     app.add_exception_handler(keys.InvalidApiKey, _invalid_key)
+    app.add_exception_handler(authorization.Denied, _denied)
     app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(ValidationError, _invalid_request)
     app.add_exception_handler(BadRequest, _bad_request)
+    app.add_exception_handler(Rejected, _rejected_error)
     app.add_exception_handler(RoutewiseError, _routewise_error)
     app.add_exception_handler(Exception, _internal)
     app.middleware("http")(_count)
-    app.add_api_route(CHAT, chat_completions, methods=["POST"], response_model=None)
-    app.add_api_route("/v1/models", list_models, methods=["GET"])
-    app.add_api_route("/v1/feedback", record_feedback, methods=["POST"], status_code=202)
+    app.add_api_route(CHAT, chat_completions, methods=["POST"], response_model=None, tags=["v1"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"], tags=["v1"])
+    app.add_api_route("/v1/feedback", record_feedback, methods=["POST"], status_code=202, tags=["v1"])
+    app.include_router(management.router({"complete": complete}))
     return app
 
 
-ROUTES = frozenset({CHAT, "/v1/models", "/v1/feedback"})
-
-
 async def _count(request: Request, call_next: Any) -> Response:
-    """Every answer counted by route and status (a 401 or 400 too)."""
+    """Every answer counted by route (its template: ``/api/v1/budgets/{budget_id}``) and status (a
+    401 or 400 too); a path no route serves is ``other``."""
     response: Response = await call_next(request)
-    path = request.url.path
-    _deps(request).meters.requests.labels(path if path in ROUTES else "other", str(response.status_code)).inc()
+    route = request.scope.get("route")
+    path = getattr(route, "path", None) or "other"
+    _deps(request).meters.requests.labels(path, str(response.status_code)).inc()
     return response
 
 
@@ -146,10 +145,48 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(exc.message, "invalid_request_error", "invalid_request", exc.param), 400)
 
 
+async def _denied(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, authorization.Denied)
+    type_ = "permission_error" if exc.status == 403 else "invalid_request_error"
+    return JSONResponse(error_body(exc.message, type_, exc.code), exc.status)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """A request the HTTP shape let through but its bus contract refuses (a field's rule)."""
+    assert isinstance(exc, ValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    return JSONResponse(
+        error_body(f"{where or 'request'}: {first['msg']}", "invalid_request_error", "invalid_request", where or None),
+        status_code=400,
+    )
+
+
+STATUS: dict[str, int] = {
+    ErrorCode.not_found: 404,
+    ErrorCode.task_rejected: 422,
+    ErrorCode.unavailable: 503,
+    ErrorCode.timeout: 504,
+    ErrorCode.internal: 500,
+}
+"""The HTTP status of an error a service answered (or the gateway raised) by its code: any other
+permanent code (the request as asked can never succeed) is a 400."""
+
+
+def status_of(code: str) -> int:
+    return STATUS.get(code, 400 if code in PERMANENT else 502)
+
+
 async def _routewise_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RoutewiseError)
-    status = 400 if exc.code == ErrorCode.invalid_request else 500
-    return JSONResponse(error_body(exc.message, "invalid_request_error", str(exc.code)), status)
+    status = status_of(str(exc.code))
+    type_ = "invalid_request_error" if status < 500 else "api_error"
+    return JSONResponse(error_body(exc.message, type_, str(exc.code)), status)
+
+
+async def _rejected_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Rejected)
+    return _rejected(exc, None)
 
 
 async def _internal(request: Request, exc: Exception) -> Response:
@@ -163,6 +200,7 @@ async def _internal(request: Request, exc: Exception) -> Response:
 async def chat_completions(body: ChatCompletionRequest, request: Request, deps: DepsParam, key: KeyParam) -> Response:
     """A chat completion, routed by Routewise (``model``: ``routewise/auto``, ``routewise/<policy>``)
     or on the model named (forced; still budget-checked and recorded). Non-streaming or SSE."""
+    authorization.permit(key, Action.route)
     started = time.perf_counter()
     raw = body.model_dump(exclude_unset=True, mode="json")
     scope = key.task_scope(body.user)
@@ -177,18 +215,87 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, deps: 
         trace_id = format(span.get_span_context().trace_id, "032x")
         try:
             response = await _answer(raw, task, deps, trace_id, started, cache_key)
-        except Rejected as exc:
-            response = _rejected(exc, trace_id)
-        except GatewayError as exc:
-            response = JSONResponse(
-                error_body(exc.message, exc.type, exc.code, **exc.extra),
-                exc.status,
-                headers={"X-Routewise-Task-Id": str(task.task_id), "X-Routewise-Trace-Id": trace_id},
-            )
-        except ProviderRefused as exc:
-            response = _provider_refused(exc, trace_id)
+        except (Rejected, GatewayError, ProviderRefused) as exc:
+            response = _failure(exc, str(task.task_id), trace_id)
         span.set_attribute("http.response.status_code", response.status_code)
     return response
+
+
+def _failure(exc: Rejected | GatewayError | ProviderRefused, task_id: str, trace_id: str) -> Response:
+    """A task that got no answer: its rejection, the gateway's own error, or the provider's refusal."""
+    if isinstance(exc, Rejected):
+        return _rejected(exc, trace_id)
+    if isinstance(exc, ProviderRefused):
+        return _provider_refused(exc, trace_id)
+    return JSONResponse(
+        error_body(exc.message, exc.type, exc.code, **exc.extra),
+        exc.status,
+        headers={"X-Routewise-Task-Id": task_id, "X-Routewise-Trace-Id": trace_id},
+    )
+
+
+async def complete(body: CompleteRequest, request: Request, deps: DepsParam, key: KeyParam) -> Response:
+    """A prompt routed and run through the gateway's own execution path (decision, provider call,
+    fallbacks, the recorded cost): the answer, with its strategy, confidence and routing metadata."""
+    authorization.permit(key, Action.route)
+    started = time.perf_counter()
+    raw: dict[str, Any] = {
+        "model": AUTO if body.policy is None else f"{ROUTED_PREFIX}{body.policy}",
+        "messages": [{"role": "user", "content": body.prompt}],
+        "max_tokens": body.max_tokens,
+    }
+    knobs = Knobs(
+        task_type=body.task_type,
+        quality_bias=body.quality_bias,
+        max_cost_usd=body.max_cost_usd,
+        min_quality=body.min_quality,
+        allowed_providers=body.allowed_providers,
+        strategy=body.strategy,
+    )
+    task = task_for(raw, knobs, Target(policy=body.policy), key.scope).model_copy(
+        update={"auto_route": body.auto_route}
+    )
+    parent = propagate.extract(dict(request.headers))
+    with deps.tracer.start_as_current_span("POST /complete", context=parent, kind=SpanKind.SERVER) as span:
+        span.set_attributes(
+            {"http.request.method": "POST", "http.route": "/complete", "routewise.task_id": str(task.task_id)}
+        )
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        try:
+            done = await handlers.complete(raw, task, deps)
+        except (Rejected, GatewayError, ProviderRefused) as exc:
+            return _failure(exc, str(task.task_id), trace_id)
+        deps.meters.added_latency.observe(max(time.perf_counter() - started - done.provider_ms / 1000, 0.0))
+        usage = done.body.get("usage") or {}
+        decision = done.decision
+        answer = CompleteResponse(
+            response=_text_of(done.body),
+            provider=_provider_of(deps, done.model, decision),
+            model=done.model,
+            tokens_in=int(usage.get("prompt_tokens") or 0),
+            tokens_out=int(usage.get("completion_tokens") or 0),
+            cost=done.spent,
+            strategy_used=decision.strategy,
+            confidence=management.confidence_of(decision.confidence),
+            task_id=decision.task_id,
+            attempts=done.attempts,
+            routing_metadata=management.metadata_of(decision),
+        )
+        headers = routing_headers(decision, done.model, deps, trace_id, done.attempts, "off")
+        headers["X-Routewise-Cost-Usd"] = _usd(done.spent)
+        return JSONResponse(answer.model_dump(mode="json"), headers=headers)
+
+
+def _text_of(answer: dict[str, Any]) -> str:
+    choices = answer.get("choices") or [{}]
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def _provider_of(deps: GatewayDeps, model: str, decision: ModelSelected) -> str:
+    entry = deps.catalog.get(model)
+    return entry.provider if entry else decision.provider
 
 
 async def _answer(
@@ -295,7 +402,7 @@ def _usd(amount: Any) -> str:
     return format(amount.normalize(), "f") if amount else "0"
 
 
-def _rejected(exc: Rejected, trace_id: str) -> Response:
+def _rejected(exc: Rejected, trace_id: str | None) -> Response:
     r = exc.rejection
     http = REJECTIONS[r.reason]
     extra = {
@@ -306,7 +413,7 @@ def _rejected(exc: Rejected, trace_id: str) -> Response:
     return JSONResponse(
         error_body(rejection_message(r.reason, r.detail, str(r.task_id)), http.type, http.code, **extra),
         http.status,
-        headers={"X-Routewise-Task-Id": str(r.task_id), "X-Routewise-Trace-Id": trace_id},
+        headers={"X-Routewise-Task-Id": str(r.task_id)} | ({"X-Routewise-Trace-Id": trace_id} if trace_id else {}),
     )
 
 
@@ -327,6 +434,7 @@ def _provider_refused(exc: ProviderRefused, trace_id: str) -> Response:
 
 async def list_models(deps: DepsParam, key: KeyParam) -> dict[str, Any]:
     """Routewise's routed names (``routewise/auto``, ``routewise/<policy>``) and the catalog's models."""
+    authorization.permit(key, Action.read_global)
     created = 0
     data = [{"id": AUTO, "object": "model", "created": created, "owned_by": "routewise"}]
     data += [
@@ -342,7 +450,9 @@ async def list_models(deps: DepsParam, key: KeyParam) -> dict[str, Any]:
 
 
 async def record_feedback(body: FeedbackRequest, deps: DepsParam, key: KeyParam) -> Response:
-    """How good a task's answer was (0..1): FeedbackRecorded, for the model that answered it."""
+    """How good a task's answer was (0..1): FeedbackRecorded, for the model that answered it (a task
+    within the key's scope)."""
+    authorization.permit(key, Action.route)
     scope: Scope = key.scope
     try:
         event_id = await handlers.feedback(body.task_id, body.quality, body.comment, scope, deps)

@@ -48,7 +48,7 @@ from routewise.pricing import PriceBook
 from routewise.runtime import retention, tokens
 from routewise.runtime.catalog import CatalogView, LiveCatalog, overrides_of
 from routewise.runtime.service import Deps, Runtime
-from routewise.services.gateway import cache
+from routewise.services.gateway import authorization, cache
 from routewise.services.gateway import repository as repo
 from routewise.services.gateway.cache import Assembler
 from routewise.services.gateway.decisions import Decisions
@@ -797,8 +797,8 @@ async def feedback(task_id: UUID, quality: float, comment: str | None, scope: Sc
         answered = next(((a.scope, a.model, a.task_type) for a in attempts if a.ok), None)
         if answered is None:
             answered = await repo.hit_of(conn, task_id)  # answered from the cache
-    if answered is None or answered[0].org_id != scope.org_id:
-        raise LookupError(f"no task {task_id} answered through this gateway for org {scope.org_id}")
+    if answered is None or not authorization.holds_task(scope, answered[0]):
+        raise LookupError(f"no task {task_id} answered through this gateway within {authorization.text(scope)}")
     event = FeedbackRecorded(
         event_id=uuid5(task_id, f"gateway-feedback-{quality}-{comment or ''}"),
         task_id=task_id,

@@ -15,6 +15,7 @@ from routewise.cli.common import (
     app,
     ask,
     build,
+    bus_only,
     console,
     err_console,
     fail,
@@ -399,6 +400,7 @@ def alerts(
 
     from routewise.client import RoutewiseClient
 
+    bus_only("routewise alerts (over HTTP: GET /api/v1/budgets/alerts)", as_json)
     settings = resolve_settings(nats_url)
 
     def show_alert(alert: BudgetAlert) -> None:

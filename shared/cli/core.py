@@ -14,6 +14,7 @@ from routewise.cli.common import (
     app,
     ask,
     build,
+    bus_only,
     console,
     csv_list,
     emit,
@@ -121,6 +122,7 @@ def task(
     if preview:
         show_preview(ask(nats_url, lambda s: s.routing_decide, event, RoutingPreview, as_json), as_json)
         return
+    bus_only("routewise task (without --preview)", as_json)
     provider = setup_tracing("routewise-cli")
     trace_id: str | None = None
 
@@ -203,6 +205,7 @@ def record(
     from routewise.contracts.routing import Decision, GetDecision
     from routewise.runtime.telemetry import setup_tracing
 
+    bus_only("routewise record", as_json)
     settings = resolve_settings(nats_url)
     amount: Decimal | None = None
     if cost is not None:

@@ -15,7 +15,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from routewise.cli.common import JsonOpt, NatsUrlOpt, app, console, emit, err_console, fail, run_async, table
+from routewise.cli.common import (
+    JsonOpt,
+    NatsUrlOpt,
+    app,
+    bus_only,
+    console,
+    emit,
+    err_console,
+    fail,
+    run_async,
+    table,
+)
 from routewise.client.deadletters import (
     HEADER_DELIVERIES,
     HEADER_STREAM_SEQ,
@@ -107,6 +118,7 @@ def with_letters(nats_url: str | None, as_json: bool, work: Callable[[DeadLetter
     """``work`` on this deployment's dead letters, with the bus found as every command finds it."""
     from routewise.client import RoutewiseClient
 
+    bus_only("routewise deadletters", as_json)
     settings = resolve_settings(nats_url)
 
     async def go() -> T:

@@ -159,8 +159,14 @@ class Settings(BaseSettings):
         le=64 * 1024**2,
         description="gateway: an answer larger than this (its JSON, in bytes) is not cached.",
     )
+    operator_orgs: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        max_length=1_000,
+        description="gateway: orgs whose org-wide admin keys may change what is every org's over HTTP (prices,"
+        " routing policies), comma-separated. Default: none (only the CLI on the bus, the operator, changes them).",
+    )
 
-    @field_validator("gateway_cache_orgs", mode="before")
+    @field_validator("gateway_cache_orgs", "operator_orgs", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
