@@ -44,6 +44,7 @@ from routewise.contracts.budget import (
     ListBudgets,
     UpdateBudget,
 )
+from routewise.contracts.catalog import ListModels, ModelEntry, ModelList, RegisterModel, RemoveModel
 from routewise.contracts.cost import (
     CompareTiers,
     CostEstimate,
@@ -624,6 +625,38 @@ ROUTES: tuple[Route, ...] = (
         Action.operate,
         subject="cost_prices_remove",
         summary="Remove a price override (operator orgs' admins)",
+    ),
+    # the model catalog: models registered at run time (cost-predictor keeps them)
+    Route(
+        "models.list",
+        "GET",
+        "/api/v1/models",
+        ListModels,
+        ModelList,
+        Action.read_global,
+        subject="cost_models_list",
+        summary="The live catalog: shipped and registered models, their prices, whether each is routable",
+    ),
+    Route(
+        "models.register",
+        "POST",
+        "/api/v1/models",
+        RegisterModel,
+        ModelEntry,
+        Action.operate,
+        subject="cost_models_register",
+        status=201,
+        summary="Register a model with its price: routable at once on every replica (operator orgs' admins)",
+    ),
+    Route(
+        "models.remove",
+        "DELETE",
+        "/api/v1/models/{id}",
+        RemoveModel,
+        ModelList,
+        Action.operate,
+        subject="cost_models_remove",
+        summary="Remove a registered model; its price override stays (operator orgs' admins)",
     ),
     # API keys
     Route(

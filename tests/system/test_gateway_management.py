@@ -25,7 +25,9 @@ from starlette.routing import compile_path
 from routewise.client import RoutewiseClient
 from routewise.contracts.api import ROUTES
 from routewise.contracts.budget import AlertHistory, Budget, BudgetAuditLog, CreateBudget, ListAlerts, ListBudgetAudit
+from routewise.contracts.catalog import ModelEntry, RegisterModel
 from routewise.contracts.cost import PriceEntry, SetPrice
+from routewise.contracts.events import Tier
 from routewise.contracts.gateway import CreateKey, Role
 from routewise.contracts.routing import SetTierPreferences, TierPreferences, TierPreferencesReply
 from routewise.dev.mock_provider import MockProvider
@@ -193,6 +195,25 @@ def _fresh_price(w: World) -> Call:
     return Call("DELETE", f"/api/v1/prices/selfhost/{model}")
 
 
+def _fresh_model(w: World) -> Call:
+    model = f"matrix-{_hex()}"
+    w.bus(
+        "cost_models_register",
+        RegisterModel(
+            id=model,
+            provider="selfhost",
+            tier=Tier.micro,
+            quality_prior=0.5,
+            context_window=8000,
+            input_mtok=Decimal(1),
+            output_mtok=Decimal(2),
+            actor="test",
+        ),
+        ModelEntry,
+    )
+    return Call("DELETE", f"/api/v1/models/{model}")
+
+
 def _tomorrow() -> str:
     return (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -335,6 +356,26 @@ CASES: dict[str, Case] = {
         own="ops",
     ),
     "DELETE /api/v1/prices/{provider}/{model}": Case("operate", _fresh_price, own="ops"),
+    "GET /api/v1/models": Case("read_global", lambda w: Call("GET", "/api/v1/models"), foreign=None),
+    "POST /api/v1/models": Case(
+        "operate",
+        lambda w: Call(
+            "POST",
+            "/api/v1/models",
+            json={
+                "id": f"matrix-{_hex()}",
+                "provider": "selfhost",
+                "tier": "micro",
+                "quality_prior": 0.5,
+                "context_window": 8000,
+                "input_mtok": "1",
+                "output_mtok": "2",
+            },
+        ),
+        own="ops",
+        ok=201,
+    ),
+    "DELETE /api/v1/models/{id}": Case("operate", _fresh_model, own="ops"),
     "POST /api/v1/keys": Case(
         "manage",
         lambda w: Call("POST", "/api/v1/keys", json={"scope": w.scope_text("team"), "role": "viewer", "name": "made"}),

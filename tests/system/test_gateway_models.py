@@ -9,18 +9,37 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 
+import httpx
 import openai
 import pytest
 
+from routewise.contracts.gateway import CreateKey, Role
 from routewise.dev.mock_provider import MockProvider
+from routewise.services.gateway import keys
 from tests.conftest import Database
 from tests.system.test_gateway import PROMPT, Gateway, costs_of, serving
+
+OPS = f"ops-{uuid.uuid4().hex[:6]}"
+"""The operator org: its org-wide admin keys may change what is every org's over HTTP."""
 
 
 @pytest.fixture(scope="module")
 def gateway(nats_url: str, database: Database) -> Iterator[Gateway]:
-    with MockProvider(seed=11) as mock, serving(nats_url, database, mock) as gateway:
+    env = {"ROUTEWISE_OPERATOR_ORGS": OPS}
+    with MockProvider(seed=11) as mock, serving(nats_url, database, mock, extra_env=env) as gateway:
         yield gateway
+
+
+def a_key(gateway: Gateway, scope: str, role: Role) -> str:
+    deps = gateway.stack.system.deps("gateway")  # type: ignore[union-attr]
+
+    async def create() -> str:
+        async with deps.transaction() as uow:
+            made = await keys.insert_key(uow.conn, CreateKey(scope=scope, role=role, actor="test"), deps.clock())
+        return made.key
+
+    result: str = gateway.run(create())
+    return result
 
 
 def test_a_model_registered_at_run_time_is_served_at_once_and_charged_at_its_price(gateway: Gateway) -> None:
@@ -52,3 +71,39 @@ def test_a_model_registered_at_run_time_is_served_at_once_and_charged_at_its_pri
 
     listed = {m.id: m for m in client.models.list()}
     assert listed[model].owned_by == "acme-gpu"
+
+
+def test_an_operator_admin_registers_a_model_over_http_and_it_is_served_at_once(gateway: Gateway) -> None:
+    model = f"acme-http-{uuid.uuid4().hex[:6]}"
+    body = {
+        "id": model,
+        "provider": "acme-gpu",
+        "tier": "micro",
+        "quality_prior": 0.6,
+        "context_window": 16000,
+        "input_mtok": "0.2",
+        "output_mtok": "0.4",
+    }
+    ops = {"Authorization": f"Bearer {a_key(gateway, f'org:{OPS}', Role.admin)}"}
+    tenant = {"Authorization": f"Bearer {a_key(gateway, 'org:tenant-' + uuid.uuid4().hex[:6], Role.admin)}"}
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        refused = http.post("/api/v1/models", json=body, headers=tenant)  # an org's admin: not the operator
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+
+        created = http.post("/api/v1/models", json=body, headers=ops)
+        assert created.status_code == 201, created.text
+        entry = created.json()
+        assert entry["model"]["id"] == model and entry["routable"] is True
+        assert entry["registered_by"] and entry["registered_by"] != "test"  # the key that registered it
+
+        listed = http.get("/api/v1/models", headers=tenant)  # every role reads the catalog
+        assert listed.status_code == 200
+        assert model in {e["model"]["id"] for e in listed.json()["models"]}
+
+        answer = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=tenant["Authorization"][7:], max_retries=0)
+        completion = answer.chat.completions.create(model=model, messages=PROMPT, max_tokens=20)  # type: ignore[arg-type]
+        assert completion.model == model
+
+        removed = http.delete(f"/api/v1/models/{model}", headers=ops)
+        assert removed.status_code == 200, removed.text
+        assert model not in {e["model"]["id"] for e in removed.json()["models"]}

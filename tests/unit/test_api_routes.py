@@ -27,6 +27,7 @@ from routewise.contracts.budget import (
     ThresholdSpec,
     UpdateBudget,
 )
+from routewise.contracts.catalog import ListModels, RegisterModel, RemoveModel
 from routewise.contracts.cost import (
     CompareTiers,
     EstimateCost,
@@ -35,7 +36,7 @@ from routewise.contracts.cost import (
     RemovePrice,
     SetPrice,
 )
-from routewise.contracts.events import Constraints, Scope, TaskArrived
+from routewise.contracts.events import Constraints, Scope, TaskArrived, Tier
 from routewise.contracts.gateway import CreateKey, ListKeys, RevokeKey, Role
 from routewise.contracts.metrics import GetMetricsReport
 from routewise.contracts.performance import QueryPerformance
@@ -97,6 +98,19 @@ SAMPLES: dict[str, BaseModel] = {
         model="acme/llama-3", provider="selfhost", input_mtok=Decimal("0.1"), output_mtok=Decimal("0.2"), actor="ops"
     ),
     "prices.remove": RemovePrice(model="acme/llama-3", provider="selfhost", actor="ops"),
+    "models.list": ListModels(),
+    "models.register": RegisterModel(
+        id="acme-small-1",
+        provider="selfhost",
+        tier=Tier.micro,
+        quality_prior=0.8,
+        context_window=32_000,
+        capabilities=["code"],
+        input_mtok=Decimal("0.05"),
+        output_mtok=Decimal("0.1"),
+        actor="ops",
+    ),
+    "models.remove": RemoveModel(id="acme-small-1", actor="ops"),
     "keys.create": CreateKey(scope="org:acme/team:platform", name="ci", role=Role.viewer, actor="ana@laptop"),
     "keys.list": ListKeys(org="acme", include_revoked=False, limit=10),
     "keys.revoke": RevokeKey(id="0123456789abcdef", actor="ana@laptop"),
