@@ -132,7 +132,7 @@ async def ingestion(settings: Settings, count: int) -> dict[str, object]:
         total = sum((c.cost_usd for c in costs), Decimal(0))
         started = time.perf_counter()
         js = rw.nc.jetstream()
-        await publish_all(js, settings.subjects.cost_recorded, costs)
+        await publish_all(js, settings.subjects, costs)
         published = time.perf_counter() - started
         while True:
             status = await rw.request(

@@ -19,6 +19,7 @@ from typing import Any
 
 from routewise.client.wire import msg_id_headers
 from routewise.contracts.events import Event
+from routewise.contracts.subjects import Subjects
 from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres
 from routewise.dev.provision import drop_database, dsn_with, provision
 from routewise.dev.stack import Stack
@@ -104,12 +105,13 @@ def write_results(name: str, results: dict[str, Any]) -> Path:
     return path
 
 
-async def publish_all(js: Any, subject: str, events: list[Event], *, in_flight: int = 500) -> None:
-    """Publish events to JetStream as fast as acks come back, ``in_flight`` at a time."""
+async def publish_all(js: Any, subjects: Subjects, events: list[Event], *, in_flight: int = 500) -> None:
+    """Publish events to JetStream (each on its subject: its org's) as fast as acks come back,
+    ``in_flight`` at a time."""
     for chunk in range(0, len(events), in_flight):
         await asyncio.gather(
             *(
-                js.publish(subject, e.model_dump_json().encode(), headers=msg_id_headers(e))
+                js.publish(subjects.event(e), e.model_dump_json().encode(), headers=msg_id_headers(e))
                 for e in events[chunk : chunk + in_flight]
             )
         )

@@ -53,7 +53,8 @@ async def snapshot_lag(rw: RoutewiseClient, settings: Settings, samples: int) ->
     lags = []
     for i in range(samples):
         sent = time.perf_counter()
-        await rw.publish(rw.subjects.cost_recorded, outcome(model, rng))  # no decision: no trace to join
+        cost = outcome(model, rng)
+        await rw.publish(rw.subjects.event(cost), cost)  # no decision: no trace to join
         while True:  # wait for the snapshot that counts this outcome
             entry = await watcher.updates(timeout=10)
             if entry is not None and entry.value:
@@ -73,7 +74,7 @@ async def run(settings: Settings, count: int, models: int, samples: int) -> dict
         js = rw.nc.jetstream()
         started = time.perf_counter()
 
-        publishing = asyncio.create_task(publish_all(js, settings.subjects.cost_recorded, list(events)))
+        publishing = asyncio.create_task(publish_all(js, settings.subjects, list(events)))
         await asyncio.sleep(0.5)
         loaded = await snapshot_lag(rw, settings, max(samples // 2, 5))
         await publishing

@@ -32,9 +32,9 @@ import nats
 
 from bench.common import environment, publish_all, write_results
 from routewise.client import RoutewiseClient
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, Scope, TaskArrived
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
 from routewise.contracts.routing import RoutingPolicy, RoutingPreview, SetPolicy
-from routewise.contracts.subjects import SERVICES, durable
+from routewise.contracts.subjects import SERVICES, durable, subject_matches
 from routewise.runtime.settings import Settings
 
 STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -163,10 +163,10 @@ async def learn(settings: Settings, benchmark: str, rows: list[dict[str, Any]]) 
 
         subs = [
             await nc.subscribe(s, cb=on_decision)
-            for s in (settings.subjects.model_selected, settings.subjects.task_rejected)
+            for s in (settings.subjects.of(ModelSelected), settings.subjects.of(TaskRejected))
         ]
         js = nc.jetstream()
-        await publish_all(js, settings.subjects.task_arrived, list(tasks), in_flight=200)
+        await publish_all(js, settings.subjects, list(tasks), in_flight=200)
         await asyncio.wait_for(all_decided.wait(), timeout=600)
         for sub in subs:
             await sub.unsubscribe()
@@ -195,14 +195,14 @@ async def learn(settings: Settings, benchmark: str, rows: list[dict[str, Any]]) 
                         quality=float(row["outcomes"][name]["correct"]),
                     )
                 )
-        await publish_all(js, settings.subjects.cost_recorded, list(costs), in_flight=200)
-        await drained(settings, "performance_tracker", settings.subjects.cost_recorded)
-        await publish_all(js, settings.subjects.feedback_recorded, list(feedback), in_flight=200)
-        await drained(settings, "performance_tracker", settings.subjects.feedback_recorded)
-        await drained(settings, "selector", settings.subjects.feedback_recorded)
+        await publish_all(js, settings.subjects, list(costs), in_flight=200)
+        await drained(settings, "performance_tracker", settings.subjects.of(CostRecorded))
+        await publish_all(js, settings.subjects, list(feedback), in_flight=200)
+        await drained(settings, "performance_tracker", settings.subjects.of(FeedbackRecorded))
+        await drained(settings, "selector", settings.subjects.of(FeedbackRecorded))
     finally:
         await nc.close()
-    selected = sum(1 for s in decided.values() if s == settings.subjects.model_selected)
+    selected = sum(1 for s in decided.values() if subject_matches(settings.subjects.of(ModelSelected), s))
     return {"tasks": len(tasks), "selected": selected, "rejected": len(decided) - selected, "feedback": len(feedback)}
 
 

@@ -54,8 +54,8 @@ from bench.common import environment, latency_summary, write_results
 from routewise.client import RoutewiseClient
 from routewise.client.wire import msg_id_headers
 from routewise.contracts.budget import Budget, CreateBudget, ThresholdSpec
-from routewise.contracts.events import Scope, TaskArrived
-from routewise.contracts.subjects import SERVICES, durable
+from routewise.contracts.events import ModelSelected, Scope, TaskArrived, TaskRejected
+from routewise.contracts.subjects import SERVICES, Subjects, durable
 from routewise.dev.stack import Stack
 from routewise.runtime.settings import Settings
 
@@ -339,7 +339,7 @@ async def backlog(js: JetStreamContext, settings: Settings) -> int | None:
     """Messages the selector's durable consumer has yet to take or to ack."""
     subjects = settings.subjects
     try:
-        info = await js.consumer_info(subjects.tasks_stream.name, durable("selector", subjects.task_arrived))
+        info = await js.consumer_info(subjects.tasks_stream.name, durable("selector", subjects.of(TaskArrived)))
     except Exception:
         return None
     return (info.num_pending or 0) + (info.num_ack_pending or 0)
@@ -351,17 +351,17 @@ async def backlog(js: JetStreamContext, settings: Settings) -> int | None:
 @dataclass(frozen=True)
 class Prepared:
     task_id: str
+    subject: str
     data: bytes
     headers: dict[str, str]
 
 
-def prepare(tasks: list[TaskArrived]) -> list[Prepared]:
-    return [Prepared(str(t.task_id), t.model_dump_json().encode(), msg_id_headers(t)) for t in tasks]
+def prepare(subjects: Subjects, tasks: list[TaskArrived]) -> list[Prepared]:
+    """Each task ready to send, on its org's subject."""
+    return [Prepared(str(t.task_id), subjects.event(t), t.model_dump_json().encode(), msg_id_headers(t)) for t in tasks]
 
 
-async def offer(
-    js: JetStreamContext, subject: str, batch: list[Prepared], rate: float, ledger: Ledger
-) -> dict[str, Any]:
+async def offer(js: JetStreamContext, batch: list[Prepared], rate: float, ledger: Ledger) -> dict[str, Any]:
     """Publish ``batch`` at ``rate``/s on a clock, never waiting for an ack before the next send."""
     errors: list[str] = []
     in_flight: set[asyncio.Task[None]] = set()
@@ -370,7 +370,7 @@ async def offer(
         ledger.due[p.task_id] = due
         ledger.sent[p.task_id] = time.perf_counter()
         try:
-            await js.publish(subject, p.data, headers=p.headers, timeout=30)
+            await js.publish(p.subject, p.data, headers=p.headers, timeout=30)
         except Exception as exc:
             errors.append(repr(exc))
 
@@ -415,13 +415,13 @@ async def run_rate(
     js = rw.nc.jetstream()
     made = [make_task(rng, scopes) for _ in range(max(1, round(rate * seconds)))]
     kinds = Counter(kind for kind, _ in made)
-    batch = prepare([task for _, task in made])
+    batch = prepare(settings.subjects, [task for _, task in made])
     ids = [p.task_id for p in batch]
 
     queued_before = await backlog(js, settings)
     cpu_before = cpu.sample()
     started = time.perf_counter()
-    sending = await offer(js, settings.subjects.task_arrived, batch, rate, ledger)
+    sending = await offer(js, batch, rate, ledger)
     cpu_sent = cpu.sample()
     queued_after_send = await backlog(js, settings)
     await ledger.wait_all(max(0.0, wait - (time.perf_counter() - started - sending["send_seconds"])))
@@ -511,7 +511,7 @@ async def run(
         ledger = Ledger()
         subs = [
             await rw.nc.subscribe(s, cb=ledger.on_decision, pending_msgs_limit=1_000_000)
-            for s in (settings.subjects.model_selected, settings.subjects.task_rejected)
+            for s in (settings.subjects.of(ModelSelected), settings.subjects.of(TaskRejected))
         ]
         await rw.nc.flush()
         warmup = await run_rate(rw, settings, ledger, cpu, WARMUP_RATE, WARMUP_SECONDS, wait, drain, rng, scopes)

@@ -1,14 +1,18 @@
 """Routewise without the SDK: any NATS client in any language will do. This one uses nats-py and
 json only, to show exactly what goes over the wire.
 
-- Publish TaskArrived as JSON to the JetStream subject ``<namespace>.tasks.arrived`` (the
+- Every subject of an org's events ends with the org: ``<org>`` below is the task's
+  ``scope.org_id`` as one subject token (letters, digits, ``-``, ``_``, ``:`` and ``@`` as they
+  are, any other character as ``=`` and its code in hex: org ``a.b`` is ``a=2Eb``). An event
+  on another org's subject is refused (dead-lettered with the reason ``scope_mismatch``).
+- Publish TaskArrived as JSON to the JetStream subject ``<namespace>.tasks.arrived.<org>`` (the
   namespace is ``routewise`` unless ROUTEWISE_NAMESPACE says otherwise), with the event's id
   in the ``Nats-Msg-Id`` header so JetStream drops a repeated publish.
-- The decision comes back on ``<namespace>.models.selected`` (ModelSelected) or
-  ``<namespace>.tasks.rejected`` (TaskRejected); match it by ``task_id``. Subscribe before
-  publishing.
-- Then publish CostRecorded to ``<namespace>.costs.recorded`` and FeedbackRecorded to
-  ``<namespace>.feedback.recorded`` the same way (see docs/sdk.md for their fields).
+- The decision comes back on ``<namespace>.models.selected.<org>`` (ModelSelected) or
+  ``<namespace>.tasks.rejected.<org>`` (TaskRejected); match it by ``task_id``. Subscribe
+  before publishing.
+- Then publish CostRecorded to ``<namespace>.costs.recorded.<org>`` and FeedbackRecorded to
+  ``<namespace>.feedback.recorded.<org>`` the same way (see docs/sdk.md for their fields).
 
 The JSON Schemas of every event and request are in docs/asyncapi/<service>.json. Money is a
 decimal string of USD ("0.000121"), timestamps are ISO 8601 with a time zone, and unknown
@@ -30,6 +34,11 @@ import nats
 from nats.aio.msg import Msg
 
 
+def subject_token(org_id: str) -> str:
+    """An org id as one subject token (as Routewise writes it: ``a.b`` is ``a=2Eb``)."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_:@") else f"={ord(c):02X}" for c in org_id)
+
+
 async def main() -> int:
     url = os.environ.get("ROUTEWISE_NATS_URL", "nats://127.0.0.1:4222")
     namespace = os.environ.get("ROUTEWISE_NAMESPACE", "routewise")
@@ -40,12 +49,13 @@ async def main() -> int:
     )
     try:
         event_id, task_id = str(uuid4()), str(uuid4())
+        org = f"example-{uuid4().hex[:8]}"
         task = {
             "event_id": event_id,
             "occurred_at": datetime.now(UTC).isoformat(),
             "schema_version": 1,
             "task_id": task_id,
-            "scope": {"org_id": f"example-{uuid4().hex[:8]}", "team_id": "docs"},
+            "scope": {"org_id": org, "team_id": "docs"},
             "task_type": "normal",
             "prompt": "Explain what a JetStream durable consumer is, in three sentences.",
             "constraints": {"max_cost_usd": "0.01"},
@@ -57,16 +67,18 @@ async def main() -> int:
             if body.get("task_id") == task_id and not decided.done():
                 decided.set_result((msg.subject, body))
 
+        token = subject_token(org)
         subs = [
-            await nc.subscribe(f"{namespace}.models.selected", cb=on_decision),
-            await nc.subscribe(f"{namespace}.tasks.rejected", cb=on_decision),
+            await nc.subscribe(f"{namespace}.models.selected.{token}", cb=on_decision),
+            await nc.subscribe(f"{namespace}.tasks.rejected.{token}", cb=on_decision),
         ]
+        subject = f"{namespace}.tasks.arrived.{token}"
         ack = await nc.jetstream().publish(
-            f"{namespace}.tasks.arrived",
+            subject,
             json.dumps(task).encode(),
             headers={"Nats-Msg-Id": event_id, "content-type": "application/json"},
         )
-        print(f"published TaskArrived {task_id} to {namespace}.tasks.arrived (stream {ack.stream}, seq {ack.seq})")
+        print(f"published TaskArrived {task_id} to {subject} (stream {ack.stream}, seq {ack.seq})")
         try:
             subject, decision = await asyncio.wait_for(decided, timeout=10)
         except TimeoutError:
@@ -79,7 +91,7 @@ async def main() -> int:
         await nc.drain()
 
     print(f"received on {subject}:")
-    if subject.endswith(".models.selected"):
+    if subject.startswith(f"{namespace}.models.selected."):
         for key in ("model", "provider", "tier", "estimated_cost_usd", "baseline_model", "baseline_cost_usd"):
             print(f"  {key}: {decision[key]}")
         print(f"  reasoning: {decision['reasoning']}")

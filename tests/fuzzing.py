@@ -58,6 +58,19 @@ class Target:
     def is_event(self) -> bool:
         return self.reply is None
 
+    def subject_for(self, subjects: Subjects, body: bytes) -> str:
+        """Where a payload is sent. Events of an org travel on ``<subject>.<org>`` (consumed as
+        ``<subject>.*``): the org the body names, so that what the contract takes is applied (a
+        cost of another org than its subject's is refused), or ``fuzz`` when it names none."""
+        if not self.is_event or "*" not in self.subject:
+            return self.subject
+        org: Any = None
+        with contextlib.suppress(Exception):  # anything at all: nested past the recursion limit, not UTF-8
+            org = json.loads(body)["scope"]["org_id"]
+        if not isinstance(org, str) or not 0 < len(org) <= 128:
+            org = "fuzz"
+        return subjects.for_org(getattr(self.contract, "SUBJECT", ""), org)
+
 
 def targets(subjects: Subjects) -> list[Target]:
     """Every consumed event subject and every answered request subject of every service."""

@@ -76,8 +76,8 @@ async def settle_cost(event: CostRecorded, uow: UnitOfWork, deps: BudgetDeps) ->
     if event.cached:
         return  # a gateway cache hit: no call, nothing spent, no hold
     alerts = await repo.settle(uow.conn, event)
-    for scope_type, alert in alerts:
-        await uow.publish(deps.subjects.budget_alert(scope_type, alert.scope_id), alert)
+    for _, alert in alerts:
+        await uow.publish(deps.subjects.event(alert), alert)
     if alerts:
         log.info("budget thresholds reached", alerts=[(a.budget_name, a.threshold_percent) for _, a in alerts])
 

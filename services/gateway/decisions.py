@@ -50,7 +50,7 @@ class Decisions:
         self._late: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        for subject in (self._subjects.model_selected, self._subjects.task_rejected):
+        for subject in (self._subjects.of(ModelSelected), self._subjects.of(TaskRejected)):
             self._subs.append(await self._nc.subscribe(subject, cb=self._on_decision))
 
     async def stop(self) -> None:
@@ -95,15 +95,18 @@ class Decisions:
             return
         if future is None or future.done():
             return
-        kind: type[Decision] = ModelSelected if msg.subject == self._subjects.model_selected else TaskRejected
+        kind: type[Decision] = ModelSelected if self._selected(msg) else TaskRejected
         try:
             future.set_result(kind.model_validate_json(msg.data))
         except ValueError as exc:
             future.set_exception(exc)
 
+    def _selected(self, msg: Msg) -> bool:
+        return msg.subject.startswith(f"{self._subjects.model_selected}.")
+
     def _late_decision(self, task_id: str, msg: Msg) -> None:
         expires = self._abandoned.pop(task_id)
-        if self.on_late is None or msg.subject != self._subjects.model_selected or time.monotonic() > expires:
+        if self.on_late is None or not self._selected(msg) or time.monotonic() > expires:
             return
         try:
             selected = ModelSelected.model_validate_json(msg.data)

@@ -213,7 +213,7 @@ async def decide(task: TaskArrived, deps: GatewayDeps) -> ModelSelected:
     try:
         try:
             await deps.nc.jetstream().publish(
-                deps.subjects.task_arrived,
+                deps.subjects.event(task),
                 task.model_dump_json().encode(),
                 headers=msg_id_headers(task, carrier),
                 timeout=deps.settings.request_timeout,
@@ -421,7 +421,7 @@ async def finish(deps: GatewayDeps, call: Call, record: Record) -> None:
         async with deps.transaction() as uow:
             await repo.record_attempt(uow.conn, a)
             if record.cost is not None:
-                await uow.publish(deps.subjects.cost_recorded, record.cost)
+                await uow.publish(deps.subjects.event(record.cost), record.cost)
     deps.meters.attempt(call.provider_name, a.error_type, a.latency_ms / 1000)
 
 
@@ -776,7 +776,7 @@ async def record_hit(
         )
         async with deps.transaction() as uow:
             await repo.record_hit(uow.conn, hit, deps.clock())
-            await uow.publish(deps.subjects.cost_recorded, event)
+            await uow.publish(deps.subjects.event(event), event)
 
 
 async def prune_cache(deps: GatewayDeps) -> None:
@@ -809,5 +809,5 @@ async def feedback(task_id: UUID, quality: float, comment: str | None, scope: Sc
         comment=comment,
     )
     async with deps.transaction() as uow:
-        await uow.publish(deps.subjects.feedback_recorded, event)
+        await uow.publish(deps.subjects.event(event), event)
     return event.event_id

@@ -508,7 +508,7 @@ async def reject_invalid_task(raw: bytes, problem: str, deps: SelectorDeps) -> N
         detail=f"not a valid TaskArrived: {problem}"[:2_000],
     )
     async with deps.transaction() as uow:
-        await uow.publish(deps.subjects.task_rejected, rejected)
+        await uow.publish(deps.subjects.event(rejected), rejected)
     log.info("invalid task rejected", task_id=str(task_id), problem=problem[:500])
 
 
@@ -536,13 +536,11 @@ async def decide_task(deps: SelectorDeps, task: TaskArrived, started: float) -> 
             return None  # (a rejected task may be submitted again, e.g. after an approval)
         policy, prefs = await settings_for(conn, task)
     outcome, learning = await decide_in_time(deps, task, policy, prefs, started)
-    subjects = deps.subjects
-    subject = subjects.model_selected if isinstance(outcome, ModelSelected) else subjects.task_rejected
     async with deps.transaction() as uow:
         if not await deps.claim(uow.conn, task):
             return None
         if await repo.record_decision(uow.conn, task, outcome, learning):
-            await uow.publish(subject, outcome)
+            await uow.publish(deps.subjects.event(outcome), outcome)
     return outcome
 
 

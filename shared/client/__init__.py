@@ -133,7 +133,7 @@ class RoutewiseClient:
         with self._tracer.start_as_current_span("routewise.task", kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("routewise.task_id", str(task.task_id))
             if wait is None:
-                await self.publish(self.subjects.task_arrived, task)
+                await self.publish(self.subjects.event(task), task)
                 return None
             loop = asyncio.get_running_loop()
             decided: asyncio.Future[ModelSelected | TaskRejected] = loop.create_future()
@@ -145,17 +145,19 @@ class RoutewiseClient:
                 try:
                     if json.loads(msg.data).get("task_id") != wanted:
                         return
-                    kind = ModelSelected if msg.subject == self.subjects.model_selected else TaskRejected
+                    kind = ModelSelected if msg.subject == selected else TaskRejected
                     decided.set_result(kind.model_validate_json(msg.data))
                 except (ValueError, AttributeError) as exc:
                     decided.set_exception(exc)
 
+            org = task.scope.org_id
+            selected = self.subjects.for_org("model_selected", org)
             subs = [
                 await self.nc.subscribe(s, cb=on_decision)
-                for s in (self.subjects.model_selected, self.subjects.task_rejected)
+                for s in (selected, self.subjects.for_org("task_rejected", org))
             ]
             try:
-                await self.publish(self.subjects.task_arrived, task)
+                await self.publish(self.subjects.event(task), task)
                 try:
                     return await asyncio.wait_for(decided, timeout=wait)
                 except TimeoutError:
@@ -178,7 +180,7 @@ class RoutewiseClient:
         with self._tracer.start_as_current_span("routewise.cost", context=parent, kind=trace.SpanKind.PRODUCER) as span:
             span.set_attribute("routewise.task_id", str(cost.task_id))
             span.set_attribute("routewise.model", cost.model)
-            await self.publish(self.subjects.cost_recorded, cost)
+            await self.publish(self.subjects.event(cost), cost)
 
     async def _decision_trace(self, task_id: UUID) -> Mapping[str, str]:
         try:
@@ -194,7 +196,7 @@ class RoutewiseClient:
         return decision.trace_context
 
     async def record_feedback(self, feedback: FeedbackRecorded) -> None:
-        await self.publish(self.subjects.feedback_recorded, feedback)
+        await self.publish(self.subjects.event(feedback), feedback)
 
     async def request(
         self, subject: str, payload: BaseModel, reply_type: type[Res], *, timeout: float | None = None

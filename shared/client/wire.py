@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+from uuid import UUID, uuid5
 
 import nats.errors
 from pydantic import BaseModel
@@ -26,6 +27,20 @@ def parse_reply(data: bytes, reply_type: type[Res]) -> Res:
         err = ErrorReply.model_validate(payload).error
         raise RemoteError(err.message, code=err.code, details=err.details)
     return reply_type.model_validate(payload)
+
+
+EVENT_ID_NAMESPACE = UUID("0b9f6d7e-3c1a-5e8f-9a42-6d1c2b7e4f10")
+"""Names the event ids derived from a ``Nats-Msg-Id`` that is not itself a UUID."""
+
+
+def event_id_of(msg_id: str) -> UUID:
+    """The id of an event whose payload has none, from its ``Nats-Msg-Id`` (the same on every
+    redelivery): a UUID as it is, anything else named by it."""
+    msg_id = msg_id.strip()
+    try:
+        return UUID(msg_id)
+    except ValueError:
+        return uuid5(EVENT_ID_NAMESPACE, msg_id[:1024])
 
 
 def msg_id_headers(event: Event, extra: dict[str, str] | None = None) -> dict[str, str]:

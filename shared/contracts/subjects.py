@@ -12,6 +12,10 @@ from typing import Any
 
 SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics", "gateway")
 
+ORG_EVENTS = frozenset({"task_arrived", "model_selected", "task_rejected", "cost_recorded", "feedback_recorded"})
+"""The events whose subject ends with their org (``<ns>.costs.recorded.<org>``): a tenant's bus user
+may publish and subscribe only to its own org's (``routewise bus-user create``)."""
+
 
 @dataclass(frozen=True)
 class Stream:
@@ -123,9 +127,34 @@ class Subjects:
             object.__setattr__(self, name, value)
 
     def of(self, event_type: type[Any]) -> str:
-        """The subject an event type travels on (its ``SUBJECT``); alerts: all of them."""
+        """What a consumer of an event type subscribes to: its subject, every org's
+        (``<ns>.costs.recorded.*``), every alert (``<ns>.budgets.alerts.>``)."""
         subject: str = getattr(self, event_type.SUBJECT)
-        return f"{subject}.>" if event_type.SUBJECT == "budget_alerts" else subject
+        if event_type.SUBJECT == "budget_alerts":
+            return f"{subject}.>"
+        return f"{subject}.*" if event_type.SUBJECT in ORG_EVENTS else subject
+
+    def for_org(self, name: str, org_id: str) -> str:
+        """The subject of one org's events of a kind (``for_org("cost_recorded", "acme")``)."""
+        return f"{getattr(self, name)}.{subject_token(org_id)}"
+
+    def event(self, event: Any) -> str:
+        """The subject one event is published on: its org's, for the events that carry one."""
+        name: str = event.SUBJECT
+        if name in ORG_EVENTS:
+            return self.for_org(name, event.scope.org_id)
+        if name == "budget_alerts":
+            return self.budget_alert(event.scope_type, event.scope_id)
+        subject: str = getattr(self, name)
+        return subject
+
+    def org_token(self, event_type: type[Any], subject: str) -> str | None:
+        """The org token a subject carries for an event type (None: the type carries none)."""
+        if event_type.SUBJECT in ORG_EVENTS:
+            return subject.rsplit(".", 1)[-1]
+        if event_type.SUBJECT == "budget_alerts":
+            return subject.removeprefix(f"{self.budget_alerts}.").split(".", 1)[0]
+        return None
 
     def budget_alert(self, scope_type: str, scope_id: str) -> str:
         """``<alerts>.<org>.<scope_type>.<id>`` for a scope (``org`` or ``org/id``): an org's alerts
@@ -146,13 +175,13 @@ class Subjects:
         ns = self.namespace
         return Stream(
             f"{ns.upper()}_EVENTS",
-            (self.task_rejected, f"{ns}.models.>", f"{ns}.costs.>", f"{ns}.feedback.>"),
+            (f"{self.task_rejected}.*", f"{ns}.models.>", f"{ns}.costs.>", f"{ns}.feedback.>"),
         )
 
     @property
     def tasks_stream(self) -> Stream:
         """TaskArrived alone (it carries the prompt): kept only until it has surely been decided."""
-        return Stream(f"{self.namespace.upper()}_TASKS", (self.task_arrived,))
+        return Stream(f"{self.namespace.upper()}_TASKS", (f"{self.task_arrived}.*",))
 
     @property
     def alerts_stream(self) -> Stream:
@@ -164,8 +193,6 @@ class Subjects:
 
     @property
     def streams(self) -> tuple[Stream, ...]:
-        """In the order they are set up: the events stream gives up ``<ns>.tasks.arrived`` (an older
-        deployment's ``<ns>.tasks.>``) before the tasks stream can take it."""
         return (self.events_stream, self.tasks_stream, self.alerts_stream, self.dead_letter_stream)
 
     @property
@@ -181,10 +208,20 @@ class Subjects:
 
     def stream_for(self, subject: str) -> Stream:
         for stream in self.streams:
-            for pattern in stream.subjects:
-                if subject == pattern or (pattern.endswith(".>") and subject.startswith(pattern.removesuffix(">"))):
-                    return stream
+            if any(subject_matches(pattern, subject) for pattern in stream.subjects):
+                return stream
         raise LookupError(f"no stream captures subject {subject!r}")
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether ``subject`` (itself a subject or a pattern with ``*``/``>``) falls under ``pattern``."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(have) > i
+        if i >= len(have) or (part != "*" and part != have[i]):
+            return False
+    return len(have) == len(want)
 
 
 def subject_token(value: str) -> str:
@@ -199,6 +236,7 @@ def snapshot_key(model: str) -> str:
 
 
 def durable(service: str, subject: str) -> str:
-    """Durable consumer name: the service, then what it consumes (``budget_enforcer-costs-recorded``)."""
-    tail = subject.split(".", 1)[1].replace(".", "-")
-    return f"{service}-{tail}"
+    """Durable consumer name: the service, then what it consumes, wildcards left out
+    (``budget_enforcer-costs-recorded`` for ``<ns>.costs.recorded.*``)."""
+    tokens = [t for t in subject.split(".")[1:] if t not in ("*", ">")]
+    return f"{service}-{'-'.join(tokens)}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import nats.errors
 import nats.js.errors
@@ -45,10 +45,10 @@ from routewise.client.deadletters import (  # the dead letters' headers, defined
     HEADER_STREAM_SEQ,
     HEADER_SUBJECT,
 )
-from routewise.client.wire import parse_reply, request_errors
+from routewise.client.wire import event_id_of, parse_reply, request_errors
 from routewise.contracts.errors import ErrorInfo, ErrorReply, PermanentError, RoutewiseError
 from routewise.contracts.events import Event
-from routewise.contracts.subjects import Subjects, durable
+from routewise.contracts.subjects import Subjects, durable, subject_token
 from routewise.runtime.redaction import redact_error, redact_task
 from routewise.runtime.settings import Settings
 
@@ -73,6 +73,13 @@ class InvalidMessage(PermanentError):
     """The message on the bus is not a valid event of the expected type."""
 
     code = "invalid_message"
+
+
+class WrongOrg(PermanentError):
+    """An event of one org came on another org's subject (a tenant's bus user may publish only on
+    its own org's): it is dead-lettered, never applied."""
+
+    code = "scope_mismatch"
 
 
 def _js_metadata(msg: Msg) -> Any | None:
@@ -171,7 +178,9 @@ class DeadLetterMiddleware(BaseMiddleware):
             headers[HEADER_MSG_ID] = original_id
         stream_seq = str(meta.sequence.stream)
         data, error = raw.data, "".join(traceback.format_exception_only(exc)).strip()
-        if settings.redact_prompts and raw.subject == settings.subjects.task_arrived:  # see routewise.runtime.redaction
+        if settings.redact_prompts and raw.subject.startswith(
+            f"{settings.subjects.task_arrived}."
+        ):  # see routewise.runtime.redaction
             data, error = redact_task(data), redact_error(error)
             headers[HEADER_REDACTED] = "prompt"
         headers.update(
@@ -219,12 +228,13 @@ dead-lettered: to answer its sender when the sender can be read from it."""
 
 
 def contract_decoder(
-    contract: type[BaseModel], on_invalid: OnInvalid | None = None
+    contract: type[BaseModel], on_invalid: OnInvalid | None = None, subjects: Subjects | None = None
 ) -> Callable[[NatsMessage], Awaitable[BaseModel]]:
     """A FastStream decoder that validates the raw JSON as ``contract`` (pydantic's JSON mode, once):
     the typed subscriber then receives the instance as it is. A payload that is not the contract
     raises InvalidMessage, which the DeadLetterMiddleware dead-letters (events) or answers
-    (requests); a bug inside a handler that builds an invalid model is not that, and is retried."""
+    (requests); a bug inside a handler that builds an invalid model is not that, and is retried.
+    With ``subjects``, an event whose org is not the one its subject names raises WrongOrg."""
 
     async def decode(msg: NatsMessage) -> BaseModel:
         try:
@@ -240,6 +250,8 @@ def contract_decoder(
                 f"not a valid {contract.__name__}: {exc}",
                 details={"message": problem, **_validation_details(exc)},
             ) from exc
+        if subjects is not None:
+            _check_org(subjects, decoded, msg.raw_message.subject)
         if isinstance(decoded, Event) and "event_id" not in decoded.model_fields_set:
             return decoded.model_copy(update={"event_id": _id_from_header(contract.__name__, msg.headers)})
         return decoded
@@ -247,20 +259,22 @@ def contract_decoder(
     return decode
 
 
-EVENT_ID_NAMESPACE = UUID("0b9f6d7e-3c1a-5e8f-9a42-6d1c2b7e4f10")
-"""Names the event ids derived from a ``Nats-Msg-Id`` that is not itself a UUID."""
+def _check_org(subjects: Subjects, event: BaseModel, subject: str) -> None:
+    token = subjects.org_token(type(event), subject)
+    if token is None:
+        return
+    org: str = event.scope_id.partition("/")[0] if hasattr(event, "scope_id") else event.scope.org_id  # type: ignore[attr-defined]
+    if token != subject_token(org):
+        raise WrongOrg(f"a {type(event).__name__} of org {org!r} came on {subject!r}, another org's subject")
 
 
 def _id_from_header(contract: str, headers: Mapping[str, str] | None) -> UUID:
-    """The id of an event whose payload has none: its ``Nats-Msg-Id``, the same on every redelivery
-    (a UUID as it is, anything else named by it). Without either it could not be applied once."""
+    """The id of an event whose payload has none: from its ``Nats-Msg-Id``. Without either it could
+    not be applied once."""
     msg_id = (headers or {}).get("Nats-Msg-Id", "").strip()
     if not msg_id:
         raise InvalidMessage(f"a {contract} needs its event_id: in the payload, or as the Nats-Msg-Id header")
-    try:
-        return UUID(msg_id)
-    except ValueError:
-        return uuid5(EVENT_ID_NAMESPACE, msg_id[:1024])
+    return event_id_of(msg_id)
 
 
 def consume(
@@ -308,7 +322,7 @@ def consume(
             ack_wait=settings.ack_wait,
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=contract_decoder(event_type, on_invalid),
+        decoder=contract_decoder(event_type, on_invalid, settings.subjects),
         title=f"{service}:{subject}",
         description=(event_type.__doc__ or "").strip() or None,
     )(_consumer)

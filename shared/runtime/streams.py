@@ -2,25 +2,27 @@
 
 | stream | subjects (``<ns>.``) | keeps | default |
 | --- | --- | --- | --- |
-| ``<NS>_TASKS`` | ``tasks.arrived`` | TaskArrived, with its prompt, until surely decided | 24 h |
-| ``<NS>_EVENTS`` | ``tasks.rejected``, ``models.>``, ``costs.>``, ``feedback.>`` | what consumers apply | 30 days |
+| ``<NS>_TASKS`` | ``tasks.arrived.*`` | TaskArrived, with its prompt, until surely decided | 24 h |
+| ``<NS>_EVENTS`` | ``tasks.rejected.*``, ``models.>``, ``costs.>``, ``feedback.>`` | what consumers apply | 30 days |
 | ``<NS>_ALERTS`` | ``budgets.alerts.>`` | budget alerts, replayed by ``routewise alerts`` | 30 days |
 | ``<NS>_DEADLETTER`` | ``deadletter.>`` | what a service could not apply, to read and replay | 14 days, 1 GiB |
 
-A deployment made before the tasks stream existed has ``<ns>.tasks.>`` in its events stream, and
-NATS refuses two streams with overlapping subjects. ``ensure_streams`` therefore first narrows the
-events stream, then creates the tasks stream (a publish of a task in between, a few milliseconds,
-is refused, never lost: the SDK raises ``unavailable``), then moves the TaskArrived the events
-stream still holds and some consumer may not have applied yet into the tasks stream, with their
-headers (``Nats-Msg-Id``: a replica doing the same at once is deduplicated), and purges them from
-the events stream, prompts included. A copy a consumer had already applied is recognised by its
-inbox (tasks are kept no longer than the inbox remembers ids). Each step is idempotent, so a
-start cut short anywhere is finished by the next.
+A release before the org was in the subjects published ``<ns>.costs.recorded`` (and the others
+of ``ORG_EVENTS``) without it, and the one before that kept ``<ns>.tasks.>`` in the events stream
+(NATS refuses two streams with overlapping subjects). ``ensure_streams`` therefore first narrows
+the events stream, then creates the tasks stream (a task published in between, a few
+milliseconds, is refused, never lost: the SDK raises ``unavailable``), then moves every event the
+streams still hold on a subject without its org, from the first one a durable consumer of it had
+not acknowledged, onto its org's subject, and purges the originals (prompts included) and those
+consumers. A copy a consumer had applied already is recognised by its inbox (it keeps its event
+id; tasks are kept no longer than the inbox remembers ids). Each step is idempotent, so a start
+cut short anywhere is finished by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from datetime import UTC, datetime, timedelta
 
 import nats.js.errors
@@ -28,7 +30,8 @@ import structlog
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 
-from routewise.contracts.subjects import Stream
+from routewise.client.wire import event_id_of
+from routewise.contracts.subjects import ORG_EVENTS, Stream, Subjects
 from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -69,7 +72,7 @@ def stream_config(stream: Stream, settings: Settings) -> StreamConfig:
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     """Create the streams, or bring an existing one's subjects and limits up to date, then move
-    the tasks an older deployment kept in the events stream to the tasks stream. Idempotent."""
+    the events an older release published without their org onto their org's subject. Idempotent."""
     for stream in settings.subjects.streams:
         config = stream_config(stream, settings)
         try:
@@ -82,7 +85,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             if exc.err_code not in (10058, 10065) or not await _stream_exists(js, stream.name):
                 raise
             await js.update_stream(config)
-    await move_tasks_out_of_events(js, settings)
+    await move_unsuffixed_events(js, settings)
 
 
 async def _stream_exists(js: JetStreamContext, name: str) -> bool:
@@ -93,44 +96,72 @@ async def _stream_exists(js: JetStreamContext, name: str) -> bool:
     return True
 
 
-async def move_tasks_out_of_events(js: JetStreamContext, settings: Settings) -> int:
-    """Copy the TaskArrived an older layout left in the events stream to the tasks stream (those
-    younger than the tasks stream's max age, from the first one a durable consumer of tasks had
-    not acknowledged), purge them from the events stream and drop its consumers of tasks.
-    Returns how many were copied; 0 at once when there is nothing to move."""
+async def move_unsuffixed_events(js: JetStreamContext, settings: Settings) -> int:
+    """Move the events an older release left on subjects without their org (``<ns>.costs.recorded``,
+    and ``<ns>.tasks.arrived`` in either stream) onto their org's subject, in the stream that keeps
+    it now: those from the first one a durable consumer of that subject had not acknowledged (tasks:
+    younger than the tasks stream's max age), then purge them and drop those consumers (the new
+    release's consumers take their names). Returns how many were moved; 0 at once when none is left."""
     s = settings.subjects
-    events, subject = s.events_stream.name, s.task_arrived
-    info = await js.stream_info(events, subjects_filter=subject)
-    held = (info.state.subjects or {}).get(subject, 0)
-    if not held:
+    moved = 0
+    for stream in (s.events_stream, s.tasks_stream):
+        for name in sorted(ORG_EVENTS):
+            moved += await _move_unsuffixed(js, settings, stream.name, name)
+    return moved
+
+
+async def _move_unsuffixed(js: JetStreamContext, settings: Settings, stream: str, name: str) -> int:
+    s = settings.subjects
+    subject = getattr(s, name)
+    try:
+        info = await js.stream_info(stream, subjects_filter=subject)
+    except nats.js.errors.NotFoundError:
         return 0
-    consumers = [c for c in await js.consumers_info(events) if c.config.durable_name and _consumes(c.config, subject)]
+    if not (info.state.subjects or {}).get(subject, 0):
+        return 0
+    consumers = [c for c in await js.consumers_info(stream) if c.config.durable_name and _consumes(c.config, subject)]
     start = min((c.ack_floor.stream_seq + 1 for c in consumers if c.ack_floor), default=1)
     cutoff = datetime.now(UTC) - timedelta(hours=settings.tasks_stream_max_age_hours)
-    copied = 0
-    seq = start
+    moved, seq = 0, start
     while True:
         try:
-            msg = await js.get_msg(events, seq=seq, subject=subject, next=True)
+            msg = await js.get_msg(stream, seq=seq, subject=subject, next=True)
         except nats.js.errors.NotFoundError:  # past the last one (or another replica purged them)
             break
         seq = (msg.seq or seq) + 1
-        if msg.time is not None and msg.time < cutoff:
+        if name == "task_arrived" and msg.time is not None and msg.time < cutoff:
             continue
-        await js.publish(subject, msg.data or b"", headers=dict(msg.headers or {}) or None, stream=s.tasks_stream.name)
-        copied += 1
-    await js.purge_stream(events, subject=subject)
-    for consumer in consumers:  # the services' consumers of tasks there: they consume the tasks stream now
+        if (copy := _on_org_subject(s, name, msg.data or b"", dict(msg.headers or {}))) is None:
+            continue  # not an event of its kind: its consumers dead-lettered it already
+        target, data, headers = copy
+        await js.publish(target, data, headers=headers, stream=s.stream_for(target).name)
+        moved += 1
+    await js.purge_stream(stream, subject=subject)
+    for consumer in consumers:
         if consumer.config.filter_subject == subject and not consumer.config.filter_subjects:
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_consumer(events, consumer.name)
-    log.info(
-        "moved the tasks of an older layout to their own stream",
-        copied=copied,
-        purged=held,
-        stream=s.tasks_stream.name,
-    )
-    return copied
+                await js.delete_consumer(stream, consumer.name)
+    log.info("moved the events of an older release to their org's subject", subject=subject, moved=moved)
+    return moved
+
+
+def _on_org_subject(
+    s: Subjects, name: str, data: bytes, headers: dict[str, str]
+) -> tuple[str, bytes, dict[str, str]] | None:
+    """The copy of an unsuffixed event: its org's subject, its payload with its event id (taken from
+    ``Nats-Msg-Id`` when it had none, as the consumers would), and a ``Nats-Msg-Id`` of its own (the
+    original is in JetStream's duplicate window). A copy a consumer had applied is known to its inbox."""
+    try:
+        payload = json.loads(data)
+        org = payload["scope"]["org_id"]
+        if not isinstance(org, str) or not org:
+            return None
+        if "event_id" not in payload:
+            payload["event_id"] = str(event_id_of(headers.get("Nats-Msg-Id", "")))
+    except (ValueError, KeyError, TypeError):
+        return None
+    headers["Nats-Msg-Id"] = f"moved-{payload['event_id']}"
+    return s.for_org(name, org), json.dumps(payload).encode(), headers
 
 
 def _consumes(config: ConsumerConfig, subject: str) -> bool:

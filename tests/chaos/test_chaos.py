@@ -49,7 +49,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import Budget, BudgetStatus, GetBudgetStatus
-from routewise.contracts.events import BudgetAlert, Scope
+from routewise.contracts.events import BudgetAlert, ModelSelected, Scope, TaskRejected
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.runtime.bus import HEADER_REASON, HEADER_SERVICE, HEADER_SUBJECT
@@ -153,8 +153,8 @@ class Run:
         traffic = Traffic(nc, self.settings.subjects, random.Random(SEED), self.ledger)
         subjects = self.settings.subjects
         background = [
-            asyncio.create_task(traffic.read_answers(subjects.model_selected, "chaos-app-selected")),
-            asyncio.create_task(traffic.read_answers(subjects.task_rejected, "chaos-app-rejected")),
+            asyncio.create_task(traffic.read_answers(subjects.of(ModelSelected), "chaos-app-selected")),
+            asyncio.create_task(traffic.read_answers(subjects.of(TaskRejected), "chaos-app-rejected")),
             *(asyncio.create_task(traffic.send_follow_ups()) for _ in range(4)),
             asyncio.create_task(self.supervise()),
         ]
@@ -246,8 +246,8 @@ class Run:
             }
             self.found["performance"] = _performance_totals(await _performance(rw))
             events = subjects.events_stream.name
-            self.found["answers"] = await read_stream(rw.nc, events, subjects.model_selected) + await read_stream(
-                rw.nc, events, subjects.task_rejected
+            self.found["answers"] = await read_stream(rw.nc, events, subjects.of(ModelSelected)) + await read_stream(
+                rw.nc, events, subjects.of(TaskRejected)
             )
             self.found["alerts"] = await read_stream(rw.nc, subjects.alerts_stream.name, f"{subjects.budget_alerts}.>")
             self.found["dead_letters"] = await read_stream(

@@ -26,7 +26,7 @@ from routewise.contracts.events import (
     TaskArrived,
     TaskRejected,
 )
-from routewise.contracts.subjects import Subjects
+from routewise.contracts.subjects import Subjects, subject_matches
 from routewise.contracts.vocabulary import BudgetMode, Period, ThresholdAction
 
 log = structlog.get_logger(__name__)
@@ -159,7 +159,7 @@ class Traffic:
 
     async def publish(self, event: Event, *, bare: bool = False) -> None:
         """Until JetStream acknowledges it; ``bare``: without ``event_id`` in the payload."""
-        subject = getattr(self.subjects, type(event).SUBJECT)
+        subject = self.subjects.event(event)  # its org's
         data = event.model_dump_json(exclude={"event_id"} if bare else None).encode()
         headers = msg_id_headers(event, {})  # Nats-Msg-Id: the event's id
         loop = asyncio.get_running_loop()
@@ -198,8 +198,9 @@ class Traffic:
     # --- answers --------------------------------------------------------------------------
 
     async def read_answers(self, subject: str, durable: str) -> None:
-        """Every ModelSelected or TaskRejected, through a durable pull consumer (it outlives a
-        NATS restart); the first ModelSelected of a task sends its calls and rating."""
+        """Every ModelSelected or TaskRejected (``subject``: every org's), through a durable pull
+        consumer (it outlives a NATS restart); the first ModelSelected of a task sends its calls
+        and rating."""
         stream = self.subjects.events_stream.name
         sub = await self.js.pull_subscribe(subject, durable=durable, stream=stream)
         while True:
@@ -220,7 +221,8 @@ class Traffic:
                     self.ledger.read_errors += 1  # redelivered: the ledger keeps one per event id
 
     def on_answer(self, subject: str, data: bytes) -> None:
-        kind: type[Answer] = ModelSelected if subject == self.subjects.model_selected else TaskRejected
+        selected = subject_matches(self.subjects.of(ModelSelected), subject)
+        kind: type[Answer] = ModelSelected if selected else TaskRejected
         answer = kind.model_validate_json(data)
         answers = self.ledger.answers[answer.task_id]
         first = not answers

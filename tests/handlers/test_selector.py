@@ -76,14 +76,16 @@ def a_task(prompt: str = SIMPLE, **fields: object) -> TaskArrived:
 async def published(
     admin: asyncpg.Connection, deps: SelectorDeps, task: TaskArrived
 ) -> list[ModelSelected | TaskRejected]:
-    """What the selector put in its outbox for ``task``, oldest first."""
+    """What the selector put in its outbox for ``task`` (on its org's subjects), oldest first."""
+    org = task.scope.org_id
+    selected = deps.subjects.for_org("model_selected", org)
     rows = await admin.fetch(
         "SELECT subject, payload FROM selector.outbox WHERE subject = ANY($1::text[]) ORDER BY created_at",
-        [deps.subjects.model_selected, deps.subjects.task_rejected],
+        [selected, deps.subjects.for_org("task_rejected", org)],
     )
     found: list[ModelSelected | TaskRejected] = []
     for row in rows:
-        kind = ModelSelected if row["subject"] == deps.subjects.model_selected else TaskRejected
+        kind = ModelSelected if row["subject"] == selected else TaskRejected
         event = kind.model_validate_json(row["payload"])
         if event.task_id == task.task_id:
             found.append(event)
@@ -99,7 +101,7 @@ async def decided(admin: asyncpg.Connection, deps: SelectorDeps, task: TaskArriv
 async def apply_once(event: FeedbackRecorded, deps: SelectorDeps) -> None:
     """As the runtime applies an event: claimed in the inbox, handled in the same transaction."""
     async with deps.transaction() as uow:
-        if await claim(uow.conn, event.event_id, deps.subjects.feedback_recorded):
+        if await claim(uow.conn, event.event_id, deps.subjects.of(FeedbackRecorded)):
             await handlers.learn_feedback(event, uow, deps)
 
 
@@ -372,7 +374,8 @@ async def test_an_invalid_task_whose_sender_can_be_read_is_rejected_with_why(dep
     await handlers.reject_invalid_task(b"{not json", "request: Invalid JSON", deps)  # nobody to answer
 
     async with deps.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT subject, payload FROM outbox WHERE subject = $1", deps.subjects.task_rejected)
+        rejected = deps.subjects.for_org("task_rejected", "acme")  # the org the invalid task names
+        rows = await conn.fetch("SELECT subject, payload FROM outbox WHERE subject = $1", rejected)
     answers = [TaskRejected.model_validate_json(r["payload"]) for r in rows]
     mine = [a for a in answers if a.task_id == task_id]
     assert len(mine) == 1  # a redelivery of the same message does not answer twice

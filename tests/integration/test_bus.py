@@ -48,13 +48,15 @@ def a_cost(**overrides: object) -> CostRecorded:
 def consumer(
     settings: Settings, handler: Callable[[CostRecorded], Awaitable[None]]
 ) -> AbstractAsyncContextManager[NatsBroker]:
-    return consuming(settings, "testsvc", settings.subjects.cost_recorded, CostRecorded, handler)
+    return consuming(settings, "testsvc", settings.subjects.of(CostRecorded), CostRecorded, handler)
 
 
-async def publish_raw(settings: Settings, data: bytes, msg_id: str) -> None:
+async def publish_raw(settings: Settings, data: bytes, msg_id: str, org: str = "acme") -> None:
+    """``data`` as it is, on ``org``'s cost subject."""
     nc = await nats.connect(settings.nats_url)
     try:
-        await nc.jetstream().publish(settings.subjects.cost_recorded, data, headers={"Nats-Msg-Id": msg_id})
+        subject = settings.subjects.for_org("cost_recorded", org)
+        await nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id})
     finally:
         await nc.close()
 
@@ -93,7 +95,7 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(settings: Settin
         event = a_cost()
         await broker.publish(
             event.model_dump_json().encode(),
-            settings.subjects.cost_recorded,
+            settings.subjects.event(event),
             headers=msg_id_headers(event),
             stream=settings.subjects.events_stream.name,
         )
@@ -163,8 +165,35 @@ async def test_a_malformed_message_goes_straight_to_dead_letter_and_the_consumer
     assert letter.headers is not None
     assert letter.headers[HEADER_REASON] == "invalid_message"
     assert letter.headers[HEADER_DELIVERIES] == "1"  # not retried
-    assert letter.headers[HEADER_SUBJECT] == settings.subjects.cost_recorded
+    assert letter.headers[HEADER_SUBJECT] == settings.subjects.for_org("cost_recorded", "acme")
     assert expected_error in letter.headers["Routewise-DeadLetter-Error"]
+
+
+@pytest.mark.parametrize(("org", "other"), [("acme", "globex"), ("a.b", "a")])
+async def test_an_event_on_another_orgs_subject_is_dead_lettered_and_never_applied(
+    settings: Settings, org: str, other: str
+) -> None:
+    """A tenant's bus user may publish only on its own org's subject: an event whose scope names
+    another org than the subject it came on is refused (not retried), its own org's is applied.
+    ``a.b``'s cost on org ``a``'s subject is the same forgery, not a subject token of ``a``."""
+    applied: list[CostRecorded] = []
+
+    async def record(event: CostRecorded) -> None:
+        applied.append(event)
+
+    forged, good = a_cost(scope=Scope(org_id=org)), a_cost(scope=Scope(org_id=org))
+    async with consumer(settings, record):
+        await publish_raw(settings, forged.model_dump_json().encode(), str(forged.event_id), org=other)
+        await publish_raw(settings, good.model_dump_json().encode(), str(good.event_id), org=org)
+        (letter,) = await eventually(lambda: dead_letters(settings), timeout=10)
+        await eventually(lambda: asyncio.sleep(0, result=applied), timeout=10)
+        await asyncio.sleep(0.3)  # time enough for a wrongly retried forgery to arrive after all
+    assert applied == [good]
+    assert letter.headers is not None
+    assert letter.headers[HEADER_REASON] == "scope_mismatch"
+    assert letter.headers[HEADER_DELIVERIES] == "1"  # not retried
+    assert letter.headers[HEADER_SUBJECT] == settings.subjects.for_org("cost_recorded", other)
+    assert CostRecorded.model_validate_json(letter.data) == forged
 
 
 async def test_replicas_starting_together_all_set_up_the_streams(settings: Settings) -> None:
@@ -213,7 +242,7 @@ async def test_a_message_that_crashed_its_consumer_is_dead_lettered_without_runn
     nc = await nats.connect(settings.nats_url)
     try:
         pull = await nc.jetstream().pull_subscribe_bind(
-            durable=durable("testsvc", settings.subjects.cost_recorded), stream=settings.subjects.events_stream.name
+            durable=durable("testsvc", settings.subjects.of(CostRecorded)), stream=settings.subjects.events_stream.name
         )
         for _ in range(settings.max_deliver):
             (taken,) = await pull.fetch(1, timeout=5)
@@ -268,7 +297,7 @@ async def test_an_event_with_no_id_at_all_is_dead_lettered_not_applied(settings:
     async with consumer(settings, record):
         nc = await nats.connect(settings.nats_url)
         try:  # no payload id, no Nats-Msg-Id
-            await nc.jetstream().publish(settings.subjects.cost_recorded, without_event_id(a_cost()))
+            await nc.jetstream().publish(settings.subjects.for_org("cost_recorded", "acme"), without_event_id(a_cost()))
         finally:
             await nc.close()
         (letter,) = await eventually(lambda: dead_letters(settings), timeout=10)

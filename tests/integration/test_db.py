@@ -157,8 +157,8 @@ async def test_the_outbox_publishes_each_event_once(service_pool: asyncpg.Pool, 
     )
     try:
         async with unit_of_work(service_pool) as conn:
-            await enqueue(conn, settings.subjects.task_rejected, event)
-            await enqueue(conn, settings.subjects.task_rejected, event)  # a retried handler enqueues again
+            await enqueue(conn, settings.subjects.event(event), event)
+            await enqueue(conn, settings.subjects.event(event), event)  # a retried handler enqueues again
         relay = OutboxRelay(service_pool, broker, settings)
         assert await relay.flush() == 1
         assert await relay.flush() == 0

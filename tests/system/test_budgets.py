@@ -192,7 +192,7 @@ async def test_a_user_cost_counts_on_team_and_org_and_replays_change_nothing(bud
         nc = rw.nc
         for i, cost in enumerate(costs):  # replay every cost, past the stream's duplicate detection
             await nc.jetstream().publish(
-                budget_stack.settings.subjects.cost_recorded,
+                budget_stack.settings.subjects.event(cost),
                 cost.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"replay-{i}-{cost.event_id}"},
             )
@@ -330,16 +330,14 @@ async def test_reservations_are_settled_released_and_expire(budget_stack: Runnin
         assert (repeat.admitted, repeat.reason) == (False, "already_settled")
 
         # a TaskRejected from anyone does not release a hold: only the decider, naming its reservation
-        await rw.publish(
-            rw.subjects.task_rejected,
-            TaskRejected(
-                task_id=released_task,
-                scope=scope,
-                task_type="normal",
-                reason=RejectionReason.budget_exhausted,
-                detail="x",
-            ),
+        stray = TaskRejected(
+            task_id=released_task,
+            scope=scope,
+            task_type="normal",
+            reason=RejectionReason.budget_exhausted,
+            detail="x",
         )
+        await rw.publish(rw.subjects.event(stray), stray)
         with pytest.raises(RemoteError, match="no reservation") as wrong:
             await rw.request(
                 rw.subjects.budget_release, ReleaseBudget(task_id=released_task, reservation_id=uuid.uuid4()), Released

@@ -26,7 +26,7 @@ from routewise.client.deadletters import (
     subject_matches,
 )
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.events import Scope
+from routewise.contracts.events import CostRecorded, Scope
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from routewise.contracts.subjects import durable
 from tests.conftest import RunningStack, run_cli
@@ -82,7 +82,8 @@ async def applied_everything(stack: RunningStack, *services: str) -> None:
 
         async def drained() -> bool:
             for service in services:
-                info = await js.consumer_info(subjects.events_stream.name, durable(service, subjects.cost_recorded))
+                consumer = durable(service, subjects.of(CostRecorded))
+                info = await js.consumer_info(subjects.events_stream.name, consumer)
                 if info.num_pending or info.num_ack_pending:
                     return False
             return True
@@ -117,18 +118,20 @@ async def test_dead_letters_are_listed_by_service_subject_reason_and_time_shown_
     before = {s: counted(running_stack, s, "invalid_message") for s in (*COST_CONSUMERS, "selector")}
     bad_cost = json.dumps({"task_id": "nope", "cost_usd": "free", "note": uuid.uuid4().hex}).encode()
     cost_msg_id = f"bad-cost-{uuid.uuid4().hex}"
-    await publish(running_stack, subjects.cost_recorded, bad_cost, {"Nats-Msg-Id": cost_msg_id})
+    cost_subject = subjects.for_org("cost_recorded", "acme")
+    await publish(running_stack, cost_subject, bad_cost, {"Nats-Msg-Id": cost_msg_id})
     bad_task = {"task_id": str(uuid.uuid4()), "scope": {"org_id": "acme"}, "prompt": "hi", "quality_bias": 7}
-    await publish(running_stack, subjects.task_arrived, json.dumps(bad_task).encode(), {"Nats-Msg-Id": "bad-task"})
+    task_subject = subjects.for_org("task_arrived", "acme")
+    await publish(running_stack, task_subject, json.dumps(bad_task).encode(), {"Nats-Msg-Id": "bad-task"})
 
-    costs = await listed(running_stack, "--since", started, "--subject", subjects.cost_recorded, count=4)
+    costs = await listed(running_stack, "--since", started, "--subject", subjects.of(CostRecorded), count=4)
     assert sorted(d["service"] for d in costs) == sorted(COST_CONSUMERS)  # each consumer's own dead letter
     assert {d["reason"] for d in costs} == {"invalid_message"}
     assert all(d["error"].startswith("InvalidMessage: not a valid CostRecorded") for d in costs)
-    tasks = await listed(running_stack, "--since", started, "--subject", f"{subjects.namespace}.tasks.*", count=2)
+    tasks = await listed(running_stack, "--since", started, "--subject", f"{subjects.namespace}.tasks.>", count=2)
     assert sorted(d["service"] for d in tasks) == ["metrics", "selector"]
     (mine,) = await listed(running_stack, "--since", started, "--service", "budget_enforcer", count=1)
-    assert mine["subject"] == subjects.cost_recorded and mine["deliveries"] == 1
+    assert mine["subject"] == cost_subject and mine["deliveries"] == 1
     assert answer(running_stack, "list", "--since", started, "--reason", "max_deliver_exceeded")["dead_letters"] == []
     earlier = {d["seq"] for d in answer(running_stack, "list", "--until", started, "--limit", "10000")["dead_letters"]}
     assert not earlier & {d["seq"] for d in costs + tasks}
@@ -144,7 +147,7 @@ async def test_dead_letters_are_listed_by_service_subject_reason_and_time_shown_
     shown = answer(running_stack, "show", str(mine["seq"]))
     assert shown["payload"] == json.loads(bad_cost) and not shown["payload_truncated"]
     assert shown["headers"][HEADER_REASON] == "invalid_message" and shown["msg_id"] == cost_msg_id
-    assert shown["headers"][HEADER_SUBJECT] == subjects.cost_recorded and "cost_usd" in shown["error"]
+    assert shown["headers"][HEADER_SUBJECT] == cost_subject and "cost_usd" in shown["error"]
     readable = dead_letters(running_stack, "show", str(mine["seq"]))
     assert readable.returncode == 0 and '"cost_usd": "free"' in readable.stdout and HEADER_ERROR in readable.stdout
     missing = dead_letters(running_stack, "show", "99999999", "--json")
@@ -234,8 +237,10 @@ async def test_what_cannot_be_applied_once_is_not_replayed_and_purge_deletes_onl
         return subjects.dead_letter("budget_enforcer"), json.dumps(payload).encode(), headers
 
     request = letter(subjects.budget_reserve, {"event_id": str(uuid.uuid4())})  # a request: never a dead letter
-    no_id = letter(subjects.cost_recorded, {"task_id": str(uuid.uuid4())})  # neither event_id nor Nats-Msg-Id
-    redacted = letter(subjects.task_arrived, {"event_id": str(uuid.uuid4())}, **{HEADER_REDACTED: "prompt"})
+    no_id = letter(subjects.for_org("cost_recorded", "acme"), {"task_id": str(uuid.uuid4())})  # no id, no Nats-Msg-Id
+    redacted = letter(
+        subjects.for_org("task_arrived", "acme"), {"event_id": str(uuid.uuid4())}, **{HEADER_REDACTED: "prompt"}
+    )
     for subject, data, headers in (request, no_id, redacted):
         await publish(running_stack, subject, data, headers)
     letters = await listed(running_stack, "--reason", reason, count=3)
@@ -265,7 +270,11 @@ async def test_what_cannot_be_applied_once_is_not_replayed_and_purge_deletes_onl
 async def test_show_prints_a_large_payload_only_in_part(running_stack: RunningStack) -> None:
     subjects = running_stack.settings.subjects
     reason = f"test_{uuid.uuid4().hex[:8]}"
-    headers = {HEADER_REASON: reason, HEADER_SUBJECT: subjects.cost_recorded, HEADER_SERVICE: "metrics"}
+    headers = {
+        HEADER_REASON: reason,
+        HEADER_SUBJECT: subjects.for_org("cost_recorded", "acme"),
+        HEADER_SERVICE: "metrics",
+    }
     await publish(running_stack, subjects.dead_letter("metrics"), b"x" * 100_000, headers)
     (letter,) = await listed(running_stack, "--reason", reason, count=1)
     assert letter["size"] == 100_000

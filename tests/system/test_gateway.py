@@ -22,6 +22,7 @@ import pytest
 from genai_prices import Usage, calc_price
 
 from routewise.contracts.catalog import default_catalog
+from routewise.contracts.events import CostRecorded, FeedbackRecorded
 from routewise.contracts.gateway import CreateKey
 from routewise.dev.mock_provider import MockProvider
 from routewise.services.gateway import keys
@@ -104,7 +105,7 @@ def costs_of(gateway: Gateway, task_id: str, count: int) -> list[dict[str, Any]]
         nc = await nats.connect(gateway.stack.nats_url)
         try:
             js = nc.jetstream()
-            subject = gateway.stack.settings.subjects.cost_recorded
+            subject = gateway.stack.settings.subjects.of(CostRecorded)  # every org's
             found: list[dict[str, Any]] = []
 
             async def collect() -> list[dict[str, Any]] | None:
@@ -305,7 +306,7 @@ def feedback_of(gateway: Gateway, task_id: str) -> dict[str, Any]:
         nc = await nats.connect(gateway.stack.nats_url)
         try:
             js = nc.jetstream()
-            sub = await js.subscribe(gateway.stack.settings.subjects.feedback_recorded, ordered_consumer=True)
+            sub = await js.subscribe(gateway.stack.settings.subjects.of(FeedbackRecorded), ordered_consumer=True)
             while True:
                 msg = await sub.next_msg(timeout=10)
                 payload: dict[str, Any] = json.loads(msg.data)

@@ -33,7 +33,8 @@ async def dead_lettered(system: System, cost: dict[str, Any], service: str) -> M
     try:
         js = nc.jetstream()
         dead = await js.subscribe(subjects.dead_letter(service), stream=subjects.dead_letter_stream.name)
-        await js.publish(subjects.cost_recorded, json.dumps(cost).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        subject = subjects.for_org("cost_recorded", cost["scope"]["org_id"])  # its own org's subject
+        await js.publish(subject, json.dumps(cost).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())})
         return await dead.next_msg(timeout=10)
     finally:
         await nc.close()
@@ -101,9 +102,10 @@ async def rejection_of(system: System, task: dict[str, Any]) -> TaskRejected:
     subjects = system.settings.subjects
     nc = await nats.connect(system.settings.nats_url)
     try:
-        answers = await nc.subscribe(subjects.task_rejected)
+        org = task["scope"]["org_id"]
+        answers = await nc.subscribe(subjects.for_org("task_rejected", org))
         await nc.jetstream().publish(
-            subjects.task_arrived, json.dumps(task).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())}
+            subjects.for_org("task_arrived", org), json.dumps(task).encode(), headers={"Nats-Msg-Id": str(uuid.uuid4())}
         )
         while True:
             rejected = TaskRejected.model_validate_json((await answers.next_msg(timeout=10)).data)
@@ -186,15 +188,16 @@ async def test_a_conflicting_duplicate_is_not_applied_and_is_counted(system: Sys
     nc = await nats.connect(system.settings.nats_url)
     try:  # under another Nats-Msg-Id, so JetStream's duplicate window does not drop it first
         js = nc.jetstream()
-        await js.publish(subjects.cost_recorded, first.model_dump_json().encode(), headers={"Nats-Msg-Id": "a"})
-        await js.publish(subjects.cost_recorded, json.dumps(conflicting).encode(), headers={"Nats-Msg-Id": "b"})
+        subject = subjects.event(first)
+        await js.publish(subject, first.model_dump_json().encode(), headers={"Nats-Msg-Id": "a"})
+        await js.publish(subject, json.dumps(conflicting).encode(), headers={"Nats-Msg-Id": "b"})
     finally:
         await nc.close()
     registry = system.runtimes["budget_enforcer"][0].registry
 
     def counted() -> float:
         return (
-            registry.get_sample_value("routewise_conflicting_duplicates_total", {"subject": subjects.cost_recorded})
+            registry.get_sample_value("routewise_conflicting_duplicates_total", {"subject": subjects.of(CostRecorded)})
             or 0
         )
 

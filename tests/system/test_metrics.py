@@ -69,7 +69,7 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
             detail="needed an approval",
             occurred_at=selected[2].occurred_at - timedelta(seconds=5),
         )
-        await rw.publish(rw.subjects.task_rejected, stale)
+        await rw.publish(rw.subjects.event(stale), stale)
 
         async def settled() -> MetricsReport | None:
             r = await rw.request(rw.subjects.metrics_report, ask, MetricsReport)
@@ -122,7 +122,7 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
         # ids) reaches metrics and changes nothing; a later marker cost shows the replays were consumed
         for event in calls:
             await rw.nc.jetstream().publish(
-                rw.subjects.cost_recorded,
+                rw.subjects.event(event),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"replay-{event.event_id}"},
             )

@@ -81,7 +81,7 @@ async def test_stats_match_a_hand_computed_stream_and_replays_do_not_double_coun
         first = await stats_when(rw, model, 10, window="1h")
         for i, event in enumerate(events):  # replay everything past the stream's duplicate detection
             await rw.nc.jetstream().publish(
-                rw.subjects.cost_recorded,
+                rw.subjects.event(event),
                 event.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"replay-{i}-{event.event_id}"},
             )
@@ -120,10 +120,8 @@ async def test_stats_per_task_type_and_per_pattern_the_selector_saw(perf_stack: 
     async with RoutewiseClient(perf_stack.settings) as rw:
         for pattern, task_type, ok in [("code", "fix_bug", True), ("code", "fix_bug", False), ("math", "normal", True)]:
             task_id = uuid.uuid4()
-            await rw.publish(
-                rw.subjects.model_selected,
-                a_selection(SCOPE, model, task_id, pattern, task_type),
-            )
+            selection = a_selection(SCOPE, model, task_id, pattern, task_type)
+            await rw.publish(rw.subjects.event(selection), selection)
             await pattern_known(perf_stack, task_id)  # the decision is known before the cost, as in real life
             await rw.record_cost(
                 outcome(model, task_type=task_type, task_id=task_id, error=None if ok else "server_error")

@@ -233,7 +233,7 @@ async def test_learning_moves_the_choice_once_feedback_shows_a_cheap_model_is_as
         try:
             learnt = "SELECT examples FROM selector.learner_models WHERE model = 'gpt-5-nano'"
             assert await selector_db.fetchval(learnt) == 24
-            await rw.publish(rw.subjects.feedback_recorded, last_feedback)
+            await rw.publish(rw.subjects.event(last_feedback), last_feedback)
             await asyncio.sleep(1.5)
             assert await selector_db.fetchval(learnt) == 24
         finally:
@@ -344,7 +344,7 @@ async def test_preview_reserves_and_publishes_nothing(stack: RunningStack) -> No
 
     subs = [
         await nc.subscribe(s, cb=on_decision)
-        for s in (settings.subjects.model_selected, settings.subjects.task_rejected)
+        for s in (settings.subjects.for_org("model_selected", org), settings.subjects.for_org("task_rejected", org))
     ]
     try:
         async with RoutewiseClient(settings) as rw:

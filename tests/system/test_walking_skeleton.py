@@ -205,7 +205,8 @@ async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(r
     try:
         js = nc.jetstream()
         bad = b'{"task_id": "nope", "cost_usd": "free"}'
-        await js.publish(settings.subjects.cost_recorded, bad, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+        subject = settings.subjects.for_org("cost_recorded", org)
+        await js.publish(subject, bad, headers={"Nats-Msg-Id": uuid.uuid4().hex})
         dlq = await js.subscribe(settings.subjects.dead_letter("budget_enforcer"), ordered_consumer=True)
         letter = await dlq.next_msg(timeout=15)
         assert letter.data == bad
@@ -241,7 +242,7 @@ async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: 
     try:
         for attempt in range(3):
             await nc.jetstream().publish(
-                settings.subjects.cost_recorded,
+                settings.subjects.event(cost),
                 cost.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"replay-{attempt}-{cost.event_id}"},
             )

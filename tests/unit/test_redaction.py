@@ -65,7 +65,7 @@ def test_the_error_loses_the_input_pydantic_quotes() -> None:
 
 def test_tasks_have_their_own_stream_and_rejections_stay_with_the_decisions() -> None:
     s = Subjects()
-    assert s.stream_for(s.task_arrived).name == "ROUTEWISE_TASKS"
-    assert s.stream_for(s.task_rejected).name == "ROUTEWISE_EVENTS"
-    assert s.stream_for(s.model_selected).name == "ROUTEWISE_EVENTS"
+    assert s.stream_for(s.for_org("task_arrived", "acme")).name == "ROUTEWISE_TASKS"
+    assert s.stream_for(s.for_org("task_rejected", "acme")).name == "ROUTEWISE_EVENTS"
+    assert s.stream_for(s.for_org("model_selected", "acme")).name == "ROUTEWISE_EVENTS"
     assert [stream.name for stream in s.streams][:2] == ["ROUTEWISE_EVENTS", "ROUTEWISE_TASKS"]  # order of set-up
