@@ -10,7 +10,15 @@ import asyncio
 import sys
 from uuid import uuid4
 
-from routewise.client import CostRecorded, FeedbackRecorded, ModelSelected, RoutewiseClient, Scope, TaskArrived
+from routewise.client import (
+    CostRecorded,
+    CostReported,
+    FeedbackRecorded,
+    ModelSelected,
+    RoutewiseClient,
+    Scope,
+    TaskArrived,
+)
 from routewise.contracts.cost import Price, PriceUsage
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 
@@ -42,8 +50,10 @@ async def main() -> int:
             ),
             Price,
         )
-        await rw.record_cost(
-            CostRecorded(
+        # Reported, then checked by cost-predictor against the price book: recorded (CostRecorded,
+        # what budgets and metrics apply) or refused (CostRefused, with the reason). wait: its verdict.
+        verdict = await rw.record_cost(
+            CostReported(
                 task_id=task.task_id,
                 scope=task.scope,
                 task_type=task.task_type,
@@ -53,8 +63,12 @@ async def main() -> int:
                 output_tokens=output_tokens,
                 cost_usd=price.cost_usd,
                 latency_ms=latency_ms,
-            )
+            ),
+            wait=10,
         )
+        if not isinstance(verdict, CostRecorded):
+            print(f"expected the cost to be recorded, got {verdict!r}")
+            return 1
         print(f"recorded the call: {input_tokens} in, {output_tokens} out, ${price.cost_usd} ({price.source})")
 
         # Later (seconds or days), how good the answer was, 0..1: it teaches the selector's learner.

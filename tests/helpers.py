@@ -128,6 +128,13 @@ def a_cost(
     )  # type: ignore[arg-type]
 
 
+async def record_trusted(rw: RoutewiseClient, cost: CostRecorded) -> None:
+    """Publish a CostRecorded as the trusted publishers do (the gateway, which prices its calls, and
+    cost-predictor, which checked the cost): applied as it is, any amount, for tests of what the
+    consumers do with a cost. ``rw.record_cost`` reports it for cost-predictor to check instead."""
+    await rw.publish(rw.subjects.event(cost), cost)
+
+
 def a_call(decision: ModelSelected, input_tokens: int, output_tokens: int, cost: str | Decimal) -> CostRecorded:
     """The call a decision led to: its model, scope and task type, with these tokens and cost."""
     return CostRecorded(

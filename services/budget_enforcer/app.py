@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import BudgetAlert, CostRecorded
+from routewise.contracts.events import BudgetAlert, CostAdjusted, CostRecorded
 from routewise.runtime.service import Service, every
 from routewise.services.budget_enforcer import handlers
 
@@ -12,6 +12,7 @@ SERVICE = Service(
     deps=handlers.build,
     events={
         CostRecorded: handlers.settle_cost,
+        CostAdjusted: handlers.adjust_cost,
     },
     requests={
         "budget_reserve": handlers.reserve,

@@ -34,7 +34,7 @@ from routewise.contracts.budget import (
     UpdateBudget,
 )
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import CostRecorded
+from routewise.contracts.events import CostAdjusted, CostRecorded
 from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.runtime.settings import Settings
@@ -80,6 +80,21 @@ async def settle_cost(event: CostRecorded, uow: UnitOfWork, deps: BudgetDeps) ->
         await uow.publish(deps.subjects.event(alert), alert)
     if alerts:
         log.info("budget thresholds reached", alerts=[(a.budget_name, a.threshold_percent) for _, a in alerts])
+
+
+async def adjust_cost(event: CostAdjusted, uow: UnitOfWork, deps: BudgetDeps) -> None:
+    """Move a corrected or voided cost's spend in the periods it was charged to; raise the
+    thresholds a correction up crosses (a correction down takes no alert back). Tried again while
+    the cost it adjusts (or the adjustment before it) is not applied yet."""
+    alerts = await repo.adjust(uow.conn, event)
+    for _, alert in alerts:
+        await uow.publish(deps.subjects.event(alert), alert)
+    log.info(
+        "recorded cost adjusted",
+        task_id=str(event.task_id),
+        delta=str(event.delta_usd),
+        alerts=[(a.budget_name, a.threshold_percent) for _, a in alerts],
+    )
 
 
 # --- requests -------------------------------------------------------------------------------

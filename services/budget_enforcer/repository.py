@@ -37,7 +37,7 @@ from routewise.contracts.budget import (
     UpdateBudget,
 )
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import BudgetAlert, CostRecorded, Tier
+from routewise.contracts.events import BudgetAlert, CostAdjusted, CostRecorded, Tier, fixed_point
 from routewise.contracts.vocabulary import ErrorCode, Period, ThresholdAction
 from routewise.runtime.db import Connection
 from routewise.services.budget_enforcer.domain import (
@@ -415,9 +415,25 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
         [p.start for _, p in charged],
         event.cost_usd,
     )
+    return await _alerts(
+        conn,
+        [(b, state, period, state.spent + event.cost_usd) for b, (state, period) in zip(budgets, states, strict=True)],
+        org_id=scope.org_id,
+        cause=event.event_id,
+    )
+
+
+async def _alerts(
+    conn: Connection,
+    budgets: list[tuple[asyncpg.Record, BudgetState, PeriodRow, Decimal]],
+    *,
+    org_id: str,
+    cause: UUID,
+) -> list[tuple[str, BudgetAlert]]:
+    """The alerts of the thresholds each (budget, its state, period, spend now) has reached, for
+    those reached for the first time in that period (recorded in ``alerts_fired``)."""
     candidates: list[tuple[str, BudgetAlert]] = []
-    for budget, (state, period) in zip(budgets, states, strict=True):
-        spent = state.spent + event.cost_usd
+    for budget, state, period, spent in budgets:
         percent = percent_of(spent, state.limit)
         reached = in_force(state.thresholds, percent)
         in_force_now = sorted({a.value for t in reached for a in t.actions})
@@ -429,7 +445,7 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
                     budget_name=budget["name"],
                     scope_type=budget["scope_type"],
                     scope_id=budget["scope_id"],
-                    org_id=scope.org_id,
+                    org_id=org_id,
                     period_start=period.start,
                     period_end=period.end,
                     threshold_percent=threshold.percent,
@@ -438,7 +454,7 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
                     percent=shown(percent),
                     actions=[a.value for a in threshold.actions],
                     actions_in_force=in_force_now,
-                    cause_event_id=event.event_id,
+                    cause_event_id=cause,
                 ),
             )
             for threshold in reached
@@ -455,10 +471,87 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
         [a.period_start for _, a in candidates],
         [a.threshold_percent for _, a in candidates],
         [a.event_id for _, a in candidates],
-        event.event_id,
+        cause,
     )
     fired = {r["alert_event_id"] for r in first}
     return [(kind, alert) for kind, alert in candidates if alert.event_id in fired]
+
+
+class NotYetRecorded(Exception):
+    """An adjustment came before the cost it adjusts, or before the adjustments that precede it,
+    was applied here (a redelivery overtook it): it is tried again later."""
+
+
+async def adjust(conn: Connection, event: CostAdjusted) -> list[tuple[str, BudgetAlert]]:
+    """Move a recorded cost by the adjustment's delta, where it was charged: the ledger, the spend
+    of its scope chain, and each budget in the period it was charged to (not the current one).
+
+    Adjustments of one cost apply in their order (``sequence``). A positive delta may cross
+    thresholds: their alerts are raised (once per period, as for a cost). A negative one raises
+    none and takes none back: an alert raised stays raised, and that threshold will not alert again
+    in that period. Returns the alerts to publish.
+    """
+    row = await conn.fetchrow(
+        "SELECT adjustments, occurred_at FROM spend_ledger WHERE event_id = $1 FOR UPDATE", event.cost_event_id
+    )
+    if row is None or row["adjustments"] < event.sequence - 1:
+        what = "its cost" if row is None else f"adjustment {row['adjustments'] + 1} of its cost"
+        raise NotYetRecorded(f"adjustment {event.sequence} of cost {event.cost_event_id} came before {what}")
+    if row["adjustments"] >= event.sequence:
+        return []  # applied already (under another id: the inbox knows its own)
+    charges = await conn.fetch(
+        "SELECT budget_id, period_start FROM budget_charges WHERE event_id = $1", event.cost_event_id
+    )
+    await lock_budgets(conn, sorted({c["budget_id"] for c in charges}))
+    delta, at = event.delta_usd, row["occurred_at"]
+    await conn.execute(
+        "UPDATE spend_ledger SET cost_usd = cost_usd + $2, adjustments = $3 WHERE event_id = $1",
+        event.cost_event_id,
+        delta,
+        event.sequence,
+    )
+    chain = event.scope.chain()
+    await conn.execute(
+        """UPDATE scope_spend s SET spent_usd = s.spent_usd + $3, updated_at = now()
+           FROM unnest($1::text[], $2::text[]) AS k(scope_type, scope_id)
+           WHERE s.scope_type = k.scope_type AND s.scope_id = k.scope_id""",
+        [t for t, _ in chain],
+        [i for _, i in chain],
+        delta,
+    )
+    await conn.execute(
+        "UPDATE budget_charges SET amount_usd = amount_usd + $2 WHERE event_id = $1", event.cost_event_id, delta
+    )
+    await conn.execute(
+        """INSERT INTO budget_audit (actor, action, task_id, before, after) VALUES ($1, 'adjust_cost', $2, $3, $4)""",
+        event.actor,
+        event.task_id,
+        {"cost_event_id": str(event.cost_event_id), "cost_usd": fixed_point(event.previous_cost_usd)},
+        {
+            "adjustment_id": str(event.event_id),
+            "cost_usd": fixed_point(event.cost_usd),
+            "delta_usd": fixed_point(delta),
+            "void": event.void,
+            "reason": event.reason,
+            "scope": event.scope.model_dump(mode="json"),  # the task's scope: the row shows in its audit
+        },
+    )
+    if not charges:
+        return []
+    budgets = await conn.fetch(
+        "SELECT * FROM budgets WHERE id = ANY($1::uuid[]) ORDER BY id", [c["budget_id"] for c in charges]
+    )
+    budgets = [b for b in budgets if bounds_of(b, at)[0] in {c["period_start"] for c in charges}]
+    states = await states_of(conn, budgets, at)
+    await add_to_periods(conn, [(b["id"], period) for b, (_, period) in zip(budgets, states, strict=True)], spent=delta)
+    if delta <= 0:
+        return []
+    return await _alerts(
+        conn,
+        [(b, state, period, state.spent + delta) for b, (state, period) in zip(budgets, states, strict=True)],
+        org_id=event.scope.org_id,
+        cause=event.event_id,
+    )
 
 
 # ------------------------------------------------------------------ status

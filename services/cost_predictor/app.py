@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import CostRecorded
+from routewise.contracts.events import CostAdjusted, CostRecorded, CostRefused, CostReported
 from routewise.runtime.service import Service, every
 from routewise.services.cost_predictor import handlers
 
@@ -10,7 +10,7 @@ SERVICE = Service(
     name="cost_predictor",
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
-    events={CostRecorded: handlers.learn_cost},
+    events={CostReported: handlers.check_reported_cost, CostRecorded: handlers.learn_cost},
     requests={
         "cost_estimate": handlers.estimate,
         "cost_price": handlers.price_usage,
@@ -19,11 +19,14 @@ SERVICE = Service(
         "cost_prices_remove": handlers.remove_price,
         "cost_prices_list": handlers.list_prices,
         "cost_accuracy": handlers.estimate_accuracy,
+        "cost_adjust": handlers.adjust_cost,
+        "cost_adjustments_list": handlers.list_adjustments,
         "cost_models_register": handlers.register_model,
         "cost_models_list": handlers.list_models,
         "cost_models_remove": handlers.remove_model,
     },
     notices={"cost_prices_changed": handlers.reload_prices},
     jobs=[every(handlers.RELOAD_EVERY_S, handlers.reload_prices)],
+    publishes=[CostRecorded, CostRefused, CostAdjusted],
     retention={"estimates": "created_at"},
 )

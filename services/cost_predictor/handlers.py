@@ -9,9 +9,11 @@ NATS. ``app.py`` maps subjects to them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.catalog import (
@@ -26,12 +28,16 @@ from routewise.contracts.catalog import (
     default_catalog,
 )
 from routewise.contracts.cost import (
+    AdjustCost,
     BudgetBasis,
     CompareTiers,
+    CostAdjustment,
+    CostAdjustmentList,
     CostEstimate,
     EstimateAccuracy,
     EstimateCost,
     GetEstimateAccuracy,
+    ListCostAdjustments,
     ListPrices,
     Price,
     PriceEntry,
@@ -42,11 +48,13 @@ from routewise.contracts.cost import (
     TierComparison,
 )
 from routewise.contracts.errors import RemoteError, RoutewiseError
-from routewise.contracts.events import CostRecorded
+from routewise.contracts.events import CostAdjusted, CostRecorded, CostReported
 from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.catalog import seed_catalog
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
+from routewise.runtime.settings import Settings
 from routewise.services.cost_predictor import repository as repo
+from routewise.services.cost_predictor import trust
 from routewise.services.cost_predictor.domain import (
     Estimator,
     compare_tiers,
@@ -88,6 +96,8 @@ class CostDeps(Deps):
     unpriced: dict[str, str] = field(default_factory=dict)
     """Catalog models without a price (not routable), and why."""
     loading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    count_refusal: Callable[[str], None] = lambda reason: None
+    """Told of each refused reported cost, with its reason (a Prometheus counter)."""
 
     @property
     def estimator(self) -> Estimator:
@@ -114,10 +124,21 @@ async def build(rt: Runtime) -> CostDeps:
         book=PriceBook(seed),
         bus=NatsCostBus(rt.broker, rt.subjects, BUDGET_TIMEOUT_S),
         store=await KvCatalogStore.open(rt.broker, rt.subjects.catalog_bucket),
+        count_refusal=refusal_counter(rt.registry),
     )
     await load_catalog(deps)
     await publish(deps, same_revision=True)  # this replica's seed file may be new
     return deps
+
+
+def refusal_counter(registry: CollectorRegistry) -> Callable[[str], None]:
+    counter = Counter(
+        "routewise_costs_refused_total",
+        "Reported costs refused (CostRefused), by reason",
+        ["reason"],
+        registry=registry,
+    )
+    return lambda reason: counter.labels(reason).inc()
 
 
 # --- the live catalog -----------------------------------------------------------------------
@@ -173,11 +194,46 @@ async def reload_prices(deps: CostDeps) -> None:
 # --- events ---------------------------------------------------------------------------------
 
 
+async def check_reported_cost(event: CostReported, uow: UnitOfWork, deps: CostDeps) -> None:
+    """The one door of an application's costs: priced with the price book, a plausible cost is
+    published as CostRecorded (self-priced when the deployment accepts what it would refuse), any
+    other as CostRefused with the reason — through the outbox, with this event's inbox claim."""
+    expected, why_unpriced = trust.expected_cost(deps.book, event)
+    verdict = trust.judge(event.cost_usd, expected, plausibility(deps.settings), failed=not event.success)
+    if verdict.accepted:
+        cost = trust.recorded(event, self_priced=verdict.self_priced)
+        await uow.publish(deps.subjects.event(cost), cost)
+        if verdict.self_priced:
+            log.info("reported cost accepted as self-priced", model=event.model, reason=verdict.reason)
+        return
+    refusal = trust.refused(event, verdict, expected, why_unpriced)
+    await uow.publish(deps.subjects.event(refusal), refusal)
+    uow.after_commit(lambda: deps.count_refusal(refusal.reason.value))
+    log.warning(
+        "reported cost refused",
+        reason=refusal.reason.value,
+        model=event.model,
+        reported_usd=str(event.cost_usd),
+        expected_usd=None if expected is None else str(expected),
+    )
+
+
+def plausibility(settings: Settings) -> trust.Plausibility:
+    return trust.Plausibility(
+        ratio=settings.cost_plausibility_ratio,
+        floor_usd=settings.cost_plausibility_floor,
+        allow_self_priced=settings.allow_self_priced,
+    )
+
+
 async def learn_cost(event: CostRecorded, uow: UnitOfWork, deps: CostDeps) -> None:
-    """Fold a successful call's output tokens into its (task type, model) profile, and compare it
-    with the task's estimate."""
-    if not event.success or event.cached:
-        return  # a failed call's output says nothing about the model's answers; a cache hit made no call
+    """Remember the cost (what an adjustment is checked against), fold a successful call's output
+    tokens into its (task type, model) profile, and compare it with the task's estimate."""
+    if event.cached:
+        return  # a cache hit made no call: nothing to adjust or learn
+    await repo.keep_recorded(uow.conn, event)
+    if not event.success:
+        return  # a failed call's output says nothing about the model's answers
     try:
         model = deps.book.resolve(event.model).id  # learn under the same id estimates use
     except RoutewiseError:
@@ -273,6 +329,106 @@ async def list_prices(req: ListPrices, deps: CostDeps) -> PriceList:
 
 async def estimate_accuracy(req: GetEstimateAccuracy, deps: CostDeps) -> EstimateAccuracy:
     return EstimateAccuracy(rows=await repo.accuracy(deps.pool, req.model, req.task_type))
+
+
+# --- adjustments of recorded costs ----------------------------------------------------------
+
+
+def _one_cost(req: AdjustCost, costs: list[repo.RecordedCost]) -> repo.RecordedCost:
+    """The recorded cost an adjustment is about: a clear error when there is none, or several."""
+    if req.scope is not None:
+        costs = [c for c in costs if trust.contains(req.scope, c.scope)]
+    if req.cost_event_id is not None:
+        costs = [c for c in costs if c.event_id == req.cost_event_id]
+    call = f"task {req.task_id}, attempt {req.attempt}"
+    if not costs:
+        event = f" (cost event {req.cost_event_id})" if req.cost_event_id else ""
+        raise RoutewiseError(
+            f"no cost is recorded for {call}{event}: nothing to adjust (check the task id and --attempt; a cost"
+            " takes a moment to be recorded, and a gateway cache hit cost nothing)",
+            code=ErrorCode.not_found,
+            details={"task_id": str(req.task_id), "attempt": req.attempt},
+        )
+    if len(costs) > 1:
+        ids = [str(c.event_id) for c in costs]
+        raise RoutewiseError(
+            f"{call} has {len(costs)} recorded costs; say which with cost_event_id (--event): {', '.join(ids)}",
+            code=ErrorCode.invalid_request,
+            details={"cost_event_ids": ids},
+        )
+    return costs[0]
+
+
+def _view(event: CostAdjusted) -> CostAdjustment:
+    return CostAdjustment(
+        adjustment_id=event.event_id,
+        at=event.occurred_at,
+        **event.model_dump(
+            include={
+                "task_id",
+                "attempt",
+                "cost_event_id",
+                "scope",
+                "model",
+                "provider",
+                "sequence",
+                "previous_cost_usd",
+                "cost_usd",
+                "delta_usd",
+                "void",
+                "self_priced",
+                "reason",
+                "actor",
+            }
+        ),
+    )
+
+
+async def adjust_cost(req: AdjustCost, deps: CostDeps) -> CostAdjustment:
+    """Correct or void one recorded cost: audited, and published as CostAdjusted (through the
+    outbox, in the same transaction) for budgets, metrics and performance statistics to apply once.
+    Adjustments of one cost are numbered: consumers apply them in that order."""
+    async with deps.transaction() as uow:
+        cost = _one_cost(req, await repo.recorded_costs(uow.conn, req.task_id, req.attempt))
+        try:
+            change = trust.adjustment(cost.cost_usd, req.cost_usd, void=req.void)
+        except ValueError as exc:
+            raise RoutewiseError(str(exc), code=ErrorCode.invalid_request) from None
+        event = CostAdjusted(
+            occurred_at=deps.clock(),
+            task_id=cost.task_id,
+            attempt=cost.attempt,
+            scope=cost.scope,
+            task_type=cost.task_type,
+            model=cost.model,
+            provider=cost.provider,
+            cost_event_id=cost.event_id,
+            recorded_at=cost.occurred_at,
+            sequence=cost.adjustments + 1,
+            previous_cost_usd=change.previous,
+            cost_usd=change.cost,
+            delta_usd=change.delta,
+            void=change.void,
+            self_priced=cost.self_priced,
+            reason=req.reason,
+            actor=req.actor,
+        )
+        await repo.save_adjustment(uow.conn, event)
+        await uow.publish(deps.subjects.event(event), event)
+    log.info(
+        "recorded cost adjusted",
+        task_id=str(event.task_id),
+        attempt=event.attempt,
+        previous_usd=str(event.previous_cost_usd),
+        cost_usd=str(event.cost_usd),
+        void=event.void,
+        actor=event.actor,
+    )
+    return _view(event)
+
+
+async def list_adjustments(req: ListCostAdjustments, deps: CostDeps) -> CostAdjustmentList:
+    return CostAdjustmentList(adjustments=await repo.adjustments(deps.pool, req.task_id, req.scope, req.limit))
 
 
 # --- models registered at run time ----------------------------------------------------------

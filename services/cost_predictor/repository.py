@@ -12,7 +12,8 @@ from uuid import UUID
 import asyncpg
 
 from routewise.contracts.catalog import CatalogModel
-from routewise.contracts.cost import EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
+from routewise.contracts.cost import CostAdjustment, EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
+from routewise.contracts.events import CostAdjusted, CostRecorded, Scope
 from routewise.runtime.db import Connection
 from routewise.services.cost_predictor.prediction import observe
 from routewise.services.cost_predictor.pricing import Override
@@ -294,6 +295,157 @@ async def accuracy(pool: asyncpg.Pool, model: str | None, task_type: str | None)
             output_mape_percent=round(float(r["out_mape"] or 0), 2),
             output_bias_percent=round(float(r["out_bias"] or 0), 2),
             p90_coverage_percent=round(float(r["p90_coverage"] or 0), 2),
+        )
+        for r in rows
+    ]
+
+
+# --- recorded costs and their adjustments ----------------------------------------------------
+
+
+async def keep_recorded(conn: Connection, event: CostRecorded) -> None:
+    """Remember a recorded cost (once per event), for its adjustments."""
+    scope = event.scope
+    await conn.execute(
+        """INSERT INTO recorded_costs (event_id, task_id, attempt, org_id, team_id, user_id, workspace_id, task_type,
+               model, provider, cost_usd, recorded_cost_usd, self_priced, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) ON CONFLICT (event_id) DO NOTHING""",
+        event.event_id,
+        event.task_id,
+        event.attempt,
+        scope.org_id,
+        scope.team_id,
+        scope.user_id,
+        scope.workspace_id,
+        event.task_type,
+        event.model,
+        event.provider,
+        event.cost_usd,
+        event.self_priced,
+        event.occurred_at,
+    )
+
+
+@dataclass(frozen=True)
+class RecordedCost:
+    """A recorded cost of one call, as it stands after its adjustments."""
+
+    event_id: UUID
+    task_id: UUID
+    attempt: int
+    scope: Scope
+    task_type: str
+    model: str
+    provider: str
+    cost_usd: Decimal
+    self_priced: bool
+    adjustments: int
+    occurred_at: datetime
+
+
+_RECORDED_COLUMNS = (
+    "event_id, task_id, attempt, org_id, team_id, user_id, workspace_id, task_type, model, provider, cost_usd,"
+    " self_priced, adjustments, occurred_at"
+)
+
+
+def _scope_of(row: asyncpg.Record) -> Scope:
+    return Scope(org_id=row["org_id"], team_id=row["team_id"], user_id=row["user_id"], workspace_id=row["workspace_id"])
+
+
+async def recorded_costs(conn: Connection, task_id: UUID, attempt: int) -> list[RecordedCost]:
+    """The recorded costs of one call of a task, oldest first, locked for an adjustment."""
+    rows = await conn.fetch(
+        f"SELECT {_RECORDED_COLUMNS} FROM recorded_costs WHERE task_id = $1 AND attempt = $2"
+        " ORDER BY occurred_at, event_id FOR UPDATE",
+        task_id,
+        attempt,
+    )
+    return [
+        RecordedCost(
+            event_id=r["event_id"],
+            task_id=r["task_id"],
+            attempt=r["attempt"],
+            scope=_scope_of(r),
+            task_type=r["task_type"],
+            model=r["model"],
+            provider=r["provider"],
+            cost_usd=r["cost_usd"],
+            self_priced=r["self_priced"],
+            adjustments=r["adjustments"],
+            occurred_at=r["occurred_at"],
+        )
+        for r in rows
+    ]
+
+
+async def save_adjustment(conn: Connection, event: CostAdjusted) -> None:
+    """The cost's new amount, the adjustment audited, and the estimate's error against the new cost."""
+    await conn.execute(
+        "UPDATE recorded_costs SET cost_usd = $2, adjustments = $3 WHERE event_id = $1",
+        event.cost_event_id,
+        event.cost_usd,
+        event.sequence,
+    )
+    await conn.execute(
+        """INSERT INTO cost_adjustments (id, cost_event_id, sequence, task_id, attempt, org_id, actor, reason,
+               before_usd, after_usd, void, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+        event.event_id,
+        event.cost_event_id,
+        event.sequence,
+        event.task_id,
+        event.attempt,
+        event.scope.org_id,
+        event.actor,
+        event.reason,
+        event.previous_cost_usd,
+        event.cost_usd,
+        event.void,
+        event.occurred_at,
+    )
+    await conn.execute(
+        "UPDATE estimate_errors SET actual_cost_usd = $2 WHERE event_id = $1", event.cost_event_id, event.cost_usd
+    )
+
+
+async def adjustments(
+    conn: Connection | asyncpg.Pool, task_id: UUID | None, within: Scope | None, limit: int
+) -> list[CostAdjustment]:
+    """The latest adjustments, newest first: of one task, or all, within a scope."""
+    rows = await conn.fetch(
+        """SELECT a.id, a.task_id, a.attempt, a.cost_event_id, a.sequence, a.before_usd, a.after_usd, a.void,
+                  a.reason, a.actor, a.at, r.org_id, r.team_id, r.user_id, r.workspace_id, r.model, r.provider,
+                  r.self_priced
+           FROM cost_adjustments a JOIN recorded_costs r ON r.event_id = a.cost_event_id
+           WHERE ($1::uuid IS NULL OR a.task_id = $1) AND ($2::text IS NULL OR r.org_id = $2)
+             AND ($3::text IS NULL OR r.team_id = $3) AND ($4::text IS NULL OR r.user_id = $4)
+             AND ($5::text IS NULL OR r.workspace_id = $5)
+           ORDER BY a.at DESC, a.sequence DESC LIMIT $6""",
+        task_id,
+        within.org_id if within else None,
+        within.team_id if within else None,
+        within.user_id if within else None,
+        within.workspace_id if within else None,
+        limit,
+    )
+    return [
+        CostAdjustment(
+            adjustment_id=r["id"],
+            task_id=r["task_id"],
+            attempt=r["attempt"],
+            cost_event_id=r["cost_event_id"],
+            scope=_scope_of(r),
+            model=r["model"],
+            provider=r["provider"],
+            sequence=r["sequence"],
+            previous_cost_usd=r["before_usd"],
+            cost_usd=r["after_usd"],
+            delta_usd=r["after_usd"] - r["before_usd"],
+            void=r["void"],
+            self_priced=r["self_priced"],
+            reason=r["reason"],
+            actor=r["actor"],
+            at=r["at"],
         )
         for r in rows
     ]

@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from routewise.contracts.events import (
+    CostAdjusted,
+    CostRecorded,
+    FeedbackRecorded,
+    ModelSelected,
+    TaskArrived,
+    TaskRejected,
+)
 from routewise.runtime.catalog import REWATCH_S
 from routewise.runtime.service import Service, every
 from routewise.services.metrics import handlers
@@ -16,6 +23,7 @@ SERVICE = Service(
         ModelSelected: handlers.model_selected,
         TaskRejected: handlers.task_rejected,
         CostRecorded: handlers.cost_recorded,
+        CostAdjusted: handlers.cost_adjusted,
         FeedbackRecorded: handlers.feedback_recorded,
     },
     requests={

@@ -16,7 +16,14 @@ from pydantic import ValidationError
 
 from routewise.contracts.cost import PriceUsage
 from routewise.contracts.errors import RemoteError
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
+from routewise.contracts.events import (
+    CostAdjusted,
+    CostRecorded,
+    FeedbackRecorded,
+    ModelSelected,
+    TaskArrived,
+    TaskRejected,
+)
 from routewise.contracts.metrics import GetMetricsReport, GetMetricsSummary, MetricsReport, MetricsSummary
 from routewise.contracts.vocabulary import is_permanent
 from routewise.runtime.catalog import LiveCatalog
@@ -84,6 +91,12 @@ async def cost_recorded(event: CostRecorded, uow: UnitOfWork, deps: MetricsDeps)
     await repo.record_cost(uow.conn, event)
     uow.after_commit(lambda: deps.meters.cost(event))
     uow.after_commit(deps.to_price.set)  # the task's tokens changed: its baseline needs a new price
+
+
+async def cost_adjusted(event: CostAdjusted, uow: UnitOfWork, deps: MetricsDeps) -> None:
+    """A corrected or voided cost: the task's actual cost (and savings, per-model figures) follow it."""
+    await repo.adjust_cost(uow.conn, event)
+    uow.after_commit(lambda: deps.meters.adjusted(event))
 
 
 async def feedback_recorded(event: FeedbackRecorded, uow: UnitOfWork, deps: MetricsDeps) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from routewise.contracts.catalog import Catalog
-from routewise.contracts.events import CostRecorded, ModelSelected, TaskRejected
+from routewise.contracts.events import CostAdjusted, CostRecorded, ModelSelected, TaskRejected
 
 
 class Meters:
@@ -33,6 +33,19 @@ class Meters:
         )
         self.catalog: frozenset[str] = frozenset()
         self.use_catalog(catalog)
+        self.adjustments = Counter(
+            "routewise_cost_adjustments_total",
+            "Recorded costs corrected or voided (CostAdjusted), by direction (up, down)",
+            ["direction"],
+            registry=registry,
+        )
+        self.adjusted_cost = Counter(
+            "routewise_cost_adjusted_usd_total",
+            "How much adjustments moved actual costs (USD), by direction: the actual cost counter counts"
+            " costs as recorded; the real total is it plus up minus down",
+            ["direction"],
+            registry=registry,
+        )
         self.decision_latency = Histogram(
             "routewise_decision_latency_seconds",
             "Time the selector took to decide a task",
@@ -58,3 +71,8 @@ class Meters:
         # the model name is the application's; a label per name it invents would grow without bound
         model = event.model if event.model in self.catalog else "other"
         self.actual_cost.labels(model).inc(float(event.cost_usd))
+
+    def adjusted(self, event: CostAdjusted) -> None:
+        direction = "up" if event.delta_usd > 0 else "down"
+        self.adjustments.labels(direction).inc()
+        self.adjusted_cost.labels(direction).inc(abs(float(event.delta_usd)))

@@ -25,6 +25,7 @@ from routewise.contracts.metrics import (
     MetricsReport,
     ModelShare,
     PeriodCost,
+    SelfPricedSpend,
     StrategyMetrics,
 )
 from routewise.runtime.db import Connection
@@ -134,7 +135,15 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
     hits = await conn.fetchrow(
         f"SELECT count(*) AS n, coalesce(sum(avoided_cost_usd), 0) AS avoided {ledger} AND cached", *args
     )
+    trust = await conn.fetchrow(
+        f"""SELECT count(*) FILTER (WHERE self_priced_cost_usd IS NOT NULL) AS self_priced,
+                   coalesce(sum(self_priced_cost_usd), 0) AS self_priced_cost,
+                   count(*) FILTER (WHERE cost_adjustments > 0) AS adjusted
+            {ledger}""",
+        *args,
+    )
     assert estimated is not None and actual is not None and outcomes is not None and hits is not None
+    assert trust is not None
 
     async def per(unit: str) -> list[PeriodCost]:
         rows = await conn.fetch(
@@ -184,6 +193,8 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
         actual_savings=_savings(actual["n"], actual["cost"], actual["baseline"], req.days),
         actual_unpriced_tasks=actual["unpriced"],
         cache=CacheSavings(hits=hits["n"], avoided_cost_usd=hits["avoided"]),
+        self_priced=SelfPricedSpend(tasks=trust["self_priced"], cost_usd=trust["self_priced_cost"]),
+        adjusted_tasks=trust["adjusted"],
         by_strategy=[
             StrategyMetrics(
                 strategy=r["strategy"] or "—",

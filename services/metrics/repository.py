@@ -9,7 +9,15 @@ from uuid import UUID
 
 import asyncpg
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, Scope, TaskArrived, TaskRejected
+from routewise.contracts.events import (
+    CostAdjusted,
+    CostRecorded,
+    FeedbackRecorded,
+    ModelSelected,
+    Scope,
+    TaskArrived,
+    TaskRejected,
+)
 from routewise.runtime.db import Connection
 
 _SCOPE = "task_id, org_id, team_id, user_id, workspace_id"
@@ -104,10 +112,12 @@ async def record_cost(conn: Connection, event: CostRecorded) -> None:
     await conn.execute(
         f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, actual_model, actual_cost_usd,
                input_tokens, output_tokens, cost_recorded_at, cost_events, cached_input_tokens, cached,
-               avoided_cost_usd)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14)
+               avoided_cost_usd, self_priced_cost_usd)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15)
            ON CONFLICT (task_id) DO UPDATE SET
                cached = t.cached OR EXCLUDED.cached,
+               self_priced_cost_usd = CASE WHEN EXCLUDED.self_priced_cost_usd IS NULL THEN t.self_priced_cost_usd
+                   ELSE coalesce(t.self_priced_cost_usd, 0) + EXCLUDED.self_priced_cost_usd END,
                avoided_cost_usd = CASE WHEN EXCLUDED.avoided_cost_usd IS NULL THEN t.avoided_cost_usd
                    ELSE coalesce(t.avoided_cost_usd, 0) + EXCLUDED.avoided_cost_usd END,
                actual_cost_usd = coalesce(t.actual_cost_usd, 0) + EXCLUDED.actual_cost_usd,
@@ -129,6 +139,38 @@ async def record_cost(conn: Connection, event: CostRecorded) -> None:
         event.cached_input_tokens,
         event.cached,
         event.avoided_cost_usd,
+        event.cost_usd if event.self_priced else None,
+    )
+
+
+class NotYetRecorded(Exception):
+    """A correction down came before the cost it corrects was applied here (a redelivery overtook
+    it): it is tried again later, so that no actual cost is ever negative."""
+
+
+async def adjust_cost(conn: Connection, event: CostAdjusted) -> None:
+    """Move the task's actual cost (and its self-priced part) by the adjustment's delta. Deltas add
+    up in any order; a correction down waits until the task's actual cost holds what it takes away."""
+    if event.delta_usd < 0:
+        row = await conn.fetchrow(
+            "SELECT actual_cost_usd, self_priced_cost_usd FROM task_ledger WHERE task_id = $1 FOR UPDATE",
+            event.task_id,
+        )
+        held = Decimal(0) if row is None else row["self_priced_cost_usd" if event.self_priced else "actual_cost_usd"]
+        if (held or 0) < -event.delta_usd:
+            raise NotYetRecorded(f"task {event.task_id} does not hold the cost adjustment {event.event_id} corrects")
+    await conn.execute(
+        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, actual_cost_usd, self_priced_cost_usd, cost_adjustments)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
+           ON CONFLICT (task_id) DO UPDATE SET
+               actual_cost_usd = coalesce(t.actual_cost_usd, 0) + EXCLUDED.actual_cost_usd,
+               self_priced_cost_usd = CASE WHEN EXCLUDED.self_priced_cost_usd IS NULL THEN t.self_priced_cost_usd
+                   ELSE coalesce(t.self_priced_cost_usd, 0) + EXCLUDED.self_priced_cost_usd END,
+               cost_adjustments = t.cost_adjustments + 1""",
+        *_scope(event.task_id, event.scope),
+        event.task_type,
+        event.delta_usd,
+        event.delta_usd if event.self_priced else None,
     )
 
 

@@ -2,7 +2,13 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
+from routewise.contracts.events import (
+    CostAdjusted,
+    CostRecorded,
+    FeedbackRecorded,
+    ModelHealthChanged,
+    ModelSelected,
+)
 from routewise.runtime.service import Service, every
 from routewise.services.performance_tracker import handlers
 
@@ -13,6 +19,7 @@ SERVICE = Service(
     events={
         ModelSelected: handlers.remember_pattern,
         CostRecorded: handlers.record_outcome,
+        CostAdjusted: handlers.adjust_cost,
         FeedbackRecorded: handlers.record_feedback,
     },
     requests={"performance_query": handlers.query},

@@ -13,7 +13,13 @@ from typing import cast
 
 import structlog
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelHealthChanged, ModelSelected
+from routewise.contracts.events import (
+    CostAdjusted,
+    CostRecorded,
+    FeedbackRecorded,
+    ModelHealthChanged,
+    ModelSelected,
+)
 from routewise.contracts.performance import ModelHealth, ModelStats, Performance, PerformanceSnapshot, QueryPerformance
 from routewise.contracts.vocabulary import Window
 from routewise.runtime.bus import ensure_bucket
@@ -117,6 +123,14 @@ async def record_outcome(event: CostRecorded, uow: UnitOfWork, deps: Performance
     transition = after_outcome(current, deps.policy, event.success, requests, successes, deps.clock())
     if transition is not None:
         await change_health(uow, deps, event.model, current, transition)
+
+
+async def adjust_cost(event: CostAdjusted, uow: UnitOfWork, deps: PerformanceDeps) -> None:
+    """A corrected or voided cost: the model's cost statistics follow it (its health does not: the
+    call succeeded or failed as it did)."""
+    now = deps.clock()
+    await repo.adjust_cost(uow.conn, event, now, now - timedelta(days=deps.settings.task_retention_days))
+    uow.after_commit(lambda: deps.dirty.add(event.model))
 
 
 async def record_feedback(event: FeedbackRecorded, uow: UnitOfWork, deps: PerformanceDeps) -> None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded
+from routewise.contracts.events import CostAdjusted, CostRecorded, FeedbackRecorded
 from routewise.contracts.vocabulary import Window
 from routewise.runtime import histogram
 from routewise.runtime.db import Connection
@@ -124,6 +124,45 @@ async def record_outcome(conn: Connection, event: CostRecorded) -> None:
         await conn.execute(
             "UPDATE feedback SET applied = true WHERE task_id = $1 AND model = $2", event.task_id, event.model
         )
+
+
+class NotYetRecorded(Exception):
+    """An adjustment came before the outcome of the cost it adjusts was counted here (a redelivery
+    overtook it): it is tried again later."""
+
+
+async def adjust_cost(conn: Connection, event: CostAdjusted, now: datetime, forgotten_before: datetime) -> None:
+    """Move the cost statistics of the adjusted call by the adjustment's delta, in the buckets its
+    outcome counted in (those still kept). Its outcome is looked up for its pattern; an outcome
+    pruned by retention (older than ``forgotten_before``) leaves the pattern out; one not counted
+    yet is waited for."""
+    await lock_model(conn, event.model)
+    outcome = await conn.fetchrow(
+        "SELECT task_type, pattern FROM outcomes WHERE task_id = $1 AND model = $2", event.task_id, event.model
+    )
+    if outcome is None and event.recorded_at >= forgotten_before:
+        raise NotYetRecorded(f"the outcome of cost {event.cost_event_id} is not counted yet")
+    cells = [
+        cell
+        for cell in _cells(event.model, event.task_type, outcome["pattern"] if outcome else "", event.recorded_at)
+        if (outcome is not None or cell[0] != "pattern") and _kept(cell[3], cell[4], now)
+    ]
+    if not cells:
+        return
+    await conn.execute(
+        f"""INSERT INTO stat_buckets AS s (dim, key, model, granularity, bucket_start, cost_usd)
+            SELECT c.dim, c.key, c.model, c.granularity, c.bucket_start, $6 FROM {_UNNEST}
+            ON CONFLICT (model, dim, key, granularity, bucket_start) DO UPDATE SET
+                cost_usd = s.cost_usd + EXCLUDED.cost_usd""",
+        *_columns(cells),
+        event.delta_usd,
+    )
+
+
+def _kept(granularity: str, start: datetime, now: datetime) -> bool:
+    """Whether a bucket is still kept (``prune`` drops the older minute and hour buckets)."""
+    keep = KEEP.get(granularity)
+    return keep is None or start >= now - keep
 
 
 async def _add_quality(conn: Connection, task_id: UUID, model: str, quality: float, *, sign: int) -> bool:

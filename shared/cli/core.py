@@ -27,6 +27,8 @@ from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import (
     Constraints,
     CostRecorded,
+    CostRefused,
+    CostReported,
     ModelSelected,
     Scope,
     Strategy,
@@ -199,7 +201,8 @@ def record(
     nats_url: NatsUrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Record what the call for a task really cost (for the model chosen for it)."""
+    """Report what the call for a task really cost (for the model chosen for it): cost-predictor checks it
+    against the price book and records it, or refuses it with the reason (exit code 1)."""
     from routewise.client import RoutewiseClient
     from routewise.contracts.cost import Price, PriceUsage
     from routewise.contracts.routing import Decision, GetDecision
@@ -218,7 +221,7 @@ def record(
     if cached_tokens > input_tokens:
         raise fail("--cached-tokens cannot exceed --input-tokens", as_json, "invalid_request")
 
-    async def go() -> CostRecorded:
+    async def go() -> tuple[CostReported, CostRecorded | CostRefused | None]:
         async with RoutewiseClient(settings) as rw:
             decision = await rw.request(settings.subjects.routing_decision, GetDecision(task_id=task_id), Decision)
             if decision.status != "selected" or not decision.model or not decision.provider:
@@ -240,7 +243,7 @@ def record(
                     Price,
                 )
                 actual = priced.cost_usd
-            event = CostRecorded(
+            event = CostReported(
                 task_id=task_id,
                 scope=decision.scope,
                 task_type=decision.task_type,
@@ -254,26 +257,39 @@ def record(
                 success=failed is None,
                 error_type=failed,
             )
-            await rw.record_cost(event, trace_context=decision.trace_context)  # joins the task's trace
-            return event
+            # joins the task's trace; cost-predictor's verdict comes back within the request timeout
+            verdict = await rw.record_cost(event, trace_context=decision.trace_context, wait=settings.request_timeout)
+            return event, verdict
 
     provider = setup_tracing("routewise-cli")
     try:
-        event = run_async(go, as_json)
+        event, verdict = run_async(go, as_json)
     finally:
         provider.shutdown()  # exports the record span, when an OTLP endpoint is configured
-    emit(
-        {
-            "task_id": str(event.task_id),
-            "event_id": str(event.event_id),
-            "model": event.model,
-            "provider": event.provider,
-            "input_tokens": event.input_tokens,
-            "output_tokens": event.output_tokens,
-            "cost_usd": str(event.cost_usd),
-            "priced_by": "you" if amount is not None else "cost-predictor",
-            "success": event.success,
-        },
-        as_json,
-        "Cost recorded",
-    )
+    view: dict[str, Any] = {
+        "task_id": str(event.task_id),
+        "event_id": str(event.event_id),
+        "model": event.model,
+        "provider": event.provider,
+        "input_tokens": event.input_tokens,
+        "output_tokens": event.output_tokens,
+        "cost_usd": fixed_point(event.cost_usd),
+        "priced_by": "you" if amount is not None else "cost-predictor",
+        "success": event.success,
+    }
+    if isinstance(verdict, CostRecorded):
+        view |= {"status": "recorded", "self_priced": verdict.self_priced}
+        emit(view, as_json, "Cost recorded" + (" (self-priced)" if verdict.self_priced else ""))
+    elif isinstance(verdict, CostRefused):
+        expected = verdict.expected_cost_usd
+        view |= {
+            "status": "refused",
+            "reason": verdict.reason.value,
+            "detail": verdict.detail,
+            "expected_cost_usd": None if expected is None else fixed_point(expected),
+        }
+        emit(view, as_json, "Cost refused: nothing was charged")
+        raise typer.Exit(1)
+    else:
+        view["status"] = "reported"  # cost-predictor has not answered yet: it checks it when it can
+        emit(view, as_json, "Cost reported (not checked yet)")

@@ -1,20 +1,26 @@
-"""``routewise estimate``, ``tiers``, ``prices`` and ``accuracy``: what calls cost, before and after."""
+"""``routewise estimate``, ``tiers``, ``prices``, ``accuracy`` and ``costs``: what calls cost, before and
+after, and corrections of recorded costs."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated
+from uuid import UUID
 
 import typer
 
-from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, table, usd_option, who_am_i
+from routewise.cli.common import JsonOpt, NatsUrlOpt, app, ask, build, console, fail, table, usd_option, who_am_i
 from routewise.contracts.catalog import ListModels, ModelList
 from routewise.contracts.cost import (
+    AdjustCost,
     CompareTiers,
+    CostAdjustment,
+    CostAdjustmentList,
     CostEstimate,
     EstimateAccuracy,
     EstimateCost,
     GetEstimateAccuracy,
+    ListCostAdjustments,
     ListPrices,
     PriceEntry,
     PriceList,
@@ -254,3 +260,88 @@ def accuracy(
     ]
     columns = ["model", "task type", "samples", "cost MAPE", "cost bias", "output MAPE", "≤ p90"]
     console.print(table("Estimate vs actual", columns, rows) if rows else "no estimate has an actual cost yet")
+
+
+costs_app = typer.Typer(help="Recorded costs: corrections and voids (audited).", no_args_is_help=True)
+app.add_typer(costs_app, name="costs")
+
+
+def _adjustment_row(a: CostAdjustment) -> list[object]:
+    return [
+        f"{a.at:%Y-%m-%d %H:%M:%S}",
+        str(a.task_id),
+        a.attempt,
+        f"#{a.sequence}",
+        a.model,
+        _usd(a.previous_cost_usd),
+        "void" if a.void else _usd(a.cost_usd),
+        f"{'+' if a.delta_usd > 0 else '-'}{_usd(abs(a.delta_usd))}",
+        a.actor,
+        a.reason,
+    ]
+
+
+_ADJUSTMENT_COLUMNS = ["at", "task", "attempt", "adj.", "model", "before", "after", "delta", "by", "reason"]
+
+
+@costs_app.command("adjust")
+def costs_adjust(
+    task_id: Annotated[UUID, typer.Argument(help="The task whose recorded cost is wrong.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit).")],
+    cost: Annotated[str | None, typer.Option("--cost", help="The call's right cost, in USD.")] = None,
+    void: Annotated[bool, typer.Option("--void", help="The cost should not count at all: it becomes 0.")] = False,
+    attempt: Annotated[
+        int, typer.Option("--attempt", min=1, help="Which call of the task (1: the decided model).")
+    ] = 1,
+    event: Annotated[
+        UUID | None, typer.Option("--event", help="Which recorded cost of that call, when it has several.")
+    ] = None,
+    actor: Annotated[str | None, typer.Option("--by", help="Who is adjusting it [default: user@host].")] = None,
+    nats_url: NatsUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Correct (--cost) or void (--void) a recorded cost: budgets (in the periods it was charged
+    to), metrics and performance statistics follow it once; the change is audited."""
+    if (cost is None) == (not void):
+        raise fail("give either --cost USD or --void", as_json, "invalid_request")
+    request = build(
+        AdjustCost,
+        as_json,
+        task_id=task_id,
+        attempt=attempt,
+        cost_event_id=event,
+        cost_usd=usd_option(cost, "--cost", as_json),
+        void=void,
+        reason=reason,
+        actor=actor or who_am_i(),
+    )
+    result = ask(nats_url, lambda s: s.cost_adjust, request, CostAdjustment, as_json)
+    if as_json:
+        print(result.model_dump_json())
+        return
+    console.print(table("Cost adjusted", _ADJUSTMENT_COLUMNS, [_adjustment_row(result)]))
+
+
+@costs_app.command("adjustments")
+def costs_adjustments(
+    task_id: Annotated[UUID | None, typer.Argument(help="Only this task's.")] = None,
+    org: Annotated[str | None, typer.Option("--org", help="Only this org's.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="The latest N.")] = 50,
+    nats_url: NatsUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit of adjustments, newest first: who changed which cost, from what to what, and why."""
+    request = build(
+        ListCostAdjustments,
+        as_json,
+        task_id=task_id,
+        scope=build(Scope, as_json, org_id=org) if org else None,
+        limit=limit,
+    )
+    result = ask(nats_url, lambda s: s.cost_adjustments_list, request, CostAdjustmentList, as_json)
+    if as_json:
+        print(result.model_dump_json())
+    elif not result.adjustments:
+        console.print("no adjustment")
+    else:
+        console.print(table("Cost adjustments", _ADJUSTMENT_COLUMNS, [_adjustment_row(a) for a in result.adjustments]))

@@ -72,6 +72,16 @@ def metrics(
             f"response cache: {r.cache.hits} tasks answered from the gateway's cache at $0, "
             f"{_usd(r.cache.avoided_cost_usd)} avoided"
         )
+    if r.self_priced.tasks:
+        console.print(
+            f"self-priced: {_usd(r.self_priced.cost_usd)} of the actual cost, over {r.self_priced.tasks} tasks, "
+            "was accepted on the application's word (no known price, or far from it)"
+        )
+    if r.adjusted_tasks:
+        console.print(
+            f"adjusted: {r.adjusted_tasks} of these tasks had a cost corrected or voided"
+            " (every figure has the new cost)"
+        )
     if r.by_strategy:
         body = [
             [s.strategy, s.count, _usd(s.avg_cost), _pct(s.high_confidence_pct), _quality(s)] for s in r.by_strategy

@@ -5,7 +5,7 @@
     async with RoutewiseClient(nats_url="nats://127.0.0.1:4222") as rw:
         outcome = await rw.submit_task(TaskArrived(scope=Scope(org_id="acme"), prompt="..."), wait=10)
         ...run the call with outcome.model...
-        await rw.record_cost(CostRecorded(...))
+        verdict = await rw.record_cost(CostReported(...), wait=5)  # CostRecorded, or CostRefused and why
 
 Without ``settings`` or ``nats_url`` it finds Routewise as the CLI does: ``ROUTEWISE_NATS_URL``,
 else a running ``routewise dev``, else ``nats://127.0.0.1:4222`` (``routewise.client.discovery``).
@@ -40,6 +40,9 @@ from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import (
     Constraints,
     CostRecorded,
+    CostRefusal,
+    CostRefused,
+    CostReported,
     Event,
     FeedbackRecorded,
     ModelSelected,
@@ -61,6 +64,16 @@ async def _quiet(_: Exception) -> None:
 log = structlog.get_logger(__name__)
 TRACE_LOOKUP_TIMEOUT_S = 2.0
 """How long ``record_cost`` waits for the decision's trace context before publishing without it."""
+
+
+def as_reported(cost: CostReported | CostRecorded) -> CostReported:
+    """What an application reports: a CostRecorded it built becomes the CostReported of the same
+    call, with the same id (its ``self_priced`` and ``reported_event_id`` are cost-predictor's to set)."""
+    if isinstance(cost, CostReported):
+        return cost
+    if cost.self_priced or cost.reported_event_id is not None:
+        raise ValueError("self_priced and reported_event_id are set by cost-predictor, not by an application")
+    return CostReported.model_validate(cost.model_dump(exclude={"self_priced", "reported_event_id"}))
 
 
 class RoutewiseClient:
@@ -166,21 +179,65 @@ class RoutewiseClient:
                 for sub in subs:
                     await sub.unsubscribe()
 
-    async def record_cost(self, cost: CostRecorded, *, trace_context: Mapping[str, str] | None = None) -> None:
-        """Publish what a call really cost, inside its task's trace.
+    async def record_cost(
+        self,
+        cost: CostReported | CostRecorded,
+        *,
+        trace_context: Mapping[str, str] | None = None,
+        wait: float | None = None,
+    ) -> CostRecorded | CostRefused | None:
+        """Report what a call really cost, inside its task's trace.
+
+        The cost is published as CostReported: cost-predictor checks it against the price book and
+        publishes CostRecorded (what budgets, metrics and statistics apply) or CostRefused, with
+        the reason (``unknown_model``, ``implausible_cost``). With ``wait``, that verdict is
+        returned (None if none came in time). A CostRecorded given is reported as it is (same id).
 
         The cost's span is a child of the selector's decision span: ``trace_context`` is the
         decision's (``Decision.trace_context``); without it the selector is asked for it (one
         request). A cost is never lost for tracing: if the decision cannot be fetched within
         ``TRACE_LOOKUP_TIMEOUT_S``, the cost is published in a trace of its own.
         """
+        report = as_reported(cost)
         if trace_context is None:
-            trace_context = await self._decision_trace(cost.task_id)
+            trace_context = await self._decision_trace(report.task_id)
         parent = propagate.extract(dict(trace_context))
         with self._tracer.start_as_current_span("routewise.cost", context=parent, kind=trace.SpanKind.PRODUCER) as span:
-            span.set_attribute("routewise.task_id", str(cost.task_id))
-            span.set_attribute("routewise.model", cost.model)
-            await self.publish(self.subjects.event(cost), cost)
+            span.set_attribute("routewise.task_id", str(report.task_id))
+            span.set_attribute("routewise.model", report.model)
+            if wait is None:
+                await self.publish(self.subjects.event(report), report)
+                return None
+            loop = asyncio.get_running_loop()
+            verdict: asyncio.Future[CostRecorded | CostRefused] = loop.create_future()
+            wanted = str(report.event_id)
+            org = report.scope.org_id
+            recorded = self.subjects.for_org("cost_recorded", org)
+
+            async def on_verdict(msg: Msg) -> None:
+                if verdict.done():
+                    return
+                try:
+                    if json.loads(msg.data).get("reported_event_id") != wanted:
+                        return
+                    kind = CostRecorded if msg.subject == recorded else CostRefused
+                    verdict.set_result(kind.model_validate_json(msg.data))
+                except (ValueError, AttributeError) as exc:
+                    verdict.set_exception(exc)
+
+            subs = [
+                await self.nc.subscribe(s, cb=on_verdict)
+                for s in (recorded, self.subjects.for_org("cost_refused", org))
+            ]
+            try:
+                await self.publish(self.subjects.event(report), report)
+                try:
+                    return await asyncio.wait_for(verdict, timeout=wait)
+                except TimeoutError:
+                    return None
+            finally:
+                for sub in subs:
+                    await sub.unsubscribe()
 
     async def _decision_trace(self, task_id: UUID) -> Mapping[str, str]:
         try:
@@ -211,6 +268,9 @@ class RoutewiseClient:
 __all__ = [
     "Constraints",
     "CostRecorded",
+    "CostRefusal",
+    "CostRefused",
+    "CostReported",
     "FeedbackRecorded",
     "ModelSelected",
     "RemoteError",

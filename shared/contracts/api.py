@@ -46,7 +46,9 @@ from routewise.contracts.budget import (
 )
 from routewise.contracts.catalog import ListModels, ModelEntry, ModelList, RegisterModel, RemoveModel
 from routewise.contracts.cost import (
+    AdjustCost,
     CompareTiers,
+    CostAdjustment,
     CostEstimate,
     EstimateAccuracy,
     EstimateCost,
@@ -595,6 +597,19 @@ ROUTES: tuple[Route, ...] = (
         Action.read_global,
         subject="cost_accuracy",
         summary="How far estimates were from actual costs, per model and task type",
+    ),
+    Route(
+        "cost.adjust",
+        "POST",
+        "/api/v1/cost/adjustments",
+        AdjustCost,
+        CostAdjustment,
+        Action.manage,
+        Scoping.task,
+        "cost_adjust",
+        status=201,
+        summary="Correct or void a recorded cost of a task within the key's scope (audited; budgets, metrics and"
+        " statistics follow it)",
     ),
     Route(
         "prices.list",

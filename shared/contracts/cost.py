@@ -1,4 +1,5 @@
-"""cost-predictor's request/reply contracts: estimates, prices and overrides, tier comparison, accuracy.
+"""cost-predictor's request/reply contracts: estimates, prices and overrides, tier comparison, accuracy,
+adjustments of recorded costs.
 
 A reply is either the model asked for or ``{"error": {"code", "message", "details"}}``.
 """
@@ -12,10 +13,14 @@ from uuid import UUID
 from pydantic import Field, model_validator
 
 from routewise.contracts.events import (
+    MAX_ATTEMPTS,
     MAX_PROMPT_CHARS,
+    CallUsd,
     ChatMessage,
     Contract,
+    Reason,
     Scope,
+    SignedCallUsd,
     TaskType,
     Tier,
     Usd,
@@ -224,3 +229,65 @@ class EstimateAccuracyRow(Contract):
 
 class EstimateAccuracy(Contract):
     rows: list[EstimateAccuracyRow]
+
+
+class AdjustCost(Contract):
+    """Correct (``cost_usd``) or void (``void``: the cost becomes 0) a recorded cost of one call of
+    a task. cost-predictor checks it against the cost it recorded, audits it and publishes
+    CostAdjusted, which budgets, metrics and performance statistics apply once."""
+
+    task_id: UUID
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    """Which call of the task (1: the decided model; the gateway's fallbacks are 2, 3, …)."""
+    cost_event_id: UUID | None = None
+    """Which recorded cost of that call, when it has several (an application recorded it twice)."""
+    cost_usd: CallUsd | None = None
+    """The call's right cost."""
+    void: bool = False
+    """The cost should never have been recorded: it becomes 0."""
+    reason: Reason
+    actor: Actor
+    """Who asks (the CLI: --by or user@host; over HTTP, the gateway's key)."""
+    scope: Scope | None = None
+    """The task's scope, when the asker knows it (the gateway does, from the task's decision): only
+    a cost of this scope, or within it, is adjusted; any other is not found."""
+
+    @model_validator(mode="after")
+    def _one_change(self) -> AdjustCost:
+        if (self.cost_usd is None) == (not self.void):
+            raise ValueError("give either cost_usd (a correction) or void (true), not both")
+        return self
+
+
+class CostAdjustment(Contract):
+    """One adjustment of a recorded cost, as audited."""
+
+    adjustment_id: UUID
+    """The CostAdjusted's event_id."""
+    task_id: UUID
+    attempt: int
+    cost_event_id: UUID
+    scope: Scope
+    model: str
+    provider: str
+    sequence: int
+    previous_cost_usd: CallUsd
+    cost_usd: CallUsd
+    delta_usd: SignedCallUsd
+    void: bool
+    self_priced: bool
+    reason: str
+    actor: str
+    at: datetime
+
+
+class ListCostAdjustments(Contract):
+    """The latest adjustments, newest first: of one task, or of every task (within ``scope``)."""
+
+    task_id: UUID | None = None
+    scope: Scope | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class CostAdjustmentList(Contract):
+    adjustments: list[CostAdjustment]

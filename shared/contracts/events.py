@@ -34,6 +34,12 @@ Up to 10^18 with 12 places, as every money column (numeric(30, 12)): sums fit to
 MAX_CALL_COST_USD = Decimal(10_000)
 """The most one LLM call may cost: far above any real call, far below what sums could overflow."""
 CallUsd = Annotated[Usd, Field(le=MAX_CALL_COST_USD)]
+SignedCallUsd = Annotated[
+    Decimal,
+    Field(ge=-MAX_CALL_COST_USD, le=MAX_CALL_COST_USD, max_digits=30, decimal_places=12, allow_inf_nan=False),
+    PlainSerializer(fixed_point, return_type=str, when_used="json"),
+]
+"""A change of one call's cost, either way (a correction down is negative)."""
 
 MAX_ATTEMPTS = 20
 """The most calls one task may make (its model, then fallbacks), each with a hold of its own."""
@@ -329,10 +335,8 @@ class TaskRejected(Event):
     """The budget that refused, when a budget did."""
 
 
-class CostRecorded(Event):
-    """What a call really cost, reported by the application after running it."""
-
-    SUBJECT: ClassVar[str] = "cost_recorded"
+class _CallCost(Event):
+    """What one call cost: the fields a reported and a recorded cost share."""
 
     task_id: UUID
     scope: Scope
@@ -358,7 +362,7 @@ class CostRecorded(Event):
     """A cache hit's avoided cost: what the stored answer cost when it was made."""
 
     @model_validator(mode="after")
-    def _consistent(self) -> CostRecorded:
+    def _consistent(self) -> _CallCost:
         if self.cached_input_tokens + self.cache_write_tokens > self.input_tokens:
             raise ValueError("cached_input_tokens + cache_write_tokens cannot exceed input_tokens")
         if self.cached and (self.cost_usd or not self.success or self.input_tokens or self.output_tokens):
@@ -369,6 +373,102 @@ class CostRecorded(Event):
             raise ValueError("a successful call has no error_type")
         if not self.success and not self.error_type:
             raise ValueError("a failed call needs an error_type")
+        return self
+
+
+class CostReported(_CallCost):
+    """What a call cost, as an application reports it (``RoutewiseClient.record_cost``, ``routewise
+    record``). cost-predictor checks it against the price book and answers with CostRecorded (what
+    every consumer applies) or CostRefused (why not); nothing else applies a reported cost."""
+
+    SUBJECT: ClassVar[str] = "cost_reported"
+
+    cost_usd: Usd  # any amount: one past what a call may cost is refused, with its reason
+
+
+class CostRecorded(_CallCost):
+    """What a call really cost: the gateway's (it prices the calls it carries), or a reported cost
+    cost-predictor accepted. Budgets, metrics, performance statistics and learning apply it."""
+
+    SUBJECT: ClassVar[str] = "cost_recorded"
+
+    self_priced: bool = False
+    """Accepted on the application's word: no price is known for the model, or the cost is far from
+    what its tokens cost, and the deployment accepts such costs (``ROUTEWISE_ALLOW_SELF_PRICED``).
+    Reports show self-priced spend apart."""
+    reported_event_id: UUID | None = None
+    """The CostReported this cost was accepted from (None: the gateway recorded it)."""
+
+
+class CostRefusal(StrEnum):
+    """Why cost-predictor refused a reported cost."""
+
+    unknown_model = "unknown_model"
+    """No price is known for the model (as its provider serves it): the cost cannot be checked."""
+    implausible_cost = "implausible_cost"
+    """The cost is too far from what the call's tokens cost at the known price, or more than any
+    call may cost."""
+
+
+class CostRefused(Event):
+    """A reported cost cost-predictor did not accept, and why: nothing was charged for it."""
+
+    SUBJECT: ClassVar[str] = "cost_refused"
+
+    task_id: UUID
+    scope: Scope
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    model: ModelName
+    provider: ProviderName
+    reported_event_id: UUID
+    """The CostReported refused."""
+    reason: CostRefusal
+    detail: Text
+    reported_cost_usd: Usd
+    expected_cost_usd: Usd | None = None
+    """What the call's tokens cost at the known price (none for an unknown model)."""
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+"""Why a person changed something, in their words (bounded)."""
+ActorId = Annotated[str, Field(min_length=1, max_length=128)]
+"""Who changed something: the authenticated actor (over HTTP, the gateway's key)."""
+
+
+class CostAdjusted(Event):
+    """A recorded cost corrected, or voided (``void``: its cost is now 0), by a person: each
+    consumer moves what it keeps of the cost by ``delta_usd``. Its ``event_id`` is the adjustment's id."""
+
+    SUBJECT: ClassVar[str] = "cost_adjusted"
+
+    task_id: UUID
+    attempt: int = Field(ge=1, le=MAX_ATTEMPTS)
+    scope: Scope
+    task_type: TaskType = "normal"
+    model: ModelName
+    provider: ProviderName
+    cost_event_id: UUID
+    """The CostRecorded adjusted."""
+    recorded_at: UtcDatetime
+    """That cost's ``occurred_at``: the budget periods and statistics buckets it counted in."""
+    sequence: int = Field(ge=1, le=10_000)
+    """Which adjustment of that cost this is (1, 2, ...): they apply in this order."""
+    previous_cost_usd: CallUsd
+    cost_usd: CallUsd
+    delta_usd: SignedCallUsd
+    """``cost_usd`` − ``previous_cost_usd``."""
+    void: bool = False
+    self_priced: bool = False
+    """The cost adjusted was self-priced (see CostRecorded)."""
+    reason: Reason
+    actor: ActorId
+
+    @model_validator(mode="after")
+    def _arithmetic(self) -> CostAdjusted:
+        if self.delta_usd != self.cost_usd - self.previous_cost_usd:
+            raise ValueError("delta_usd must be cost_usd - previous_cost_usd")
+        if self.void and self.cost_usd:
+            raise ValueError("a void sets the cost to 0")
         return self
 
 
@@ -425,7 +525,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TaskArrived,
     ModelSelected,
     TaskRejected,
+    CostReported,
     CostRecorded,
+    CostRefused,
+    CostAdjusted,
     FeedbackRecorded,
     BudgetAlert,
     ModelHealthChanged,

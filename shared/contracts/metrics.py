@@ -78,6 +78,14 @@ class CacheSavings(Contract):
     avoided_cost_usd: Usd = Decimal(0)
 
 
+class SelfPricedSpend(Contract):
+    """Costs accepted on the application's word (``ROUTEWISE_ALLOW_SELF_PRICED``: no known price for
+    the model, or far from it), already inside the actual costs: shown apart so they can be told."""
+
+    tasks: int = Field(default=0, ge=0, le=10**15)
+    cost_usd: Usd = Decimal(0)
+
+
 class Rated(Contract):
     rated: int = 0
     """How many of these tasks have a quality rating (FeedbackRecorded)."""
@@ -154,6 +162,10 @@ class MetricsReport(Contract):
     cache: CacheSavings = Field(default_factory=CacheSavings)
     """The gateway's response-cache hits: tasks answered at $0 and the cost they avoided (not in
     ``actual_savings``, whose tasks were routed and called)."""
+    self_priced: SelfPricedSpend = Field(default_factory=SelfPricedSpend)
+    """The part of the period's actual costs that was self-priced."""
+    adjusted_tasks: int = 0
+    """Tasks whose cost was corrected or voided (CostAdjusted): their actual cost is the corrected one."""
     by_strategy: list[StrategyMetrics]
     by_confidence: list[ConfidenceMetrics]
     selection_patterns: list[ModelShare]

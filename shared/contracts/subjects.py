@@ -12,7 +12,18 @@ from typing import Any
 
 SERVICES = ("selector", "cost_predictor", "budget_enforcer", "performance_tracker", "metrics", "gateway")
 
-ORG_EVENTS = frozenset({"task_arrived", "model_selected", "task_rejected", "cost_recorded", "feedback_recorded"})
+ORG_EVENTS = frozenset(
+    {
+        "task_arrived",
+        "model_selected",
+        "task_rejected",
+        "cost_reported",
+        "cost_recorded",
+        "cost_refused",
+        "cost_adjusted",
+        "feedback_recorded",
+    }
+)
 """The events whose subject ends with their org (``<ns>.costs.recorded.<org>``): a tenant's bus user
 may publish and subscribe only to its own org's (``routewise bus-user create``)."""
 
@@ -30,7 +41,10 @@ class Subjects:
     task_arrived: str = field(init=False)
     model_selected: str = field(init=False)
     task_rejected: str = field(init=False)
+    cost_reported: str = field(init=False)
     cost_recorded: str = field(init=False)
+    cost_refused: str = field(init=False)
+    cost_adjusted: str = field(init=False)
     feedback_recorded: str = field(init=False)
     model_health_changed: str = field(init=False)
     budget_alerts: str = field(init=False)
@@ -61,6 +75,8 @@ class Subjects:
     budget_audit_list: str = field(init=False)
     cost_compare_tiers: str = field(init=False)
     cost_accuracy: str = field(init=False)
+    cost_adjust: str = field(init=False)
+    cost_adjustments_list: str = field(init=False)
     cost_prices_set: str = field(init=False)
     cost_prices_remove: str = field(init=False)
     cost_prices_list: str = field(init=False)
@@ -78,7 +94,12 @@ class Subjects:
             "task_arrived": f"{ns}.tasks.arrived",
             "model_selected": f"{ns}.models.selected",
             "task_rejected": f"{ns}.tasks.rejected",
+            # an application's word (checked by cost-predictor), what every consumer applies, what was
+            # refused, and corrections
+            "cost_reported": f"{ns}.costs.reported",
             "cost_recorded": f"{ns}.costs.recorded",
+            "cost_refused": f"{ns}.costs.refused",
+            "cost_adjusted": f"{ns}.costs.adjusted",
             "feedback_recorded": f"{ns}.feedback.recorded",
             "model_health_changed": f"{ns}.models.health",
             "budget_alerts": f"{ns}.budgets.alerts",
@@ -108,6 +129,8 @@ class Subjects:
             "budget_audit_list": f"{ns}.budget.audit.list",
             "cost_compare_tiers": f"{ns}.cost.compare_tiers",
             "cost_accuracy": f"{ns}.cost.accuracy",
+            "cost_adjust": f"{ns}.cost.adjust",
+            "cost_adjustments_list": f"{ns}.cost.adjustments.list",
             "cost_prices_set": f"{ns}.cost.prices.set",
             "cost_prices_remove": f"{ns}.cost.prices.remove",
             "cost_prices_list": f"{ns}.cost.prices.list",

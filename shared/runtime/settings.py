@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import cached_property
 from typing import Annotated
 
@@ -118,6 +119,27 @@ class Settings(BaseSettings):
     )
 
     catalog_path: str | None = Field(
+    cost_plausibility_ratio: Decimal = Field(
+        default=Decimal(10),
+        gt=1,
+        le=1_000_000,
+        allow_inf_nan=False,
+        description="cost-predictor: a reported cost more than this many times what its tokens cost at the known"
+        " price, or less than that price divided by it, is refused as implausible_cost (see the floor).",
+    )
+    cost_plausibility_floor: Decimal = Field(
+        default=Decimal("0.01"),
+        ge=0,
+        le=10_000,
+        allow_inf_nan=False,
+        description="cost-predictor: USD a reported cost may differ from its price whatever the ratio: a"
+        " cent by default, so a tiny call rounded up (or to the cent) is never refused.",
+    )
+    allow_self_priced: bool = Field(
+        default=False,
+        description="cost-predictor: accept a reported cost for a model without a known price, or far from"
+        " its price, flagged self_priced (reports show it apart), instead of refusing it.",
+    )
         default=None,
         max_length=4096,
         description="The shipped model catalog (a TOML file of [[models]]) every service starts from, instead of"

@@ -20,7 +20,7 @@ from routewise.dev.embedded import EmbeddedNats
 from routewise.dev.stack import Stack
 from routewise.runtime.settings import Settings
 from tests.conftest import Database, new_namespace
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_cost, eventually, record_trusted
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,7 @@ def test_while_the_bus_reconnects_health_says_so_and_then_the_service_goes_on(
 async def cost_applied(settings: Settings, org: str) -> Decimal:
     """Record a 0.25 USD call for ``org`` and return what budget-enforcer says the org has spent."""
     async with RoutewiseClient(settings) as rw:
-        await rw.record_cost(a_cost(Scope(org_id=org), "0.25"))
+        await record_trusted(rw, a_cost(Scope(org_id=org), "0.25"))
 
         async def spent() -> BudgetStatus | None:
             status = await rw.request(

@@ -26,7 +26,7 @@ from routewise.contracts.budget import (
 )
 from routewise.contracts.events import BudgetAlert, RejectionReason, Scope, TaskRejected, Tier
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_cost, eventually, record_trusted
 
 TTL_S = 3
 
@@ -185,7 +185,7 @@ async def test_a_user_cost_counts_on_team_and_org_and_replays_change_nothing(bud
     costs = [a_cost(scope, amount) for amount in ("1.25", "2.5", "0.125")]
     async with RoutewiseClient(budget_stack.settings) as rw:
         for cost in costs:
-            await rw.record_cost(cost)
+            await record_trusted(rw, cost)
         before = {
             kind: await spent_when(rw, kind, ident, 3) for kind, ident in (("org", org), ("team", team), ("user", user))
         }
@@ -197,7 +197,7 @@ async def test_a_user_cost_counts_on_team_and_org_and_replays_change_nothing(bud
                 headers={"Nats-Msg-Id": f"replay-{i}-{cost.event_id}"},
             )
         marker_scope = Scope(org_id=org)
-        await rw.record_cost(a_cost(marker_scope, "0"))  # after the replays in the stream
+        await record_trusted(rw, a_cost(marker_scope, "0"))  # after the replays in the stream
         await spent_when(rw, "org", org, 4)
         after = {kind: await status(rw, kind, ident) for kind, ident in (("org", org), ("team", team), ("user", user))}
     for kind in ("org", "team", "user"):
@@ -212,7 +212,7 @@ async def test_a_team_budget_of_one_org_leaves_another_orgs_team_of_that_name_al
     async with RoutewiseClient(budget_stack.settings) as rw:
         refused = await reserve(rw, Scope(org_id=acme, team_id="platform"), "1")
         admitted = await reserve(rw, Scope(org_id=globex, team_id="platform"), "1")
-        await rw.record_cost(a_cost(Scope(org_id=globex, team_id="platform"), "2"))
+        await record_trusted(rw, a_cost(Scope(org_id=globex, team_id="platform"), "2"))
         await spent_when(rw, "org", globex, 1)
         acme_team = await status(rw, "team", f"{acme}/platform")
         globex_team = await status(rw, "team", f"{globex}/platform")
@@ -234,7 +234,7 @@ async def test_an_org_whose_id_has_a_dot_gets_its_alerts_and_no_other_org_sees_t
                 alerts.append(BudgetAlert.model_validate_json(msg.data))
 
             await rw.nc.subscribe(rw.subjects.org_alerts(org), cb=on_alert)
-        await rw.record_cost(a_cost(Scope(org_id=dotted), "0.6"))
+        await record_trusted(rw, a_cost(Scope(org_id=dotted), "0.6"))
         await spent_when(rw, "org", dotted, 1)
 
         async def alerted() -> list[BudgetAlert]:
@@ -259,7 +259,7 @@ async def test_thresholds_alert_once_per_period_and_late_subscribers_replay(budg
     await nc.subscribe(settings.subjects.budget_alert("org", org), cb=on_alert)
     async with RoutewiseClient(settings) as rw:
         for amount in ("0.3", "0.3", "0.25", "0.2", "0.1", "0.5"):  # 30, 60, 85, 105, 115, 165 %
-            await rw.record_cost(a_cost(Scope(org_id=org), amount))
+            await record_trusted(rw, a_cost(Scope(org_id=org), amount))
         await spent_when(rw, "org", org, 6)
     await eventually(lambda: asyncio.sleep(0, result=len(received) >= 4), timeout=10)
     await asyncio.sleep(0.5)  # nothing more may arrive
@@ -297,8 +297,8 @@ async def test_costs_land_in_the_period_of_their_own_timestamp(budget_stack: Run
     )
     yesterday = datetime.now(paris) - timedelta(days=1)
     async with RoutewiseClient(budget_stack.settings) as rw:
-        await rw.record_cost(a_cost(Scope(org_id=org), "4", at=yesterday))  # late: yesterday's period
-        await rw.record_cost(a_cost(Scope(org_id=org), "1.5"))
+        await record_trusted(rw, a_cost(Scope(org_id=org), "4", at=yesterday))  # late: yesterday's period
+        await record_trusted(rw, a_cost(Scope(org_id=org), "1.5"))
         today = (await spent_when(rw, "org", org, 2)).budgets[0]
     midnight = datetime.now(paris).replace(hour=0, minute=0, second=0, microsecond=0)
     assert today.period_start == midnight.astimezone(UTC)
@@ -324,7 +324,7 @@ async def test_reservations_are_settled_released_and_expire(budget_stack: Runnin
         forgotten_first = await reserve(rw, scope, "3", task_id=forgotten_task)
         assert (await status(rw, "org", org)).budgets[0].reserved_usd == Decimal(6)
 
-        await rw.record_cost(a_cost(scope, "0.4", task_id=settled_task))  # the actual replaces the hold
+        await record_trusted(rw, a_cost(scope, "0.4", task_id=settled_task))  # the actual replaces the hold
         await spent_when(rw, "org", org, 1)
         repeat = await reserve(rw, scope, "1", task_id=settled_task)  # a settled task holds nothing again
         assert (repeat.admitted, repeat.reason) == (False, "already_settled")
@@ -353,7 +353,7 @@ async def test_reservations_are_settled_released_and_expire(budget_stack: Runnin
         assert (released.released, released.status) == (True, "released")
 
         # a cost that arrives after its hold was released is charged all the same, and alerts
-        await rw.record_cost(a_cost(scope, "5", task_id=released_task))
+        await record_trusted(rw, a_cost(scope, "5", task_id=released_task))
         after_release = await spent_when(rw, "org", org, 2)
         assert after_release.budgets[0].current_spend_usd == Decimal("5.4")
         assert after_release.budgets[0].reserved_usd == Decimal(3)  # the forgotten task's hold only
@@ -390,7 +390,7 @@ async def test_approval_extension_caps_and_restrictions(budget_stack: RunningSta
     async with RoutewiseClient(budget_stack.settings) as rw:
         over_cap = await reserve(rw, scope, "0.31")
         assert (over_cap.admitted, over_cap.reason) == (False, "over_request_cap")
-        await rw.record_cost(a_cost(scope, "0.6"))
+        await record_trusted(rw, a_cost(scope, "0.6"))
         await spent_when(rw, "org", org, 1)
         task = uuid.uuid4()
         needs = await reserve(rw, scope, "0.1", task_id=task)
@@ -400,7 +400,7 @@ async def test_approval_extension_caps_and_restrictions(budget_stack: RunningSta
         assert approved.returncode == 0, approved.stderr
         assert (await reserve(rw, scope, "0.1", task_id=task)).admitted
 
-        await rw.record_cost(a_cost(scope, "0.25"))  # 85 %: heavy models restricted
+        await record_trusted(rw, a_cost(scope, "0.25"))  # 85 %: heavy models restricted
         await spent_when(rw, "org", org, 2)
         approved_again = uuid.uuid4()
         budget_stack.cli("budgets", "approve", str(approved_again), "--by", "cto@acme")
@@ -460,7 +460,7 @@ async def test_alerts_follow_prints_new_alerts_as_they_happen(budget_stack: Runn
     try:
         await asyncio.sleep(1.5)  # the follower is waiting before the alert exists
         async with RoutewiseClient(budget_stack.settings) as rw:
-            await rw.record_cost(a_cost(Scope(org_id=org), "0.7"))
+            await record_trusted(rw, a_cost(Scope(org_id=org), "0.7"))
         assert follower.stdout is not None
         line = await asyncio.wait_for(follower.stdout.readline(), timeout=20)
     finally:

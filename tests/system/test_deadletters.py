@@ -30,7 +30,7 @@ from routewise.contracts.events import CostRecorded, Scope
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from routewise.contracts.subjects import durable
 from tests.conftest import RunningStack, run_cli
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_cost, eventually, record_trusted
 
 COST_CONSUMERS = ("budget_enforcer", "cost_predictor", "metrics", "performance_tracker")
 
@@ -181,7 +181,7 @@ async def test_a_dead_letter_replayed_once_its_cause_is_fixed_is_applied_once_ev
     cost = a_cost(Scope(org_id=org), "0.25")
     try:
         async with RoutewiseClient(settings) as rw:
-            await rw.record_cost(cost, trace_context={})
+            await record_trusted(rw, cost)
         (letter,) = await listed(running_stack, "--since", started, "--reason", "max_deliver_exceeded", count=1)
         assert letter["service"] == "metrics" and "the ledger is down" in letter["error"]
         assert letter["deliveries"] == 3  # the stack's ROUTEWISE_MAX_DELIVER

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import BaseModel
@@ -26,7 +27,7 @@ from routewise.client import RoutewiseClient
 from routewise.contracts.api import ROUTES
 from routewise.contracts.budget import AlertHistory, Budget, BudgetAuditLog, CreateBudget, ListAlerts, ListBudgetAudit
 from routewise.contracts.catalog import ModelEntry, RegisterModel
-from routewise.contracts.cost import PriceEntry, SetPrice
+from routewise.contracts.cost import CostAdjustmentList, ListCostAdjustments, PriceEntry, SetPrice
 from routewise.contracts.events import Tier
 from routewise.contracts.gateway import CreateKey, Role
 from routewise.contracts.routing import SetTierPreferences, TierPreferences, TierPreferencesReply
@@ -214,6 +215,40 @@ def _fresh_model(w: World) -> Call:
     return Call("DELETE", f"/api/v1/models/{model}")
 
 
+_ADJUSTABLE: dict[str, str] = {}
+
+
+def _adjustment(w: World) -> Call:
+    """A correction of the cost of a task answered through the gateway for a team of acme of its own
+    (acme/platform's budget, alerts and audit stay as the other tests expect them: the org key
+    holds it, a sibling team's does not), to a cost of its own each time, so that the call that
+    may succeed changes something."""
+    if "task" not in _ADJUSTABLE:
+        member, _ = w.new_key(f"org:{w.acme}/team:adjusted-{_hex()}", Role.member, "adjusted")
+        with httpx.Client(base_url=w.gateway.url, headers={"Authorization": f"Bearer {member}"}, timeout=30) as client:
+            answered = client.post("/v1/chat/completions", json={"model": "routewise/auto", "messages": PROMPT})
+        assert answered.status_code == 200, answered.text
+        task_id = answered.headers["X-Routewise-Task-Id"]
+
+        async def known() -> bool:  # cost-predictor learns the gateway's cost from the bus a moment later
+            conn = await asyncpg.connect(w.gateway.stack.database.admin_dsn)
+            try:
+                return bool(
+                    await conn.fetchval(
+                        "SELECT 1 FROM cost_predictor.recorded_costs WHERE task_id = $1", uuid.UUID(task_id)
+                    )
+                )
+            finally:
+                await conn.close()
+
+        asyncio.run(eventually(known, timeout=20, interval=0.2))
+        _ADJUSTABLE["task"] = task_id
+    cost = f"0.{uuid.uuid4().int % 10**9:09d}1"
+    return Call(
+        "POST", "/api/v1/cost/adjustments", json={"task_id": _ADJUSTABLE["task"], "cost_usd": cost, "reason": "matrix"}
+    )
+
+
 def _tomorrow() -> str:
     return (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -345,6 +380,7 @@ CASES: dict[str, Case] = {
         ),
     ),
     "GET /api/v1/cost/accuracy": Case("read_global", lambda w: Call("GET", "/api/v1/cost/accuracy"), foreign=None),
+    "POST /api/v1/cost/adjustments": Case("manage", _adjustment, own="org", foreign=404, ok=201),
     "GET /api/v1/prices": Case("read_global", lambda w: Call("GET", "/api/v1/prices"), foreign=None),
     "POST /api/v1/prices": Case(
         "operate",
@@ -522,6 +558,22 @@ def test_a_budget_change_over_http_is_audited_with_the_keys_id_and_name(world: W
     mine = [e for e in approvals.entries if e.actor == actor]
     assert mine and mine[0].task_scope is not None and mine[0].task_scope.team_id == world.team
     assert approved.json()["actor"] == actor
+
+
+def test_a_cost_adjusted_over_http_is_audited_with_the_keys_id_and_name(world: World) -> None:
+    call = _adjustment(world)
+    with world.http("org", Role.admin) as client:
+        forged = client.post(call.path, json={**call.json, "actor": "the CFO"})
+        adjusted = client.post(call.path, json=call.json)
+    assert forged.status_code == 400 and forged.json()["error"]["param"] == "actor"
+    assert adjusted.status_code == 201, adjusted.text
+    actor = f"key:{world.keys['org', Role.admin][1]} (org-admin)"
+    listed = world.bus(
+        "cost_adjustments_list", ListCostAdjustments(task_id=uuid.UUID(call.json["task_id"])), CostAdjustmentList
+    )
+    newest = listed.adjustments[0]
+    assert (newest.actor, newest.reason, str(newest.cost_usd)) == (actor, "matrix", call.json["cost_usd"].rstrip("0"))
+    assert newest.scope.org_id == world.acme and (newest.scope.team_id or "").startswith("adjusted-")
 
 
 def test_the_audit_log_and_the_alerts_over_http_show_the_teams_own(world: World) -> None:

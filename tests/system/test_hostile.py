@@ -23,7 +23,7 @@ from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.contracts.subjects import snapshot_key
 from routewise.runtime.inprocess import System
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_cost, eventually, record_trusted
 
 
 async def dead_lettered(system: System, cost: dict[str, Any], service: str) -> Msg:
@@ -55,7 +55,7 @@ async def test_a_cost_with_a_huge_model_name_is_dead_lettered_and_performance_tr
 
     good = a_cost(Scope(org_id="acme"), "0.01", model="gpt-4o")
     async with RoutewiseClient(system.settings) as rw:
-        await rw.record_cost(good, trace_context={})
+        await record_trusted(rw, good)
 
         async def counted() -> Performance | None:
             found = await rw.request(subjects.performance_query, QueryPerformance(model="gpt-4o"), Performance)
@@ -84,7 +84,7 @@ async def test_a_cost_past_the_per_call_maximum_is_refused_and_maximal_costs_add
 
     async with RoutewiseClient(system.settings) as rw:
         for _ in range(3):  # each the most a call may cost
-            await rw.record_cost(a_cost(org, str(MAX_CALL_COST_USD)), trace_context={})
+            await record_trusted(rw, a_cost(org, str(MAX_CALL_COST_USD)))
 
         async def both_applied() -> tuple[BudgetStatus, MetricsSummary] | None:
             status = await rw.request(subjects.budget_status, GetBudgetStatus(scope=org), BudgetStatus)

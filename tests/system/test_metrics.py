@@ -25,7 +25,7 @@ from routewise.contracts.events import (
 )
 from routewise.contracts.metrics import GetMetricsReport, MetricsReport
 from tests.conftest import RunningStack
-from tests.helpers import a_call, eventually
+from tests.helpers import a_call, eventually, record_trusted
 
 PROMPTS = (
     "What is the capital of France?",
@@ -54,7 +54,7 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
             a_call(selected[1], 800, 300, "0.0003"),
         ]
         for call in calls:
-            await rw.record_cost(call)
+            await record_trusted(rw, call)
         await rw.record_feedback(
             FeedbackRecorded(task_id=selected[0].task_id, scope=scope, model=selected[0].model, quality=0.9)
         )
@@ -127,7 +127,7 @@ async def test_the_report_equals_totals_computed_by_hand_and_replays_change_noth
                 headers={"Nats-Msg-Id": f"replay-{event.event_id}"},
             )
         marker = a_call(selected[2], 10, 10, "0.00001")
-        await rw.record_cost(marker)
+        await record_trusted(rw, marker)
 
         async def marker_seen() -> MetricsReport | None:
             r = await rw.request(rw.subjects.metrics_report, ask, MetricsReport)

@@ -28,7 +28,7 @@ from routewise.contracts.performance import ModelStats, Performance, Performance
 from routewise.contracts.subjects import snapshot_key
 from routewise.services.performance_tracker.domain import wilson
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import a_selection, an_outcome, eventually
+from tests.helpers import a_selection, an_outcome, eventually, record_trusted
 
 SCOPE = Scope(org_id="perf")
 
@@ -77,7 +77,7 @@ async def test_stats_match_a_hand_computed_stream_and_replays_do_not_double_coun
     ]
     async with RoutewiseClient(perf_stack.settings) as rw:
         for event in events:
-            await rw.record_cost(event)
+            await record_trusted(rw, event)
         first = await stats_when(rw, model, 10, window="1h")
         for i, event in enumerate(events):  # replay everything past the stream's duplicate detection
             await rw.nc.jetstream().publish(
@@ -86,7 +86,7 @@ async def test_stats_match_a_hand_computed_stream_and_replays_do_not_double_coun
                 headers={"Nats-Msg-Id": f"replay-{i}-{event.event_id}"},
             )
         marker = outcome(model, latency=None, cost="0")
-        await rw.record_cost(marker)
+        await record_trusted(rw, marker)
         second = await stats_when(rw, model, 11, window="all")
     assert first.requests == 10
     assert first.success_rate == 0.8
@@ -123,8 +123,8 @@ async def test_stats_per_task_type_and_per_pattern_the_selector_saw(perf_stack: 
             selection = a_selection(SCOPE, model, task_id, pattern, task_type)
             await rw.publish(rw.subjects.event(selection), selection)
             await pattern_known(perf_stack, task_id)  # the decision is known before the cost, as in real life
-            await rw.record_cost(
-                outcome(model, task_type=task_type, task_id=task_id, error=None if ok else "server_error")
+            await record_trusted(
+                rw, outcome(model, task_type=task_type, task_id=task_id, error=None if ok else "server_error")
             )
         await stats_when(rw, model, 3, window="24h")
         by_pattern = {s.pattern: s for s in (await query(rw, model=model, pattern="code", window="24h")).stats}
@@ -149,7 +149,7 @@ async def test_a_burst_of_failures_demotes_and_later_successes_promote(perf_stac
     try:
         async with RoutewiseClient(settings) as rw:
             for i in range(6):
-                await rw.record_cost(outcome(model, error="server_error" if i % 3 else None))  # 4 of 6 fail
+                await record_trusted(rw, outcome(model, error="server_error" if i % 3 else None))  # 4 of 6 fail
             await eventually(lambda: asyncio.sleep(0, result=changes), timeout=15)
             assert (changes[0].previous, changes[0].state) == ("healthy", "demoted")
             assert "error rate" in changes[0].reason
@@ -160,7 +160,7 @@ async def test_a_burst_of_failures_demotes_and_later_successes_promote(perf_stac
             await eventually(lambda: asyncio.sleep(0, result=len(changes) >= 2), timeout=15)
             assert changes[1].state == "probation"
             for _ in range(2):
-                await rw.record_cost(outcome(model))
+                await record_trusted(rw, outcome(model))
                 await asyncio.sleep(0.3)
             await eventually(lambda: asyncio.sleep(0, result=len(changes) >= 3), timeout=15)
             assert (changes[2].previous, changes[2].state) == ("probation", "healthy")
@@ -178,7 +178,7 @@ async def test_feedback_arriving_late_or_twice_updates_quality_last_one_wins(per
         await rw.record_feedback(FeedbackRecorded(task_id=early, scope=SCOPE, model=model, quality=0.2))
         await asyncio.sleep(0.3)
         for task_id in (early, late, revised):
-            await rw.record_cost(outcome(model, task_id=task_id))
+            await record_trusted(rw, outcome(model, task_id=task_id))
         await stats_when(rw, model, 3, window="all")
         await rw.record_feedback(FeedbackRecorded(task_id=late, scope=SCOPE, model=model, quality=0.9))
         await rw.record_feedback(
@@ -215,7 +215,7 @@ async def test_snapshots_reach_a_kv_watcher_within_a_second(perf_stack: RunningS
         watcher = await kv.watch(snapshot_key(model))
         async with RoutewiseClient(settings) as rw:
             sent = time.monotonic()
-            await rw.record_cost(outcome(model, latency=750, cost="0.02"))
+            await record_trusted(rw, outcome(model, latency=750, cost="0.02"))
             while True:
                 entry = await watcher.updates(timeout=5)
                 if entry is not None and entry.value:
@@ -237,7 +237,7 @@ def test_the_cli_shows_a_table_and_json(perf_stack: RunningStack) -> None:
 
     async def record() -> None:
         async with RoutewiseClient(perf_stack.settings) as rw:
-            await rw.record_cost(outcome(model, latency=420))
+            await record_trusted(rw, outcome(model, latency=420))
             await stats_when(rw, model, 1)
 
     asyncio.run(record())
@@ -256,7 +256,7 @@ def test_the_cli_shows_which_pattern_a_row_is_for(perf_stack: RunningStack) -> N
 
     async def record() -> None:
         async with RoutewiseClient(perf_stack.settings) as rw:
-            await rw.record_cost(outcome(model))
+            await record_trusted(rw, outcome(model))
             await stats_when(rw, model, 1)
 
     asyncio.run(record())
@@ -274,7 +274,7 @@ async def test_feedback_racing_its_cost_on_two_replicas_is_counted_once(perf_sta
                 coro
                 for task_id in tasks
                 for coro in (
-                    rw.record_cost(outcome(model, task_id=task_id)),
+                    record_trusted(rw, outcome(model, task_id=task_id)),
                     rw.record_feedback(
                         FeedbackRecorded(task_id=task_id, scope=SCOPE, model=model, quality=0.2, occurred_at=now)
                     ),

@@ -32,7 +32,7 @@ from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.contracts.routing import Decision, GetDecision, RoutingPreview
 from routewise.contracts.subjects import snapshot_key
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import a_cost, eventually
+from tests.helpers import a_cost, eventually, record_trusted
 
 SIMPLE = "What is the capital of France?"
 MODERATE = "Compare two approaches to caching in a web service and evaluate the trade-offs."
@@ -216,7 +216,9 @@ async def test_learning_moves_the_choice_once_feedback_shows_a_cheap_model_is_as
             decided = await decide(rw, task)
             assert isinstance(decided, ModelSelected) and decided.pattern == before.selected.pattern
             for model, provider in (("gpt-5-nano", "openai"), (decided.model, decided.provider)):
-                await rw.record_cost(a_cost(task.scope, "0.0001", task_id=task.task_id, model=model, provider=provider))
+                await record_trusted(
+                    rw, a_cost(task.scope, "0.0001", task_id=task.task_id, model=model, provider=provider)
+                )
                 feedback = FeedbackRecorded(task_id=task.task_id, scope=task.scope, model=model, quality=0.97)
                 await rw.record_feedback(feedback)
                 if model == "gpt-5-nano":
@@ -261,7 +263,7 @@ async def test_a_demoted_model_is_never_chosen(stack: RunningStack) -> None:
         victim, provider = usual.selected.model, usual.selected.provider
         for _ in range(40):  # enough to pass a 50 % error rate even after the successes earlier tests reported
             failed = a_cost(Scope(org_id=org), "0.0001", model=victim, provider=provider)
-            await rw.record_cost(failed.model_copy(update={"success": False, "error_type": "timeout"}))
+            await record_trusted(rw, failed.model_copy(update={"success": False, "error_type": "timeout"}))
 
         async def demoted() -> bool:
             perf = await rw.request(rw.subjects.performance_query, QueryPerformance(model=victim), Performance)

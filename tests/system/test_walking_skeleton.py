@@ -24,7 +24,7 @@ from routewise.contracts.events import (
 )
 from routewise.contracts.metrics import GetMetricsSummary, MetricsSummary
 from tests.conftest import RunningStack
-from tests.helpers import a_call, a_cost, eventually, spend_once_recorded
+from tests.helpers import a_call, a_cost, eventually, record_trusted, spend_once_recorded
 
 
 async def fetch_row(dsn: str, sql: str, *args: object) -> asyncpg.Record | None:
@@ -59,6 +59,7 @@ async def test_a_task_is_decided_recorded_and_seen_by_every_service(running_stac
     )
     assert recorded.returncode == 0, recorded.stderr
     cost = json.loads(recorded.stdout)
+    assert cost["status"] == "recorded"  # cost-predictor checked it and recorded it
     expected = calc_price(
         Usage(input_tokens=1200, output_tokens=300), model_ref=decision["model"], provider_id=decision["provider"]
     ).total_price
@@ -173,13 +174,13 @@ async def test_every_call_of_a_task_counts_in_budget_and_metrics_alike(running_s
         "--output-tokens",
         "0",
         "--cost",
-        "0.5",
+        "0.005",
         "--failed",
         "rate_limited",
         "--json",
     )
     retry = running_stack.cli(
-        "record", task_id, "--input-tokens", "10", "--output-tokens", "20", "--cost", "0.25", "--json"
+        "record", task_id, "--input-tokens", "10", "--output-tokens", "20", "--cost", "0.0025", "--json"
     )
     assert first.returncode == 0, first.stderr
     assert retry.returncode == 0, retry.stderr
@@ -193,7 +194,7 @@ async def test_every_call_of_a_task_counts_in_budget_and_metrics_alike(running_s
             return m if m.costs_recorded >= 2 else None
 
         summary = await eventually(metrics)
-    assert budget.spent_usd == summary.actual_cost_usd == Decimal("0.75")
+    assert budget.spent_usd == summary.actual_cost_usd == Decimal("0.0075")
     assert budget.costs_recorded == summary.costs_recorded == 2
     assert summary.tasks == 1
 
@@ -214,7 +215,7 @@ async def test_a_malformed_cost_is_dead_lettered_and_the_service_keeps_working(r
     finally:
         await nc.close()
     async with RoutewiseClient(settings) as rw:
-        await rw.record_cost(a_cost(Scope(org_id=org), "0.5"))
+        await record_trusted(rw, a_cost(Scope(org_id=org), "0.5"))
         assert (await spend_once_recorded(rw, running_stack, org, 1)).spent_usd == Decimal("0.5")
 
 
@@ -250,7 +251,7 @@ async def test_a_replayed_cost_is_applied_once_by_every_consumer(running_stack: 
         await nc.close()
     async with RoutewiseClient(settings) as rw:
         marker = a_cost("0.001")
-        await rw.record_cost(marker)  # once this is applied, the replays before it were too
+        await record_trusted(rw, marker)  # once this is applied, the replays before it were too
         status = await spend_once_recorded(rw, running_stack, org, 2)
     assert status.spent_usd == Decimal("0.126")
     assert status.costs_recorded == 2
@@ -347,7 +348,7 @@ async def test_a_hard_budget_forces_a_downgrade_then_a_rejection(running_stack: 
         assert isinstance(decided, ModelSelected), decided
         assert decided.tier is Tier.micro
         assert "downgraded to" in decided.reasoning and "refused" in decided.reasoning
-        await rw.record_cost(a_call(decided, 1, 1, micro))  # the budget is now all but spent
+        await record_trusted(rw, a_call(decided, 1, 1, micro))  # the budget is now all but spent
         await spend_once_recorded(rw, running_stack, org, 1)
         rejected = await rw.submit_task(
             TaskArrived(scope=Scope(org_id=org), prompt=HARD_PROMPT, task_type="code"), wait=30
@@ -361,7 +362,7 @@ async def test_a_task_needing_approval_is_rejected_then_approved_and_decided(run
     org = f"approve-{uuid.uuid4().hex[:8]}"
     await org_budget(running_stack, org, "1", "1:require-approval")
     async with RoutewiseClient(running_stack.settings) as rw:
-        await rw.record_cost(a_cost(Scope(org_id=org), "0.02"))  # 2 %: approval in force
+        await record_trusted(rw, a_cost(Scope(org_id=org), "0.02"))  # 2 %: approval in force
         await spend_once_recorded(rw, running_stack, org, 1)
         task = TaskArrived(scope=Scope(org_id=org), prompt="Summarise the release notes")
         first = await rw.submit_task(task, wait=20)

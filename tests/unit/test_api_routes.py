@@ -29,6 +29,7 @@ from routewise.contracts.budget import (
 )
 from routewise.contracts.catalog import ListModels, RegisterModel, RemoveModel
 from routewise.contracts.cost import (
+    AdjustCost,
     CompareTiers,
     EstimateCost,
     GetEstimateAccuracy,
@@ -93,6 +94,7 @@ SAMPLES: dict[str, BaseModel] = {
     ),
     "cost.estimate": EstimateCost(prompt="hello", models=["gpt-4o", "claude-haiku-4-5"], scope=Scope(org_id="acme")),
     "cost.accuracy": GetEstimateAccuracy(model="gpt-4o"),
+    "cost.adjust": AdjustCost(task_id=uuid.uuid4(), attempt=2, cost_usd=Decimal("0.0042"), reason="invoice", actor="x"),
     "prices.list": ListPrices(models=["gpt-4o", "openai/gpt-4o-mini"]),
     "prices.set": SetPrice(
         model="acme/llama-3", provider="selfhost", input_mtok=Decimal("0.1"), output_mtok=Decimal("0.2"), actor="ops"
