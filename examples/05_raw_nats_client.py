@@ -11,8 +11,12 @@ json only, to show exactly what goes over the wire.
 - The decision comes back on ``<namespace>.models.selected.<org>`` (ModelSelected) or
   ``<namespace>.tasks.rejected.<org>`` (TaskRejected); match it by ``task_id``. Subscribe
   before publishing.
-- Then publish CostRecorded to ``<namespace>.costs.recorded.<org>`` and FeedbackRecorded to
-  ``<namespace>.feedback.recorded.<org>`` the same way (see docs/sdk.md for their fields).
+- Then report the call's cost: CostReported (CostRecorded's fields, see docs/sdk.md) to
+  ``<namespace>.costs.reported.<org>``. cost-predictor checks it against the price book and
+  answers with CostRecorded on ``<namespace>.costs.recorded.<org>`` (what budgets and metrics
+  apply; ``reported_event_id`` names your report) or CostRefused on
+  ``<namespace>.costs.refused.<org>`` (``reason`` and ``detail``: nothing was charged). Publish
+  FeedbackRecorded to ``<namespace>.feedback.recorded.<org>`` the same way.
 
 The JSON Schemas of every event and request are in docs/asyncapi/<service>.json. Money is a
 decimal string of USD ("0.000121"), timestamps are ISO 8601 with a time zone, and unknown
