@@ -117,8 +117,6 @@ class Settings(BaseSettings):
         description="Dead letters of TaskArrived keep the prompt and messages' text as a SHA-256 and a length"
         " only (such a dead letter cannot be replayed). Off: kept as sent, for replay.",
     )
-
-    catalog_path: str | None = Field(
     cost_plausibility_ratio: Decimal = Field(
         default=Decimal(10),
         gt=1,
@@ -140,6 +138,8 @@ class Settings(BaseSettings):
         description="cost-predictor: accept a reported cost for a model without a known price, or far from"
         " its price, flagged self_priced (reports show it apart), instead of refusing it.",
     )
+
+    catalog_path: str | None = Field(
         default=None,
         max_length=4096,
         description="The shipped model catalog (a TOML file of [[models]]) every service starts from, instead of"
