@@ -30,4 +30,5 @@ SERVICE = Service(
     },
     jobs=[every(handlers.sweep_interval, handlers.expire_due)],
     publishes=[BudgetAlert],
+    retention={"parked_adjustments": "parked_at"},  # adjustments whose cost never came
 )

@@ -84,8 +84,8 @@ async def settle_cost(event: CostRecorded, uow: UnitOfWork, deps: BudgetDeps) ->
 
 async def adjust_cost(event: CostAdjusted, uow: UnitOfWork, deps: BudgetDeps) -> None:
     """Move a corrected or voided cost's spend in the periods it was charged to; raise the
-    thresholds a correction up crosses (a correction down takes no alert back). Tried again while
-    the cost it adjusts (or the adjustment before it) is not applied yet."""
+    thresholds a correction up crosses (a correction down takes no alert back). One that comes
+    before its cost (or before the adjustment preceding it) is parked, and applies after it."""
     alerts = await repo.adjust(uow.conn, event)
     for _, alert in alerts:
         await uow.publish(deps.subjects.event(alert), alert)

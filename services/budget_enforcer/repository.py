@@ -39,6 +39,7 @@ from routewise.contracts.budget import (
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import BudgetAlert, CostAdjusted, CostRecorded, Tier, fixed_point
 from routewise.contracts.vocabulary import ErrorCode, Period, ThresholdAction
+from routewise.runtime import adjustments
 from routewise.runtime.db import Connection
 from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
@@ -372,6 +373,7 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
     publish: thresholds reached for the first time in that period.
     """
     scope, at = event.scope, event.occurred_at
+    await adjustments.lock(conn, event.event_id)  # before any other: an adjustment of it takes it first too
     budgets = await chain_budgets(conn, scope.chain(), at)
     holds = await conn.fetch(
         "SELECT budget_id FROM reservation_holds WHERE task_id = $1 AND attempt = $2", event.task_id, event.attempt
@@ -401,8 +403,16 @@ async def settle(conn: Connection, event: CostRecorded) -> list[tuple[str, Budge
         [i for _, i in chain],
         event.cost_usd,
     )
-    if not budgets:
-        return []
+    alerts = await _charge(conn, event, budgets) if budgets else []
+    # its adjustments that came first (parked) apply now, in order
+    return alerts + _flat(await adjustments.drain(conn, event.event_id, 0, lambda e: _apply_adjustment(conn, e)))
+
+
+async def _charge(
+    conn: Connection, event: CostRecorded, budgets: list[asyncpg.Record]
+) -> list[tuple[str, BudgetAlert]]:
+    """Charge the cost to its chain's budgets in the period of its timestamp; the alerts it raises."""
+    scope, at = event.scope, event.occurred_at
     states = await states_of(conn, budgets, at)
     charged = [(budget["id"], period) for budget, (_, period) in zip(budgets, states, strict=True)]
     await add_to_periods(conn, charged, spent=event.cost_usd, costs=1)
@@ -477,33 +487,32 @@ async def _alerts(
     return [(kind, alert) for kind, alert in candidates if alert.event_id in fired]
 
 
-class NotYetRecorded(Exception):
-    """An adjustment came before the cost it adjusts, or before the adjustments that precede it,
-    was applied here (a redelivery overtook it): it is tried again later."""
-
-
 async def adjust(conn: Connection, event: CostAdjusted) -> list[tuple[str, BudgetAlert]]:
     """Move a recorded cost by the adjustment's delta, where it was charged: the ledger, the spend
     of its scope chain, and each budget in the period it was charged to (not the current one).
 
-    Adjustments of one cost apply in their order (``sequence``). A positive delta may cross
+    Adjustments of one cost apply in their order (``sequence``), after the cost: one that comes
+    early is parked until then (``routewise.runtime.adjustments``). A positive delta may cross
     thresholds: their alerts are raised (once per period, as for a cost). A negative one raises
     none and takes none back: an alert raised stays raised, and that threshold will not alert again
     in that period. Returns the alerts to publish.
     """
-    row = await conn.fetchrow(
-        "SELECT adjustments, occurred_at FROM spend_ledger WHERE event_id = $1 FOR UPDATE", event.cost_event_id
-    )
-    if row is None or row["adjustments"] < event.sequence - 1:
-        what = "its cost" if row is None else f"adjustment {row['adjustments'] + 1} of its cost"
-        raise NotYetRecorded(f"adjustment {event.sequence} of cost {event.cost_event_id} came before {what}")
-    if row["adjustments"] >= event.sequence:
-        return []  # applied already (under another id: the inbox knows its own)
+    await adjustments.lock(conn, event.cost_event_id)
+    applied = await conn.fetchval("SELECT adjustments FROM spend_ledger WHERE event_id = $1", event.cost_event_id)
+    return _flat(await adjustments.in_order(conn, event, applied, lambda e: _apply_adjustment(conn, e)))
+
+
+def _flat(alerts: list[list[tuple[str, BudgetAlert]]]) -> list[tuple[str, BudgetAlert]]:
+    return [alert for some in alerts for alert in some]
+
+
+async def _apply_adjustment(conn: Connection, event: CostAdjusted) -> list[tuple[str, BudgetAlert]]:
+    at = await conn.fetchval("SELECT occurred_at FROM spend_ledger WHERE event_id = $1", event.cost_event_id)
     charges = await conn.fetch(
         "SELECT budget_id, period_start FROM budget_charges WHERE event_id = $1", event.cost_event_id
     )
     await lock_budgets(conn, sorted({c["budget_id"] for c in charges}))
-    delta, at = event.delta_usd, row["occurred_at"]
+    delta = event.delta_usd
     await conn.execute(
         "UPDATE spend_ledger SET cost_usd = cost_usd + $2, adjustments = $3 WHERE event_id = $1",
         event.cost_event_id,

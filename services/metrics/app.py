@@ -34,4 +34,5 @@ SERVICE = Service(
         every(handlers.PRICE_EVERY_S, handlers.price_baselines, wake=lambda deps: deps.to_price),
         every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
     ],
+    retention={"parked_adjustments": "parked_at"},  # adjustments whose cost never came
 )

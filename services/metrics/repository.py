@@ -18,6 +18,7 @@ from routewise.contracts.events import (
     TaskArrived,
     TaskRejected,
 )
+from routewise.runtime import adjustments
 from routewise.runtime.db import Connection
 
 _SCOPE = "task_id, org_id, team_id, user_id, workspace_id"
@@ -109,6 +110,8 @@ async def record_rejection(conn: Connection, event: TaskRejected) -> None:
 async def record_cost(conn: Connection, event: CostRecorded) -> None:
     # every call a task made adds to its actual cost; the latest call names the model; a gateway
     # cache hit (no call, $0) marks the task cached with the cost it avoided
+    if not event.cached:
+        await adjustments.lock(conn, event.event_id)  # first, as an adjustment of it takes it first
     await conn.execute(
         f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, actual_model, actual_cost_usd,
                input_tokens, output_tokens, cost_recorded_at, cost_events, cached_input_tokens, cached,
@@ -141,36 +144,37 @@ async def record_cost(conn: Connection, event: CostRecorded) -> None:
         event.avoided_cost_usd,
         event.cost_usd if event.self_priced else None,
     )
-
-
-class NotYetRecorded(Exception):
-    """A correction down came before the cost it corrects was applied here (a redelivery overtook
-    it): it is tried again later, so that no actual cost is ever negative."""
+    if not event.cached:  # a cache hit cost nothing: nothing to adjust
+        await conn.execute(
+            "INSERT INTO cost_ledger (event_id, task_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+            event.event_id,
+            event.task_id,
+        )
+        await adjustments.drain(conn, event.event_id, 0, lambda e: _apply_adjustment(conn, e))
 
 
 async def adjust_cost(conn: Connection, event: CostAdjusted) -> None:
-    """Move the task's actual cost (and its self-priced part) by the adjustment's delta. Deltas add
-    up in any order; a correction down waits until the task's actual cost holds what it takes away."""
-    if event.delta_usd < 0:
-        row = await conn.fetchrow(
-            "SELECT actual_cost_usd, self_priced_cost_usd FROM task_ledger WHERE task_id = $1 FOR UPDATE",
-            event.task_id,
-        )
-        held = Decimal(0) if row is None else row["self_priced_cost_usd" if event.self_priced else "actual_cost_usd"]
-        if (held or 0) < -event.delta_usd:
-            raise NotYetRecorded(f"task {event.task_id} does not hold the cost adjustment {event.event_id} corrects")
+    """Move the task's actual cost (and its self-priced part) by the adjustment's delta, after its
+    cost and the adjustments before it (one that comes early is parked until then): no figure is
+    ever moved for a cost that is not here, or below zero."""
+    await adjustments.lock(conn, event.cost_event_id)
+    applied = await conn.fetchval("SELECT adjustments FROM cost_ledger WHERE event_id = $1", event.cost_event_id)
+    await adjustments.in_order(conn, event, applied, lambda e: _apply_adjustment(conn, e))
+
+
+async def _apply_adjustment(conn: Connection, event: CostAdjusted) -> None:
     await conn.execute(
-        f"""INSERT INTO task_ledger AS t ({_SCOPE}, task_type, actual_cost_usd, self_priced_cost_usd, cost_adjustments)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)
-           ON CONFLICT (task_id) DO UPDATE SET
-               actual_cost_usd = coalesce(t.actual_cost_usd, 0) + EXCLUDED.actual_cost_usd,
-               self_priced_cost_usd = CASE WHEN EXCLUDED.self_priced_cost_usd IS NULL THEN t.self_priced_cost_usd
-                   ELSE coalesce(t.self_priced_cost_usd, 0) + EXCLUDED.self_priced_cost_usd END,
-               cost_adjustments = t.cost_adjustments + 1""",
-        *_scope(event.task_id, event.scope),
-        event.task_type,
+        "UPDATE cost_ledger SET adjustments = $2 WHERE event_id = $1", event.cost_event_id, event.sequence
+    )
+    await conn.execute(
+        """UPDATE task_ledger SET actual_cost_usd = coalesce(actual_cost_usd, 0) + $2,
+               self_priced_cost_usd = CASE WHEN $3 THEN coalesce(self_priced_cost_usd, 0) + $2
+                   ELSE self_priced_cost_usd END,
+               cost_adjustments = cost_adjustments + 1
+           WHERE task_id = $1""",
+        event.task_id,
         event.delta_usd,
-        event.delta_usd if event.self_priced else None,
+        event.self_priced,
     )
 
 

@@ -29,5 +29,11 @@ SERVICE = Service(
         every(handlers.PRUNE_EVERY_S, handlers.prune_buckets),
     ],
     publishes=[ModelHealthChanged],
-    retention={"outcomes": "occurred_at", "feedback": "occurred_at", "task_patterns": "created_at"},
+    retention={
+        "outcomes": "occurred_at",
+        "feedback": "occurred_at",
+        "task_patterns": "created_at",
+        "cost_outcomes": "occurred_at",
+        "parked_adjustments": "parked_at",
+    },
 )

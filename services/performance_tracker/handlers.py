@@ -128,8 +128,7 @@ async def record_outcome(event: CostRecorded, uow: UnitOfWork, deps: Performance
 async def adjust_cost(event: CostAdjusted, uow: UnitOfWork, deps: PerformanceDeps) -> None:
     """A corrected or voided cost: the model's cost statistics follow it (its health does not: the
     call succeeded or failed as it did)."""
-    now = deps.clock()
-    await repo.adjust_cost(uow.conn, event, now, now - timedelta(days=deps.settings.task_retention_days))
+    await repo.adjust_cost(uow.conn, event)
     uow.after_commit(lambda: deps.dirty.add(event.model))
 
 

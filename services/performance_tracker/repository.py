@@ -11,7 +11,7 @@ import asyncpg
 
 from routewise.contracts.events import CostAdjusted, CostRecorded, FeedbackRecorded
 from routewise.contracts.vocabulary import Window
-from routewise.runtime import histogram
+from routewise.runtime import adjustments, histogram
 from routewise.runtime.db import Connection
 from routewise.services.performance_tracker.domain import (
     GRANULARITIES,
@@ -68,7 +68,9 @@ async def remember_pattern(conn: Connection, task_id: UUID, pattern: str, task_t
 
 
 async def record_outcome(conn: Connection, event: CostRecorded) -> None:
-    """Count one call in every bucket it belongs to (per model, task type and pattern)."""
+    """Count one call in every bucket it belongs to (per model, task type and pattern), and remember
+    where it counted, for the adjustments of its cost (those that came first apply now)."""
+    await adjustments.lock(conn, event.event_id)  # first, as an adjustment of it takes it first
     await lock_model(conn, event.model)
     pattern = await conn.fetchval("SELECT pattern FROM task_patterns WHERE task_id = $1", event.task_id) or UNKNOWN
     cells = _cells(event.model, event.task_type, pattern, event.occurred_at)
@@ -114,6 +116,17 @@ async def record_outcome(conn: Connection, event: CostRecorded) -> None:
         pattern,
         event.occurred_at,
     )
+    await conn.execute(
+        """INSERT INTO cost_outcomes (event_id, task_id, model, task_type, pattern, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING""",
+        event.event_id,
+        event.task_id,
+        event.model,
+        event.task_type,
+        pattern,
+        event.occurred_at,
+    )
+    await adjustments.drain(conn, event.event_id, 0, lambda e: _apply_adjustment(conn, e))
     pending = await conn.fetchrow(
         "SELECT quality FROM feedback WHERE task_id = $1 AND model = $2 AND NOT applied FOR UPDATE",
         event.task_id,
@@ -126,43 +139,33 @@ async def record_outcome(conn: Connection, event: CostRecorded) -> None:
         )
 
 
-class NotYetRecorded(Exception):
-    """An adjustment came before the outcome of the cost it adjusts was counted here (a redelivery
-    overtook it): it is tried again later."""
-
-
-async def adjust_cost(conn: Connection, event: CostAdjusted, now: datetime, forgotten_before: datetime) -> None:
+async def adjust_cost(conn: Connection, event: CostAdjusted) -> None:
     """Move the cost statistics of the adjusted call by the adjustment's delta, in the buckets its
-    outcome counted in (those still kept). Its outcome is looked up for its pattern; an outcome
-    pruned by retention (older than ``forgotten_before``) leaves the pattern out; one not counted
-    yet is waited for."""
-    await lock_model(conn, event.model)
-    outcome = await conn.fetchrow(
-        "SELECT task_type, pattern FROM outcomes WHERE task_id = $1 AND model = $2", event.task_id, event.model
+    outcome counted in (those not pruned yet), after its outcome and the adjustments before it (one that
+    comes early is parked until then). A call older than the raw outcomes' retention is no longer
+    known: its adjustments stay parked, and its statistics as they were."""
+    await adjustments.lock(conn, event.cost_event_id)
+    applied = await conn.fetchval("SELECT adjustments FROM cost_outcomes WHERE event_id = $1", event.cost_event_id)
+    await adjustments.in_order(conn, event, applied, lambda e: _apply_adjustment(conn, e))
+
+
+async def _apply_adjustment(conn: Connection, event: CostAdjusted) -> None:
+    call = await conn.fetchrow(
+        "UPDATE cost_outcomes SET adjustments = $2 WHERE event_id = $1"
+        " RETURNING model, task_type, pattern, occurred_at",
+        event.cost_event_id,
+        event.sequence,
     )
-    if outcome is None and event.recorded_at >= forgotten_before:
-        raise NotYetRecorded(f"the outcome of cost {event.cost_event_id} is not counted yet")
-    cells = [
-        cell
-        for cell in _cells(event.model, event.task_type, outcome["pattern"] if outcome else "", event.recorded_at)
-        if (outcome is not None or cell[0] != "pattern") and _kept(cell[3], cell[4], now)
-    ]
-    if not cells:
-        return
-    await conn.execute(
-        f"""INSERT INTO stat_buckets AS s (dim, key, model, granularity, bucket_start, cost_usd)
-            SELECT c.dim, c.key, c.model, c.granularity, c.bucket_start, $6 FROM {_UNNEST}
-            ON CONFLICT (model, dim, key, granularity, bucket_start) DO UPDATE SET
-                cost_usd = s.cost_usd + EXCLUDED.cost_usd""",
+    assert call is not None
+    await lock_model(conn, call["model"])
+    cells = _cells(call["model"], call["task_type"], call["pattern"], call["occurred_at"])
+    await conn.execute(  # the call's buckets that are still kept (older minutes and hours are pruned)
+        f"""UPDATE stat_buckets s SET cost_usd = s.cost_usd + $6 FROM {_UNNEST}
+            WHERE s.dim = c.dim AND s.key = c.key AND s.model = c.model AND s.granularity = c.granularity
+              AND s.bucket_start = c.bucket_start""",
         *_columns(cells),
         event.delta_usd,
     )
-
-
-def _kept(granularity: str, start: datetime, now: datetime) -> bool:
-    """Whether a bucket is still kept (``prune`` drops the older minute and hour buckets)."""
-    keep = KEEP.get(granularity)
-    return keep is None or start >= now - keep
 
 
 async def _add_quality(conn: Connection, task_id: UUID, model: str, quality: float, *, sign: int) -> bool:

@@ -86,7 +86,8 @@ class Settings(BaseSettings):
         ge=1,
         description="Days per-task working data is kept: the selector's prompt features (feedback later than"
         " this is not learnt), cost-predictor's estimates awaiting their cost, performance-tracker's raw outcomes,"
-        " feedback and task patterns (its statistics are kept in buckets).",
+        " feedback, task patterns and counted calls (its statistics are kept in buckets), and cost adjustments"
+        " parked waiting for a cost that never came.",
     )
     prune_interval: float = Field(default=3600.0, gt=0, description="Seconds between retention prunes.")
     tasks_stream_max_age_hours: float = Field(

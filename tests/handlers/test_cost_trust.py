@@ -21,12 +21,12 @@ from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
 from routewise.services.budget_enforcer import handlers as budgets
 from routewise.services.budget_enforcer.handlers import BudgetDeps
-from routewise.services.budget_enforcer.repository import NotYetRecorded
 from routewise.services.cost_predictor import handlers as costs
 from routewise.services.cost_predictor import trust
 from routewise.services.cost_predictor.handlers import CostDeps
 from routewise.services.cost_predictor.pricing import PriceBook
 from routewise.services.metrics import repository as metrics_repo
+from routewise.services.performance_tracker import repository as perf_repo
 from tests.handlers.cost_metrics_twins import CostBusTwin
 from tests.helpers import Clock, a_cost
 
@@ -254,40 +254,77 @@ async def test_an_adjustment_moves_the_spend_of_the_period_the_cost_was_charged_
     assert [(a["actor"], a["cost"]) for a in audit] == [("ana", "9"), ("ana", "0"), ("ana", "8.5")]
 
 
-async def test_an_adjustment_waits_for_its_cost_and_for_the_adjustments_before_it(budget_deps: BudgetDeps) -> None:
+async def test_adjustments_that_come_before_their_cost_apply_after_it_in_order(
+    budget_deps: BudgetDeps, admin: asyncpg.Connection
+) -> None:
     scope = an_org()
-    await a_daily_budget(budget_deps, scope, limit="100")
+    await a_daily_budget(budget_deps, scope, limit="10")
     cost = a_cost(scope, "2", at=NOW)
-    first, second = an_adjustment(cost, 1, "2", "5"), an_adjustment(cost, 2, "5", "3")
+    first, second = an_adjustment(cost, 1, "2", "5"), an_adjustment(cost, 2, "5", "9")
 
-    with pytest.raises(NotYetRecorded, match="came before its cost"):
-        await apply_once(budgets.adjust_cost, first, budget_deps)
+    # redeliveries overtook them: the second, then the first, then the cost
+    for early in (second, first):
+        assert await apply_once(budgets.adjust_cost, early, budget_deps)  # applied: parked, not retried
+    assert await spend_on(budget_deps, scope, NOW) == 0
     await apply_once(budgets.settle_cost, cost, budget_deps)
-    with pytest.raises(NotYetRecorded, match="came before adjustment 1"):
-        await apply_once(budgets.adjust_cost, second, budget_deps)
-    for event in (first, second):
-        assert await apply_once(budgets.adjust_cost, event, budget_deps)
-    assert await spend_on(budget_deps, scope, NOW) == D(3)
+    assert await spend_on(budget_deps, scope, NOW) == D(9)
+    assert await alerts_of(admin, budget_deps, scope) == [50, 80]  # raised by the adjustments, once
+    parked = await admin.fetchval(
+        "SELECT count(*) FROM budget_enforcer.parked_adjustments WHERE cost_event_id = $1", cost.event_id
+    )
+    assert parked == 0
+    assert not await apply_once(budgets.adjust_cost, first, budget_deps)  # a redelivery: applied once
 
 
 # --- metrics --------------------------------------------------------------------------------
 
 
-async def test_metrics_never_takes_away_what_a_task_does_not_hold(
+async def test_metrics_moves_a_cost_only_once_it_has_it(
     service_pool: Callable[[str], Awaitable[asyncpg.Pool]],
 ) -> None:
     pool = await service_pool("metrics")
     scope = an_org()
     cost = a_cost(scope, "2", at=NOW)
     down, up = an_adjustment(cost, 1, "2", "0.5"), an_adjustment(cost, 2, "0.5", "0.75")
-    async with pool.acquire() as conn, conn.transaction():
-        with pytest.raises(metrics_repo.NotYetRecorded):
-            await metrics_repo.adjust_cost(conn, down)
-    async with pool.acquire() as conn, conn.transaction():
-        await metrics_repo.adjust_cost(conn, up)  # a correction up adds, whatever came first
-        await metrics_repo.record_cost(conn, cost)
-        await metrics_repo.adjust_cost(conn, down)
-        row = await conn.fetchrow(
-            "SELECT actual_cost_usd, cost_adjustments FROM task_ledger WHERE task_id = $1", cost.task_id
+    forged = an_adjustment(a_cost(scope, "1", at=NOW), 1, "1", "7")  # of a cost metrics never had
+
+    async def actual(task_id: uuid.UUID) -> asyncpg.Record | None:
+        return await pool.fetchrow(
+            "SELECT actual_cost_usd, cost_adjustments FROM task_ledger WHERE task_id = $1", task_id
         )
-    assert row is not None and (row["actual_cost_usd"], row["cost_adjustments"]) == (D("0.75"), 2)
+
+    async with pool.acquire() as conn, conn.transaction():
+        await metrics_repo.adjust_cost(conn, up)  # early: parked
+        await metrics_repo.adjust_cost(conn, forged)
+    assert await actual(cost.task_id) is None and await actual(forged.task_id) is None  # nothing made up
+    async with pool.acquire() as conn, conn.transaction():
+        await metrics_repo.record_cost(conn, cost)  # the cost, then what was waiting for it
+    assert tuple(await actual(cost.task_id) or ()) == (D(2), 0)
+    async with pool.acquire() as conn, conn.transaction():
+        await metrics_repo.adjust_cost(conn, down)  # the first: it and the parked second apply
+    assert tuple(await actual(cost.task_id) or ()) == (D("0.75"), 2)
+
+
+async def test_performance_statistics_move_in_the_buckets_the_call_counted_in(
+    service_pool: Callable[[str], Awaitable[asyncpg.Pool]],
+) -> None:
+    pool = await service_pool("performance_tracker")
+    model, task_type = f"m-{uuid.uuid4().hex[:8]}", f"t_{uuid.uuid4().hex[:8]}"
+    cost = a_cost(an_org(), "0.3", at=NOW, model=model).model_copy(update={"task_type": task_type})
+    first = an_adjustment(cost, 1, "0.3", "0.1").model_copy(update={"task_type": task_type})
+    second = an_adjustment(cost, 2, "0.1", "0.25").model_copy(update={"task_type": task_type})
+
+    async def costs() -> set[Decimal]:
+        rows = await pool.fetch("SELECT cost_usd FROM stat_buckets WHERE model = $1", model)
+        assert len(rows) == 9  # model, task type and pattern, each by minute, hour and all time
+        return {r["cost_usd"] for r in rows}
+
+    async with pool.acquire() as conn, conn.transaction():
+        await perf_repo.adjust_cost(conn, first)  # before the call is counted: parked
+        await perf_repo.record_outcome(conn, cost)  # counted, and the parked adjustment applied
+    assert await costs() == {D("0.1")}
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM stat_buckets WHERE model = $1 AND granularity = 'minute'", model)  # pruned
+        await perf_repo.adjust_cost(conn, second)
+    rows = await pool.fetch("SELECT granularity, cost_usd FROM stat_buckets WHERE model = $1", model)
+    assert {(r["granularity"], r["cost_usd"]) for r in rows} == {("hour", D("0.25")), ("all", D("0.25"))}
