@@ -40,10 +40,13 @@ def nats_server(workdir: Path) -> Iterator[tuple[str, str]]:
             yield container.nats_uri(), "testcontainers"
     else:
         from routewise.dev.embedded import EmbeddedNats
+        from routewise.runtime.bus_users import new_password, operator_url, service_users
 
-        server = EmbeddedNats(workdir / "nats", durable=False)  # a throwaway server: no fsync per write
+        # locked as `routewise dev` locks its server: tests connect as the operator, each service as itself
+        password = new_password()
+        server = EmbeddedNats(workdir / "nats", durable=False, users=service_users(password))  # no fsync per write
         try:
-            yield server.start(), "embedded"
+            yield operator_url(server.start(), password), "embedded"
         finally:
             server.stop()
 

@@ -29,4 +29,6 @@ SERVICE = Service(
     jobs=[every(handlers.RELOAD_EVERY_S, handlers.reload_prices)],
     publishes=[CostRecorded, CostRefused, CostAdjusted],
     retention={"estimates": "created_at"},
+    asks=["budget_status", "cost_prices_changed"],
+    writes_kv=["catalog_bucket"],
 )

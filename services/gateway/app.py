@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import CostRecorded, FeedbackRecorded, TaskArrived
+from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
 from routewise.runtime.catalog import REWATCH_S
 from routewise.runtime.service import Service, every
-from routewise.services.gateway import api, handlers, keys
+from routewise.services.gateway import api, handlers, keys, management
 
 SERVICE = Service(
     name="gateway",
@@ -24,5 +24,8 @@ SERVICE = Service(
         every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
     ],
     publishes=[TaskArrived, CostRecorded, FeedbackRecorded],
+    # the requests of its own calls, and every one the management API sends
+    asks=sorted({"routing_policies_list", "cost_prices_list", "budget_reserve", "budget_release", *management.ASKS}),
+    listens=[ModelSelected, TaskRejected],
     retention={"attempts": "created_at", "cache_hits": "created_at"},
 )

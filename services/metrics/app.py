@@ -34,5 +34,6 @@ SERVICE = Service(
         every(handlers.PRICE_EVERY_S, handlers.price_baselines, wake=lambda deps: deps.to_price),
         every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
     ],
+    asks=["cost_price"],
     retention={"parked_adjustments": "parked_at"},  # adjustments whose cost never came
 )

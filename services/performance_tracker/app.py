@@ -29,6 +29,7 @@ SERVICE = Service(
         every(handlers.PRUNE_EVERY_S, handlers.prune_buckets),
     ],
     publishes=[ModelHealthChanged],
+    writes_kv=["performance_bucket"],
     retention={
         "outcomes": "occurred_at",
         "feedback": "occurred_at",

@@ -35,5 +35,6 @@ SERVICE = Service(
         every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
     ],
     publishes=[ModelSelected, TaskRejected],
+    asks=["cost_estimate", "budget_reserve", "budget_release", "budget_status"],
     retention={"task_features": "created_at"},
 )

@@ -18,9 +18,11 @@ from rich.table import Table
 
 from routewise.cli.common import app, console, fail
 from routewise.client.discovery import dev_state_path, home, read_dev_state
+from routewise.client.urls import url_without_password
 from routewise.runtime.settings import Settings
 
 if TYPE_CHECKING:
+    from routewise.dev.embedded import EmbeddedNats
     from routewise.dev.mock_provider import MockProvider
     from routewise.dev.stack import Stack
 
@@ -49,15 +51,16 @@ def dev(
         raise fail(
             f"`routewise dev` needs the dev extra ({', '.join(missing)} missing): pip install 'routewise[dev]'", False
         )
-    from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres
+    from routewise.dev.embedded import EmbeddedPostgres
     from routewise.dev.provision import provision
     from routewise.dev.stack import Stack
+    from routewise.runtime.bus_users import operator_url
 
     if (state := read_dev_state()) is not None:
-        raise fail(f"`routewise dev` is already running (pid {state['pid']}, {state['nats_url']})", False)
+        raise _already_running(state)
     data = _data_dir(data_dir or home() / "dev", fresh=fresh)
     namespace = Settings().namespace
-    nats_server = EmbeddedNats(data / "nats")
+    nats_server, operator_password = _locked_nats(data / "nats", namespace)
     postgres = EmbeddedPostgres(data / "postgres")
     stack: Stack | None = None
     mock = _mock_provider()
@@ -70,7 +73,7 @@ def dev(
     signal.signal(signal.SIGTERM, interrupt)
     try:
         with console.status("starting NATS and Postgres…"):
-            nats_url = nats_server.start()
+            nats_url = operator_url(nats_server.start(), operator_password)
             admin_dsn = postgres.start()
             dsns = asyncio.run(provision(admin_dsn, "routewise"))
         with console.status("starting the services and the gateway…"):
@@ -78,7 +81,7 @@ def dev(
             stack = Stack(nats_url, dsns, namespace, data / "logs", extra_env=providers)
             stack.start()
             stack.wait_ready(timeout=90)
-        settings, gateway_url = _welcome(stack, mock, data)
+        settings, gateway_url = _welcome(stack, mock, data, nats_server)
         if demo:
             asyncio.run(_demo(settings, gateway_url))
         if once:
@@ -99,6 +102,21 @@ def dev(
                     running.stop()
             dev_state_path().unlink(missing_ok=True)
         console.print("stopped.")
+
+
+def _already_running(state: dict[str, Any]) -> typer.Exit:
+    where = url_without_password(state["nats_url"])
+    return fail(f"`routewise dev` is already running (pid {state['pid']}, {where})", False)
+
+
+def _locked_nats(store: Path, namespace: str) -> tuple[EmbeddedNats, str]:
+    """The embedded NATS, locked: a new operator password (the CLI's) each start, each service's
+    derived from it, the tenants added by `routewise bus-user create` kept (``bus_users``)."""
+    from routewise.dev.embedded import EmbeddedNats
+    from routewise.runtime.bus_users import new_password, service_users
+
+    password = new_password()
+    return EmbeddedNats(store, users=service_users(password, namespace)), password
 
 
 def _data_dir(data: Path, *, fresh: bool) -> Path:
@@ -135,7 +153,7 @@ def _watch(stack: Stack) -> None:
                 console.print(f"[green]{event.name} is ready again[/] (http://127.0.0.1:{event.port}/readyz)")
 
 
-def _welcome(stack: Stack, mock: MockProvider | None, data: Path) -> tuple[Settings, str]:
+def _welcome(stack: Stack, mock: MockProvider | None, data: Path, nats: EmbeddedNats) -> tuple[Settings, str]:
     """A development key, the state file other commands read, and how to use it all, printed."""
     settings = Settings(nats_url=stack.nats_url, namespace=stack.namespace)
     gateway_url = f"http://127.0.0.1:{stack.processes['gateway'].port}"
@@ -143,7 +161,9 @@ def _welcome(stack: Stack, mock: MockProvider | None, data: Path) -> tuple[Setti
     _write_state(
         {
             "pid": os.getpid(),
-            "nats_url": stack.nats_url,
+            "nats_url": stack.nats_url,  # the operator's (this file is readable by its owner only)
+            "nats_users_file": str(nats.users_path),  # `routewise bus-user create` adds tenants there
+            "nats_pid": nats.proc.pid if nats.proc else None,
             "namespace": stack.namespace,
             "gateway_url": gateway_url,
             "mock_provider_url": mock.url if mock else None,
@@ -171,7 +191,11 @@ def _print_stack(nats_url: str, stack: Any, data: Path) -> None:
     for name, sp in stack.processes.items():
         table.add_row(name, f"http://127.0.0.1:{sp.port}/readyz  /metrics", str(sp.log_path))
     console.print(table)
-    console.print(f"NATS: [bold]{nats_url}[/]  (saved to {dev_state_path()}, other commands use it)")
+    console.print(
+        f"NATS: [bold]{url_without_password(nats_url)}[/], locked: the CLI connects as the operator"
+        f" (saved to {dev_state_path()}, other commands use it), each service as itself;"
+        " an org's applications: `routewise bus-user create --org ID`"
+    )
     console.print(f"Data: {data}")
 
 
@@ -189,8 +213,8 @@ def _mock_provider() -> MockProvider | None:
 
 
 async def _development_key(settings: Settings, org: str = DEV_ORG) -> str:
-    """A new API key for ``org`` (the secret is shown once, so each start makes one); the keys an
-    earlier start made are revoked."""
+    """A new API key for ``org``, its admin (it may also manage the org's budgets over the gateway's
+    API; the secret is shown once, so each start makes one); the keys an earlier start made are revoked."""
     from routewise.client import RoutewiseClient
     from routewise.contracts.gateway import CreateKey, KeyCreated, KeyList, KeyRevoked, ListKeys, RevokeKey
 
@@ -201,7 +225,9 @@ async def _development_key(settings: Settings, org: str = DEV_ORG) -> str:
             if old.name == DEV_KEY_NAME:
                 await rw.request(subjects.keys_revoke, RevokeKey(id=old.id, actor=DEV_KEY_NAME), KeyRevoked)
         created = await rw.request(
-            subjects.keys_create, CreateKey(scope=f"org:{org}", name=DEV_KEY_NAME, actor=DEV_KEY_NAME), KeyCreated
+            subjects.keys_create,
+            CreateKey(scope=f"org:{org}", name=DEV_KEY_NAME, role="admin", actor=DEV_KEY_NAME),
+            KeyCreated,
         )
     return created.key
 
@@ -210,7 +236,7 @@ def _print_gateway(gateway_url: str, key: str, mock_url: str | None) -> None:
     where = f"the mock provider at {mock_url}" if mock_url else "the providers configured"
     console.print(
         f"Gateway (OpenAI-compatible): [bold]{gateway_url}/v1[/]  (calls go to {where})\n"
-        f"Development key for org {DEV_ORG!r} (shown once; a new one each start): [bold]{key}[/]",
+        f"Development key, admin of org {DEV_ORG!r} (shown once; a new one each start): [bold]{key}[/]",
         highlight=False,
     )
     console.print(

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from routewise.runtime.bus_users import AUTHORIZATION, BusUser, with_tenants_of, with_user
 
 
 def free_port() -> int:
@@ -61,18 +65,44 @@ SYNC_ALWAYS = "sync_interval: always  # acknowledged writes survive an OS crash 
 class EmbeddedNats:
     """A nats-server with JetStream on a free loopback port, storing in ``store_dir``, syncing
     every write to disk before it is acknowledged (``durable``; a throwaway test server may trade
-    that for speed); monitoring (/varz) on ``monitor_url``."""
+    that for speed); monitoring (/varz) on ``monitor_url``.
 
-    def __init__(self, store_dir: Path, port: int | None = None, *, durable: bool = True):
+    With ``users`` (``routewise.runtime.bus_users``) only they may connect, each with its
+    permissions (``users.conf`` in ``store_dir``); ``add_user`` adds one to the running server."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        *,
+        durable: bool = True,
+        users: Sequence[BusUser] | None = None,
+    ):
         self.store_dir = store_dir
         self.durable = durable
         self.port = port or free_port()
         self.monitor_port = free_port()
+        self.users = list(users) if users is not None else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def users_path(self) -> Path:
+        return self.store_dir / "users.conf"
+
+    def add_user(self, user: BusUser) -> None:
+        """Add ``user`` (or replace the one of its name) and have the running server reload its users."""
+        self.users_path.write_text(with_user(self.users_path.read_text(), user))
+        self.users_path.chmod(0o600)
+        self.reload()
+
+    def reload(self) -> None:
+        """Make the server read its configuration again (SIGHUP; takes effect in milliseconds)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     @property
     def monitor_url(self) -> str:
@@ -82,9 +112,13 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
         sync = SYNC_ALWAYS if self.durable else "# throwaway: NATS's default sync interval"
-        config.write_text(
-            NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.store_dir, sync=sync)
-        )
+        text = NATS_CONFIG.format(port=self.port, monitor_port=self.monitor_port, store_dir=self.store_dir, sync=sync)
+        if self.users is not None:
+            before = self.users_path.read_text() if self.users_path.exists() else ""
+            self.users_path.write_text(with_tenants_of(before, self.users))  # tenants added before stay
+            self.users_path.chmod(0o600)
+            text += AUTHORIZATION
+        config.write_text(text)
         with (self.store_dir / "nats-server.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(config)],

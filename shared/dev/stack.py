@@ -48,6 +48,8 @@ class Stack:
 
     def env_for(self, service: str, port: int) -> dict[str, str]:
         env = dict(os.environ)  # the user's ROUTEWISE_* settings (catalog, log level, retries) apply
+        for login in ("ROUTEWISE_NATS_USER", "ROUTEWISE_NATS_PASSWORD"):  # each service logs in as itself
+            env.pop(login, None)
         env.update(
             {
                 "ROUTEWISE_NATS_URL": self.nats_url,

@@ -316,6 +316,7 @@ def consume(
         stream=JStream(stream.name, declare=False),
         durable=durable(service, subject),
         pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),  # where its bus user may subscribe
         max_workers=workers,
         config=ConsumerConfig(
             max_deliver=-1,  # the DeadLetterMiddleware bounds deliveries, and never drops a message silently

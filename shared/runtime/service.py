@@ -54,6 +54,7 @@ from routewise.contracts.events import Event, utcnow
 from routewise.contracts.subjects import Subjects
 from routewise.runtime import retention
 from routewise.runtime.bus import DeadLetterMiddleware, consume, reply
+from routewise.runtime.bus_users import as_service
 from routewise.runtime.db import Connection, claim, create_pool, digest_of, migrate
 from routewise.runtime.logs import setup_logging
 from routewise.runtime.outbox import OutboxRelay, enqueue
@@ -229,7 +230,14 @@ class Service(Generic[D]):
     notices: Mapping[str, JobHandler] = field(default_factory=dict)
     jobs: Sequence[Job] = ()
     publishes: Sequence[type[Event]] = ()
-    """Events the service publishes (documented in its AsyncAPI)."""
+    """Events the service publishes (documented in its AsyncAPI; its bus user may publish only these)."""
+    asks: Sequence[str] = ()
+    """The requests and notices it sends to other services (``Subjects`` attribute names): its bus
+    user may send only these (``routewise.runtime.bus_users``)."""
+    listens: Sequence[type[Event]] = ()
+    """Events it subscribes to as they pass, outside JetStream (the gateway: the decisions it waits for)."""
+    writes_kv: Sequence[str] = ()
+    """The JetStream key-value buckets it writes (``Subjects`` attribute names)."""
     retention: Mapping[str, str] = field(default_factory=dict)
     """Per-task working data past its use, ``{table: timestamp column}``: rows older than
     ``task_retention_days`` are pruned (with the inbox and outbox, every ``prune_interval``)."""
@@ -503,6 +511,7 @@ def build_broker(
         closed_cb=on_closed,
         security=(NatsUserPassword(settings.nats_user, settings.nats_password or "") if settings.nats_user else None),
         name=f"routewise-{name}",
+        inbox_prefix=settings.nats_inbox_prefix,
         middlewares=[
             NatsTelemetryMiddleware(tracer_provider=tracer_provider),
             NatsPrometheusMiddleware(registry=registry, app_name=f"routewise-{name}"),
@@ -533,6 +542,7 @@ def build_runtime(
     the bus connection closed for good while the service was not stopping."""
     if not settings.database_url:
         raise SystemExit(f"ROUTEWISE_DATABASE_URL is not set: {service.name} needs its own Postgres role's DSN")
+    settings = as_service(settings, service.name)  # its own bus user, where the URL is the operator's
     tracer_provider = tracer_provider or setup_tracing(f"routewise-{service.name}")
     registry = CollectorRegistry()
     runtime: list[Runtime] = []

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
         description="First token of every subject and stream; tests use their own to stay isolated.",
     )
     nats_url: str = DEFAULT_NATS_URL
-    nats_user: str | None = None
+    nats_user: str | None = Field(
+        default=None, description="This process's NATS user (a service's own, a tenant's, the operator's)."
+    )
     nats_password: str | None = None
     database_url: str | None = Field(
         default=None, description="DSN of this service's own Postgres role (services only)."
@@ -225,3 +227,8 @@ class Settings(BaseSettings):
         """Delay before the next delivery, after delivery number ``delivery`` (1-based) failed."""
         index = min(max(delivery, 1), len(self.retry_backoff)) - 1
         return self.retry_backoff[index] if self.retry_backoff else 0.0
+
+    @property
+    def nats_inbox_prefix(self) -> str:
+        """Where this process's replies come (``_INBOX_<user>``): a user may subscribe only to its own."""
+        return f"_INBOX_{self.nats_user}" if self.nats_user else "_INBOX"

@@ -76,12 +76,14 @@ def test_infrastructure_services() -> None:
 
 
 def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path: Path) -> None:
-    """Run the real nats-server on deploy/nats/nats.conf and use JetStream as a service user."""
+    """Run the real nats-server on deploy/nats/nats.conf: only its users log in; the operator uses JetStream."""
     nats_spec = COMPOSE["services"]["nats"]
     env = dict(os.environ, **nats_spec["environment"])
     # the compose command, with the container paths mapped to this machine
     mounts = dict(v.split(":")[:2][::-1] for v in nats_spec["volumes"] if v.startswith("./"))
-    command = [str(ROOT / mounts[a]) if a in mounts else a for a in nats_spec["command"]]
+    command = list(nats_spec["command"])
+    for inside, outside in mounts.items():
+        command = [str(ROOT / outside) + a.removeprefix(inside) if a.startswith(inside) else a for a in command]
     command = [str(tmp_path) if a == "/data/jetstream" else a for a in command]
     port, monitor = free_port(), free_port()
     log = tmp_path / "nats-server.log"
@@ -105,26 +107,26 @@ def test_the_compose_nats_config_boots_with_jetstream_and_service_users(tmp_path
                     connect_timeout=2,
                     allow_reconnect=False,
                 )
-            for service in SERVICES:
+            for service in SERVICES:  # each service logs in as itself (what it may do: test_bus_auth)
                 env_vars = compose_service(service)["environment"]
                 nc = await nats.connect(
                     f"nats://127.0.0.1:{port}",
                     user=env_vars["ROUTEWISE_NATS_USER"],
                     password=env_vars["ROUTEWISE_NATS_PASSWORD"],
                 )
-                try:
-                    js = nc.jetstream()
-                    name = f"CHECK_{uuid.uuid4().hex[:6]}"
-                    await js.add_stream(name=name, subjects=[f"routewise.check.{name}"])
-                    ack = await js.publish(f"routewise.check.{name}", b"ok")
-                    assert ack.stream == name
-                    await js.delete_stream(name)
-                    kv = await js.create_key_value(bucket=f"KV_{name}")  # performance snapshots live in KV
-                    await kv.put("model.gpt-4o", b"{}")
-                    assert (await kv.get("model.gpt-4o")).value == b"{}"
-                    await js.delete_key_value(f"KV_{name}")
-                finally:
-                    await nc.close()
+                await nc.close()
+            operator = await nats.connect(
+                f"nats://127.0.0.1:{port}", user="operator", password=nats_spec["environment"]["NATS_OPERATOR_PASSWORD"]
+            )
+            try:
+                js = operator.jetstream()
+                name = f"CHECK_{uuid.uuid4().hex[:6]}"
+                await js.add_stream(name=name, subjects=[f"routewise.check.{name}"])
+                ack = await js.publish(f"routewise.check.{name}", b"ok")
+                assert ack.stream == name
+                await js.delete_stream(name)
+            finally:
+                await operator.close()
 
         varz = httpx.get(f"http://127.0.0.1:{monitor}/varz", timeout=5).json()
         assert varz["jetstream"]["config"]["sync_always"] is True  # acked writes survive a power loss
