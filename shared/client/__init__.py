@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TypeVar
@@ -35,6 +37,7 @@ from opentelemetry import propagate, trace
 from pydantic import BaseModel
 
 from routewise.client.discovery import resolve_settings
+from routewise.client.urls import url_without_password
 from routewise.client.wire import msg_id_headers, parse_reply, request_errors
 from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import (
@@ -57,11 +60,12 @@ from routewise.runtime.settings import Settings
 Res = TypeVar("Res", bound=BaseModel)
 
 
-async def _quiet(_: Exception) -> None:
-    return None
+_DENIED = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 
 
 log = structlog.get_logger(__name__)
+TRACES_KEPT = 10_000
+"""Decisions whose trace context a client keeps (from ``submit_task``) for the costs that follow."""
 TRACE_LOOKUP_TIMEOUT_S = 2.0
 """How long ``record_cost`` waits for the decision's trace context before publishing without it."""
 
@@ -91,6 +95,8 @@ class RoutewiseClient:
         self.subjects = self.settings.subjects
         self._nc: NatsClient | None = None
         self._tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("routewise.client")
+        self._traces: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._denied: set[str] = set()
 
     async def __aenter__(self) -> RoutewiseClient:
         try:
@@ -98,14 +104,17 @@ class RoutewiseClient:
                 self.nats_url,
                 user=self.settings.nats_user,
                 password=self.settings.nats_password,
+                inbox_prefix=self.settings.nats_inbox_prefix,
                 name="routewise-client",
                 connect_timeout=3,
                 max_reconnect_attempts=1,  # (0 would mean: retry for ever)
                 allow_reconnect=False,
-                error_cb=_quiet,  # failures surface as RemoteError, not as logged tracebacks
+                error_cb=self._on_error,  # failures surface as RemoteError, not as logged tracebacks
             )
         except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            raise RemoteError(f"cannot reach NATS at {self.nats_url}: {exc}", code=ErrorCode.unavailable) from exc
+            raise RemoteError(
+                f"cannot reach NATS at {url_without_password(self.nats_url)}: {exc}", code=ErrorCode.unavailable
+            ) from exc
         return self
 
     async def __aexit__(
@@ -134,11 +143,12 @@ class RoutewiseClient:
             )
         except nats.js.errors.NoStreamResponseError as exc:
             raise RemoteError(
-                f"no Routewise stream stores {subject} on {self.nats_url}; is Routewise running"
+                f"no Routewise stream stores {subject} on {url_without_password(self.nats_url)}; is Routewise running"
                 f" (namespace {self.settings.namespace!r})?",
                 code=ErrorCode.unavailable,
             ) from exc
         except TimeoutError as exc:
+            self._raise_if_denied(subject, exc)
             raise RemoteError(f"JetStream did not confirm {subject} in time", code=ErrorCode.timeout) from exc
 
     async def submit_task(self, task: TaskArrived, *, wait: float | None = None) -> ModelSelected | TaskRejected | None:
@@ -160,6 +170,7 @@ class RoutewiseClient:
                         return
                     kind = ModelSelected if msg.subject == selected else TaskRejected
                     decided.set_result(kind.model_validate_json(msg.data))
+                    self._remember_trace(wanted, msg.headers)
                 except (ValueError, AttributeError) as exc:
                     decided.set_exception(exc)
 
@@ -239,7 +250,18 @@ class RoutewiseClient:
                 for sub in subs:
                     await sub.unsubscribe()
 
+    def _remember_trace(self, task_id: str, headers: Mapping[str, str] | None) -> None:
+        """The decision's trace context, as it came with the decision: its cost joins that trace
+        without asking the selector (which a tenant's bus user may not)."""
+        carried = {k: v for k, v in (headers or {}).items() if k in ("traceparent", "tracestate")}
+        if carried:
+            self._traces[task_id] = carried
+            while len(self._traces) > TRACES_KEPT:
+                self._traces.popitem(last=False)
+
     async def _decision_trace(self, task_id: UUID) -> Mapping[str, str]:
+        if (carried := self._traces.get(str(task_id))) is not None:
+            return carried
         try:
             decision = await self.request(
                 self.subjects.routing_decision,
@@ -260,9 +282,28 @@ class RoutewiseClient:
     ) -> Res:
         """Ask a service; its error reply raises RemoteError with the service's code."""
         timeout = timeout or self.settings.request_timeout
-        with request_errors(subject, timeout):
-            msg = await self.nc.request(subject, payload.model_dump_json().encode(), timeout=timeout)
+        try:
+            with request_errors(subject, timeout):
+                msg = await self.nc.request(subject, payload.model_dump_json().encode(), timeout=timeout)
+        except RemoteError as exc:
+            self._raise_if_denied(subject, exc)
+            raise
         return parse_reply(msg.data, reply_type)
+
+    async def _on_error(self, exc: Exception) -> None:
+        """The server refused a publish or a subscription to this user: remembered, so that what
+        waited for it in vain says why (``forbidden``) instead of "no answer in time"."""
+        if match := _DENIED.search(str(exc)):
+            self._denied.add(match.group(1).lower())
+
+    def _raise_if_denied(self, subject: str, cause: Exception) -> None:
+        if subject.lower() in self._denied:
+            who = self.settings.nats_user or "this connection"
+            raise RemoteError(
+                f"the NATS user {who} may not send {subject}: an org's applications may publish only their"
+                " org's tasks, costs and feedback (ask the operator, or use the gateway's API with a key)",
+                code=ErrorCode.forbidden,
+            ) from cause
 
 
 __all__ = [

@@ -66,6 +66,8 @@ class ErrorCode(StrEnum):
     unknown_policy = "unknown_policy"
     unknown_provider = "unknown_provider"
     task_rejected = "task_rejected"
+    forbidden = "forbidden"
+    """The bus user (or API key) may not do this: ask the operator for one that may."""
     unavailable = "unavailable"
     timeout = "timeout"
     internal = "internal"
@@ -82,6 +84,7 @@ PERMANENT = frozenset(
         ErrorCode.unknown_policy,
         ErrorCode.unknown_provider,
         ErrorCode.task_rejected,
+        ErrorCode.forbidden,
     }
 )
 """Codes that say "never, as asked": the same request cannot succeed, so a caller stops trying."""
