@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from routewise.contracts.errors import RemoteError
-from routewise.contracts.subjects import Subjects
+from routewise.contracts.subjects import ORG_EVENTS, Subjects, subject_matches
 from routewise.contracts.vocabulary import ErrorCode
 
 HEADER_REASON = "Routewise-DeadLetter-Reason"
@@ -127,17 +127,6 @@ class DeadLetter:
             return None
         found = payload.get("event_id") if isinstance(payload, dict) else None
         return found if isinstance(found, str) and found else None
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard matching: ``*`` is one token, a final ``>`` one or more."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, part in enumerate(want):
-        if part == ">" and i == len(want) - 1:
-            return len(have) > i
-        if i >= len(have) or part not in ("*", have[i]):
-            return False
-    return len(want) == len(have)
 
 
 @dataclass(frozen=True)
@@ -258,7 +247,7 @@ class DeadLetters:
         cannot be applied once (no event id), or whose subject is not an event of this deployment,
         is skipped and kept, as is one whose payload was redacted."""
         assert letter.data is not None, "replay a dead letter read with get(), payload and all"
-        subject = letter.original_subject
+        subject = self._current_subject(letter.original_subject, letter.data)
         target = self._event_stream(subject)
         if target is None:
             return ReplayOutcome(letter.seq, ReplayStatus.skipped, subject, "not an event subject of this deployment")
@@ -291,6 +280,18 @@ class DeadLetters:
             return ReplayOutcome(letter.seq, ReplayStatus.skipped, subject, why, shown_id)
         await self.delete(letter.seq)
         return ReplayOutcome(letter.seq, ReplayStatus.replayed, subject, event_id=shown_id)
+
+    def _current_subject(self, subject: str, data: bytes) -> str:
+        """Where the event goes now: an older release's subject without its org (a letter written
+        before the org was in the subject) becomes its org's, from the payload's scope."""
+        name = next((n for n in ORG_EVENTS if getattr(self.subjects, n) == subject), None)
+        if name is None:
+            return subject
+        try:
+            org = json.loads(data)["scope"]["org_id"]
+        except (ValueError, KeyError, TypeError):
+            return subject
+        return self.subjects.for_org(name, org) if isinstance(org, str) and org else subject
 
     def _event_stream(self, subject: str) -> str | None:
         """The stream that stores ``subject`` when it is one of this deployment's (never the dead

@@ -267,6 +267,20 @@ async def test_what_cannot_be_applied_once_is_not_replayed_and_purge_deletes_onl
     assert gone.returncode == 1 and json.loads(gone.stdout) == {"purged": 0, "missing": [letters[0]["seq"]]}
 
 
+async def test_a_letter_from_before_the_org_was_in_the_subject_is_replayed_on_its_orgs(
+    running_stack: RunningStack,
+) -> None:
+    subjects = running_stack.settings.subjects
+    reason = f"test_{uuid.uuid4().hex[:8]}"
+    headers = {HEADER_REASON: reason, HEADER_SUBJECT: subjects.cost_recorded, HEADER_SERVICE: "metrics"}
+    payload = {"event_id": str(uuid.uuid4()), "scope": {"org_id": "a.b"}}
+    await publish(running_stack, subjects.dead_letter("metrics"), json.dumps(payload).encode(), headers)
+    await listed(running_stack, "--reason", reason, count=1)
+    planned = answer(running_stack, "replay", "--all", "--reason", reason, "--dry-run")
+    assert [d["subject"] for d in planned["dead_letters"]] == [subjects.for_org("cost_recorded", "a.b")]
+    answer(running_stack, "purge", "--all", "--reason", reason, "--yes")
+
+
 async def test_show_prints_a_large_payload_only_in_part(running_stack: RunningStack) -> None:
     subjects = running_stack.settings.subjects
     reason = f"test_{uuid.uuid4().hex[:8]}"
