@@ -236,7 +236,7 @@ def _print_gateway(gateway_url: str, key: str, mock_url: str | None) -> None:
     where = f"the mock provider at {mock_url}" if mock_url else "the providers configured"
     console.print(
         f"Gateway (OpenAI-compatible): [bold]{gateway_url}/v1[/]  (calls go to {where})\n"
-        f"Development key, admin of org {DEV_ORG!r} (shown once; a new one each start): [bold]{key}[/]",
+        f"Development key for org {DEV_ORG!r}, its admin (shown once; a new one each start): [bold]{key}[/]",
         highlight=False,
     )
     console.print(
