@@ -158,8 +158,19 @@ class Route:
     summary: str = ""
 
     @property
+    def path_params(self) -> dict[str, str]:
+        """Each path parameter's name and its converter (``uuid``, ``path``; "" for a plain one),
+        in the path's order."""
+        return dict(re.findall(r"{(\w+)(?::(\w+))?}", self.path))
+
+    @property
     def path_fields(self) -> tuple[str, ...]:
-        return tuple(re.findall(r"{(\w+)(?::\w+)?}", self.path))
+        return tuple(self.path_params)
+
+    def placeholder(self, name: str) -> str:
+        """How parameter ``name`` is written in the path (``{budget_id:uuid}``)."""
+        converter = self.path_params[name]
+        return f"{{{name}:{converter}}}" if converter else f"{{{name}}}"
 
     @property
     def in_query(self) -> bool:
@@ -738,11 +749,9 @@ def to_http(route: Route, request: BaseModel) -> HttpCall:
     """A bus request as the route's HTTP call: path, then query parameters or a JSON body. Values
     equal to their default are left out (the gateway applies the same defaults)."""
     path = route.path
-    for name in route.path_fields:
-        placeholder = re.search(rf"{{{name}(?::(\w+))?}}", path)
-        assert placeholder is not None
-        safe = "/" if placeholder.group(1) == "path" else ""  # a {name:path} value keeps its slashes
-        path = path.replace(placeholder.group(0), quote(str(_value(route, request, name)), safe=safe))
+    for name, converter in route.path_params.items():
+        safe = "/" if converter == "path" else ""  # a {name:path} value keeps its slashes
+        path = path.replace(route.placeholder(name), quote(str(_value(route, request, name)), safe=safe))
     source = request if route.body is None else getattr(request, route.body)
     data = source.model_dump(mode="json", exclude=set(SERVER_FIELDS) | set(route.path_fields), exclude_defaults=True)
     if route.body is not None:
