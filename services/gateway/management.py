@@ -196,10 +196,7 @@ _PATH_TYPES = {"uuid": UUID}
 
 
 def _path_type(route: Route, name: str) -> type:
-    import re
-
-    match = re.search(rf"{{{name}(?::(\w+))?}}", route.path)
-    return _PATH_TYPES.get(match.group(1) if match and match.group(1) else "", str)
+    return _PATH_TYPES.get(route.path_params[name], str)
 
 
 def forwarding(route: Route) -> Callable[..., Awaitable[Response]]:
@@ -330,13 +327,15 @@ async def recommend(request: Request, key: KeyParam, query: Annotated[DecisionQu
 
 
 async def estimate_tiers(request: Request, key: KeyParam, query: Annotated[TierEstimateQuery, Query()]) -> CostEstimate:
-    """The prompt priced on every catalog model (so every tier), with the recommended model and the
-    budget impact on the key's scope."""
+    """The prompt priced on every routable catalog model (so every tier), with the recommended model
+    and the budget impact on the key's scope. A model without a price is left out, as ``routewise
+    estimate`` leaves it out: pricing it would fail the whole estimate."""
     deps = deps_of(request)
     permit(key, _route("tiers.estimate"), deps)
+    live = deps.live_catalog
     estimate = EstimateCost(
         prompt=query.prompt,
-        models=[m.id for m in deps.catalog.models],
+        models=live.view.routable if live is not None else [m.id for m in deps.catalog.models],
         task_type=query.task_type,
         expected_output_tokens=query.estimated_tokens,
         scope=key.scope,

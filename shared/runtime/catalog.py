@@ -84,6 +84,11 @@ class CatalogView:
     def price_book(self) -> PriceBook:
         return PriceBook(self.catalog, list(self.overrides))
 
+    @property
+    def routable(self) -> list[str]:
+        """The ids of the models that may be routed to and priced: every one with a price."""
+        return [m.id for m in self.catalog.models if m.id not in self.unpriced]
+
 
 class CatalogFeed(Protocol):
     """Where the published catalog comes from."""

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from routewise.contracts.catalog import DEFAULT_CATALOG
 from routewise.contracts.gateway import CreateKey, Role
 from routewise.dev.mock_provider import MockProvider
 from routewise.services.gateway import keys
@@ -23,9 +24,16 @@ OPS = f"ops-{uuid.uuid4().hex[:6]}"
 """The operator org: its org-wide admin keys may change what is every org's over HTTP."""
 
 
+UNPRICED = f"acme-private-{uuid.uuid4().hex[:6]}"
+"""A model of this stack's shipped catalog that no price database knows (nor any override)."""
+
+
 @pytest.fixture(scope="module")
-def gateway(nats_url: str, database: Database) -> Iterator[Gateway]:
-    env = {"ROUTEWISE_OPERATOR_ORGS": OPS}
+def gateway(nats_url: str, database: Database, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    catalog = tmp_path_factory.mktemp("catalog") / "models.toml"
+    unpriced = f'\n[[models]]\nid = "{UNPRICED}"\nprovider = "mock"\ntier = "micro"\nquality_prior = 0.9\n'
+    catalog.write_text(DEFAULT_CATALOG.read_text() + unpriced + "context_window = 32000\n")
+    env = {"ROUTEWISE_OPERATOR_ORGS": OPS, "ROUTEWISE_CATALOG_PATH": str(catalog)}
     with MockProvider(seed=11) as mock, serving(nats_url, database, mock, extra_env=env) as gateway:
         yield gateway
 
@@ -107,3 +115,15 @@ def test_an_operator_admin_registers_a_model_over_http_and_it_is_served_at_once(
         removed = http.delete(f"/api/v1/models/{model}", headers=ops)
         assert removed.status_code == 200, removed.text
         assert model not in {e["model"]["id"] for e in removed.json()["models"]}
+
+
+def test_the_tier_estimate_prices_every_routable_model_and_leaves_out_one_without_a_price(gateway: Gateway) -> None:
+    key = {"Authorization": f"Bearer {a_key(gateway, 'org:tiers-' + uuid.uuid4().hex[:6], Role.viewer)}"}
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        listed = {e["model"]["id"]: e for e in http.get("/api/v1/models", headers=key).json()["models"]}
+        assert listed[UNPRICED]["routable"] is False  # cost-predictor published it as not routable
+        estimated = http.get("/api/v1/cognitive-tier/estimate-cost", params={"prompt": "What is DNS?"}, headers=key)
+    assert estimated.status_code == 200, estimated.text  # not the unpriced model's unknown_price
+    priced = {e["model"] for e in estimated.json()["estimates"]}
+    assert priced == {m for m, e in listed.items() if e["routable"]}
+    assert UNPRICED not in priced and len(priced) > 5
