@@ -26,6 +26,7 @@ SERVICE = Service(
     publishes=[TaskArrived, CostRecorded, FeedbackRecorded],
     # the requests of its own calls, and every one the management API sends
     asks=sorted({"routing_policies_list", "cost_prices_list", "budget_reserve", "budget_release", *management.ASKS}),
+    reads_kv=["catalog_bucket"],
     listens=[ModelSelected, TaskRejected],
     retention={"attempts": "created_at", "cache_hits": "created_at"},
 )

@@ -35,5 +35,6 @@ SERVICE = Service(
         every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
     ],
     asks=["cost_price"],
+    reads_kv=["catalog_bucket"],
     retention={"parked_adjustments": "parked_at"},  # adjustments whose cost never came
 )

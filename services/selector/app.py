@@ -36,5 +36,6 @@ SERVICE = Service(
     ],
     publishes=[ModelSelected, TaskRejected],
     asks=["cost_estimate", "budget_reserve", "budget_release", "budget_status"],
+    reads_kv=["performance_bucket", "catalog_bucket"],
     retention={"task_features": "created_at"},
 )

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from routewise.cli import budgets, bususers, core, costs, deadletters, dev, keys, metrics, models, performance, routing  # noqa: F401  (each module adds its commands to the app)
+from routewise.cli import (  # noqa: F401  (each module adds its commands to the app)
+    budgets,
+    bususers,
+    core,
+    costs,
+    deadletters,
+    dev,
+    keys,
+    metrics,
+    models,
+    performance,
+    routing,
+    streams,
+)
 from routewise.cli.common import app, err_console
 from routewise.contracts.errors import RemoteError
 

@@ -52,7 +52,6 @@ def dev(
             f"`routewise dev` needs the dev extra ({', '.join(missing)} missing): pip install 'routewise[dev]'", False
         )
     from routewise.dev.embedded import EmbeddedPostgres
-    from routewise.dev.provision import provision
     from routewise.dev.stack import Stack
     from routewise.runtime.bus_users import operator_url
 
@@ -74,8 +73,7 @@ def dev(
     try:
         with console.status("starting NATS and Postgres…"):
             nats_url = operator_url(nats_server.start(), operator_password)
-            admin_dsn = postgres.start()
-            dsns = asyncio.run(provision(admin_dsn, "routewise"))
+            dsns = asyncio.run(_prepare(Settings(nats_url=nats_url, namespace=namespace), postgres.start()))
         with console.status("starting the services and the gateway…"):
             providers = {"ROUTEWISE_PROVIDER_BASE_URL": f"{mock.start()}/v1"} if mock else {}
             stack = Stack(nats_url, dsns, namespace, data / "logs", extra_env=providers)
@@ -102,6 +100,18 @@ def dev(
                     running.stop()
             dev_state_path().unlink(missing_ok=True)
         console.print("stopped.")
+
+
+async def _prepare(operator: Settings, admin_dsn: str) -> dict[str, str]:
+    """As the operator: the streams up to date (an older release's events moved, which the services'
+    users may not do), and each service's Postgres role and schema; their DSNs."""
+    from routewise.client import RoutewiseClient
+    from routewise.dev.provision import provision
+    from routewise.runtime.streams import ensure_streams
+
+    async with RoutewiseClient(operator) as rw:
+        await ensure_streams(rw.nc.jetstream(), operator)
+    return await provision(admin_dsn, "routewise")
 
 
 def _already_running(state: dict[str, Any]) -> typer.Exit:

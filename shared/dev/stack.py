@@ -16,6 +16,7 @@ import httpx
 
 from routewise.contracts.subjects import SERVICES
 from routewise.dev.embedded import free_port
+from routewise.runtime.bus_users import service_login
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +62,9 @@ class Stack:
             }
         )
         env.update(self.extra_env)
+        # its own user, never the operator's credentials (routewise dev and the tests pass the operator's URL)
+        for name, value in (service_login(env["ROUTEWISE_NATS_URL"], service) or {}).items():
+            env[f"ROUTEWISE_{name.upper()}"] = value
         return env
 
     def start_service(self, service: str, port: int | None = None, *, instance: str = "") -> ServiceProcess:

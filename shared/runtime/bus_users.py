@@ -43,7 +43,7 @@ from routewise.contracts.events import (
     TaskArrived,
     TaskRejected,
 )
-from routewise.contracts.subjects import SERVICES, Subjects, subject_token
+from routewise.contracts.subjects import SERVICES, Subjects, durable, subject_token
 from routewise.runtime.settings import Settings
 
 OPERATOR = "operator"
@@ -51,9 +51,8 @@ TENANT_PREFIX = "org_"
 ANY_NAMESPACE = "*"
 """Render for every namespace at once (the test servers: each test has its own namespace)."""
 
-# what a service may do with JetStream: manage its streams and consumers and read them, never delete a stream
-JS_API = "$JS.API.>"
-JS_DENIED = ("$JS.API.STREAM.DELETE.>",)
+JS_DENIED = ("$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>")
+"""Never a service's, whatever else it is allowed: deleting or emptying a stream."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def service_permissions(name: str, subjects: Subjects) -> Permissions:
     from routewise.runtime.inprocess import service  # the services' tables (server side only)
 
     table = service(name)
-    publish = [subjects.dead_letter(name), JS_API, "$JS.ACK.>", "$JS.FC.>"]
+    publish = [subjects.dead_letter(name), *_jetstream(name, table, subjects)]
     publish += [f"$KV.{getattr(subjects, bucket)}.>" for bucket in table.writes_kv]
     publish += [subjects.of(event_type) for event_type in table.publishes]
     publish += [getattr(subjects, asked) for asked in table.asks]
@@ -97,6 +96,38 @@ def service_permissions(name: str, subjects: Subjects) -> Permissions:
     subscribe += [getattr(subjects, answered) for answered in (*table.requests, *table.notices)]
     subscribe += [subjects.of(event_type) for event_type in table.listens]
     return Permissions(tuple(publish), tuple(subscribe), JS_DENIED, allow_responses=bool(table.requests))
+
+
+def _jetstream(name: str, table: Any, subjects: Subjects) -> list[str]:
+    """The JetStream API a service needs: its streams kept up to date (never read, purged or
+    deleted), its own durable consumers (and acks), the key-value buckets it reads or writes."""
+    api = "$JS.API"
+    allowed = [f"{api}.INFO", f"{api}.STREAM.NAMES", f"{api}.STREAM.LIST", f"{api}.STREAM.INFO.*", "$JS.FC.>"]
+    for stream in subjects.streams:
+        allowed += [f"{api}.STREAM.CREATE.{stream.name}", f"{api}.STREAM.UPDATE.{stream.name}"]
+    for event_type in table.events:
+        pattern = subjects.of(event_type)
+        stream, consumer = subjects.stream_for(pattern).name, durable(name, pattern)
+        allowed += [
+            f"{api}.CONSUMER.CREATE.{stream}.{consumer}",
+            f"{api}.CONSUMER.CREATE.{stream}.{consumer}.>",
+            f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+            f"{api}.CONSUMER.INFO.{stream}.{consumer}",
+            f"{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"$JS.ACK.{stream}.{consumer}.>",
+        ]
+    for bucket in dict.fromkeys((*table.reads_kv, *table.writes_kv)):
+        kv = f"KV_{getattr(subjects, bucket)}"
+        allowed += [
+            f"{api}.STREAM.CREATE.{kv}",
+            f"{api}.STREAM.MSG.GET.{kv}",
+            f"{api}.DIRECT.GET.{kv}.>",
+            f"{api}.CONSUMER.CREATE.{kv}",
+            f"{api}.CONSUMER.CREATE.{kv}.>",
+            f"{api}.CONSUMER.INFO.{kv}.*",
+            f"{api}.CONSUMER.DELETE.{kv}.*",
+        ]
+    return allowed
 
 
 def tenant_permissions(org_id: str, subjects: Subjects) -> Permissions:
@@ -153,16 +184,22 @@ def operator_url(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{OPERATOR}:{quote(password, safe='')}@{parts.hostname}:{parts.port}"))
 
 
-def as_service(settings: Settings, service: str) -> Settings:
-    """The settings ``service`` connects with: given the operator's URL (``operator_url``, a
-    development stack or a test server), its own user and derived password; otherwise as they are
-    (its own ``ROUTEWISE_NATS_USER``, or a server without authentication)."""
-    parts = urlsplit(settings.nats_url)
-    if settings.nats_user or parts.username != OPERATOR or not parts.password:
-        return settings
-    bare = url_without_password(settings.nats_url)
+def service_login(nats_url: str, service: str) -> dict[str, str] | None:
+    """How ``service`` connects, given the operator's URL (``operator_url``: a development stack or
+    a test server): the URL without the operator's credentials, its own user and derived password
+    (as ``ROUTEWISE_*`` settings). None: the URL is no operator's (a server without authentication,
+    or the service's own ``ROUTEWISE_NATS_USER`` applies)."""
+    parts = urlsplit(nats_url)
+    if parts.username != OPERATOR or not parts.password:
+        return None
     password = derived_password(unquote(parts.password), service)
-    return settings.model_copy(update={"nats_url": bare, "nats_user": service, "nats_password": password})
+    return {"nats_url": url_without_password(nats_url), "nats_user": service, "nats_password": password}
+
+
+def as_service(settings: Settings, service: str) -> Settings:
+    """The settings ``service`` connects with (``service_login``), its own user whatever URL it is given."""
+    login = None if settings.nats_user else service_login(settings.nats_url, service)
+    return settings if login is None else settings.model_copy(update=login)
 
 
 def tenant(org_id: str, password: str, namespace: str = ANY_NAMESPACE) -> BusUser:
@@ -235,8 +272,10 @@ def _permissions(p: Permissions) -> dict[str, Any]:
 
 
 def _wild(subjects: Sequence[str]) -> list[str]:
-    """Subjects of the ``*`` namespace: stream and bucket names (``*_EVENTS``) become ``*`` tokens."""
-    return list(dict.fromkeys(re.sub(r"(?<=\.)\*_[A-Z_]+(?=\.|$)", "*", s) for s in subjects))
+    """Subjects of the ``*`` namespace: a token that names a stream or bucket of it (``*_EVENTS``,
+    ``KV_*_MODEL_CATALOG``) becomes ``*``."""
+    wild = (".".join("*" if "*" in t else t for t in s.split(".")) for s in subjects)
+    return list(dict.fromkeys(wild))
 
 
 def compose_users(namespace: str = "routewise") -> str:

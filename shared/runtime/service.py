@@ -242,6 +242,8 @@ class Service(Generic[D]):
     """Per-task working data past its use, ``{table: timestamp column}``: rows older than
     ``task_retention_days`` are pruned (with the inbox and outbox, every ``prune_interval``)."""
     http: Callable[[Any], AsgiApp] | None = None
+    reads_kv: Sequence[str] = ()
+    """The buckets it reads and watches (it may read no other stream's messages)."""
     """``http(deps)``: the service's own HTTP API, served beside its health endpoints."""
 
 
@@ -429,7 +431,7 @@ class Runtime:
         self._pool = await create_pool(settings.database_url or "", self.name, max_size=settings.db_pool_size)
         await migrate(self._pool, self.name, self.service.migrations)
         client = await self.broker.connect()
-        await ensure_streams(client.jetstream(), settings)
+        await ensure_streams(client.jetstream(), settings, move_old_events=False)  # the upgrade is the operator's
         self._outbox = OutboxRelay(self._pool, self.broker, settings)
         self._deps = await self.service.deps(self)
 

@@ -70,9 +70,11 @@ def stream_config(stream: Stream, settings: Settings) -> StreamConfig:
     )
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+async def ensure_streams(js: JetStreamContext, settings: Settings, *, move_old_events: bool = True) -> int:
     """Create the streams, or bring an existing one's subjects and limits up to date, then move
-    the events an older release published without their org onto their org's subject. Idempotent."""
+    the events an older release published without their org onto their org's subject (the
+    operator's step: ``routewise streams upgrade``, ``routewise dev``; a service, whose bus user may
+    not read or purge a stream, only says how many wait). Idempotent. Returns how many were moved."""
     for stream in settings.subjects.streams:
         config = stream_config(stream, settings)
         try:
@@ -85,7 +87,28 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             if exc.err_code not in (10058, 10065) or not await _stream_exists(js, stream.name):
                 raise
             await js.update_stream(config)
-    await move_unsuffixed_events(js, settings)
+    if move_old_events:
+        return await move_unsuffixed_events(js, settings)
+    if waiting := await unsuffixed_events(js, settings):
+        log.warning(
+            "events of an older release wait on subjects without their org: run `routewise streams upgrade`"
+            " as the operator (nothing is lost meanwhile; they are applied once moved)",
+            waiting=waiting,
+        )
+    return 0
+
+
+async def unsuffixed_events(js: JetStreamContext, settings: Settings) -> int:
+    """How many events an older release left on subjects without their org (``move_unsuffixed_events``)."""
+    s = settings.subjects
+    count = 0
+    for stream in (s.events_stream, s.tasks_stream):
+        for name in ORG_EVENTS:
+            subject = getattr(s, name)
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                info = await js.stream_info(stream.name, subjects_filter=subject)
+                count += (info.state.subjects or {}).get(subject, 0)
+    return count
 
 
 async def _stream_exists(js: JetStreamContext, name: str) -> bool:

@@ -246,12 +246,24 @@ async def test_each_service_user_does_its_job_and_nothing_else(server: Server) -
     async with server.connect("budget_enforcer") as (nc, errors):
         assert not await stored(nc, decision, b"{}", {"Nats-Msg-Id": str(uuid.uuid4())})
         assert await subscribed(nc, errors, S.budget_create)
+    async with server.connect(OPERATOR) as (nc, _):
+        prompt = task("acme")
+        data, headers = event_bytes(prompt)
+        await nc.jetstream().publish(S.event(prompt), data, headers=headers)
     for service in ("selector", "budget_enforcer", "gateway", "metrics"):
         async with server.connect(service) as (nc, _):
-            with pytest.raises((TimeoutError, nats.errors.Error)):
-                await nc.jetstream(timeout=DENIED_WAIT).delete_stream(S.events_stream.name)
+            js = nc.jetstream(timeout=DENIED_WAIT)
+            done = await asyncio.gather(
+                js.delete_stream(S.events_stream.name),
+                js.purge_stream(S.tasks_stream.name),
+                js.get_msg(S.tasks_stream.name, seq=1),  # a prompt, read around the consumers
+                js.add_consumer(S.tasks_stream.name, durable_name=f"{service}-spy"),  # a consumer of its own
+                return_exceptions=True,
+            )
+            assert all(isinstance(d, (TimeoutError, nats.errors.Error)) for d in done), (service, done)
     async with server.connect(OPERATOR) as (nc, _):
         assert (await nc.jetstream().stream_info(S.events_stream.name)).config.name == S.events_stream.name
+        assert (await nc.jetstream().stream_info(S.tasks_stream.name)).state.messages == 1
 
 
 async def test_an_application_with_its_orgs_credentials_routes_and_records_through_the_sdk(

@@ -30,7 +30,7 @@ from routewise.runtime.inprocess import in_process
 from routewise.runtime.service import build_broker
 from routewise.runtime.settings import Settings
 from routewise.runtime.streams import ensure_streams
-from tests.conftest import Database
+from tests.conftest import Database, run_cli
 from tests.helpers import consuming, eventually
 
 DAY_S = 24 * 3600
@@ -161,9 +161,17 @@ async def applied_before_the_upgrade(
 
 
 async def upgrade(js: JetStreamContext, settings: Settings) -> None:
-    """Replicas of the new release start at once, and one more later (nothing left to move)."""
-    await asyncio.gather(*(ensure_streams(js, settings) for _ in range(3)))
-    await ensure_streams(js, settings)
+    """Replicas of the new release start at once (they bring the streams up to date and leave the
+    old events where they are: their bus users may not read or purge a stream), then the operator
+    runs `routewise streams upgrade`, twice as it happens (nothing is left to move the second time)."""
+    await asyncio.gather(*(ensure_streams(js, settings, move_old_events=False) for _ in range(3)))
+    env = {"ROUTEWISE_NATS_URL": settings.nats_url, "ROUTEWISE_NAMESPACE": settings.namespace}
+    moved = []
+    for _ in range(2):
+        done = await asyncio.to_thread(run_cli, ["streams", "upgrade", "--json"], env)
+        assert done.returncode == 0, done.stderr + done.stdout
+        moved.append(json.loads(done.stdout)["moved"])
+    assert moved[0] > 0 and moved[1] == 0
 
 
 async def on_subjects(js: JetStreamContext, stream: str) -> dict[str, int]:

@@ -69,6 +69,7 @@ CLIENT_SAFE = {
     "routewise.runtime.telemetry",
     "routewise.runtime.logs",
     "routewise.runtime.bus_users",  # the CLI makes tenants; the services' permissions import their tables lazily
+    "routewise.runtime.streams",  # `routewise streams upgrade`: nats-py and the contracts
 }
 """Runtime modules the client may use: they need only pydantic-settings, OpenTelemetry, structlog
 and the contracts."""

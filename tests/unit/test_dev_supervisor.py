@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from routewise.dev.stack import Ready, Restarted, ServiceProcess, Stack, Stopped, Supervisor
+from routewise.runtime.bus_users import derived_password, operator_url
 
 PIDS = itertools.count(1000)
 
@@ -95,3 +96,15 @@ def test_a_restarted_service_is_ready_when_its_readyz_says_so(tmp_path: Path) ->
     assert supervisor.check() == []
     assert supervisor.check() == []
     assert supervisor.check() == [Ready("selector", stack.processes["selector"].port)]
+
+
+def test_a_service_process_gets_its_own_bus_user_never_the_operators_password(tmp_path: Path) -> None:
+    operator = operator_url("nats://127.0.0.1:4222", "s3cret-operator")
+    stack = Stack(operator, {"selector": "postgresql://x"}, "routewise", tmp_path)
+    env = stack.env_for("selector", 8080)
+    assert env["ROUTEWISE_NATS_URL"] == "nats://127.0.0.1:4222"
+    assert env["ROUTEWISE_NATS_USER"] == "selector"
+    assert env["ROUTEWISE_NATS_PASSWORD"] == derived_password("s3cret-operator", "selector")
+    assert not any("s3cret-operator" in value for value in env.values())
+    plain = Stack("nats://127.0.0.1:4222", {"selector": "postgresql://x"}, "routewise", tmp_path)
+    assert "ROUTEWISE_NATS_USER" not in plain.env_for("selector", 8080)  # an unlocked server: no user
