@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from routewise.contracts.events import CostRecorded, FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
-from routewise.runtime.catalog import REWATCH_S
+from routewise.runtime.catalog import WATCH_CATALOG
 from routewise.runtime.service import Service, every
 from routewise.services.gateway import api, handlers, keys, management
 
@@ -19,9 +19,9 @@ SERVICE = Service(
     },
     notices={"cost_prices_changed": handlers.reload_prices},
     jobs=[
-        every(handlers.RELOAD_PRICES_EVERY_S, handlers.reload_prices),
+        every(handlers.RELOAD_PRICES_EVERY_S, handlers.reload_prices, until=handlers.catalog_published),
         every(handlers.PRUNE_CACHE_EVERY_S, handlers.prune_cache),
-        every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
+        WATCH_CATALOG,
     ],
     publishes=[TaskArrived, CostRecorded, FeedbackRecorded],
     # the requests of its own calls, and every one the management API sends

@@ -151,20 +151,18 @@ async def catalog_ids(deps: GatewayDeps, model: object) -> set[str]:
     return {m.id for m in deps.catalog.models}
 
 
-async def watch_catalog(deps: GatewayDeps) -> None:
-    """Keep the catalog current: every publication of cost-predictor's, from the current one on,
-    for as long as the watch lasts (a broken one is started again)."""
-    if deps.live_catalog is not None:
-        await deps.live_catalog.follow()
+def catalog_published(deps: GatewayDeps) -> bool:
+    """cost-predictor has published a catalog: the price book follows it (``use_catalog``)."""
+    return deps.live_catalog is not None and deps.live_catalog.view.revision > 0
 
 
 async def reload_prices(deps: GatewayDeps) -> None:
     """Before cost-predictor has published a catalog (one of an older version, during an upgrade):
     the price book with its overrides, asked over the bus at start-up, when they change and every
     30 s (the last ones known are kept while it does not answer). Once it publishes, the book
-    follows the published catalog. Either way the gateway prices each call locally: no request on
-    the call's path, and a cost even while the bus is down."""
-    if deps.live_catalog is not None and deps.live_catalog.view.revision:
+    follows the published catalog, and the 30 s job ends. Either way the gateway prices each call
+    locally: no request on the call's path, and a cost even while the bus is down."""
+    if catalog_published(deps):
         return
     try:
         reply = await ask(deps, deps.subjects.cost_prices_list, ListPrices(), PriceList, 2.0)

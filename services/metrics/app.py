@@ -10,7 +10,7 @@ from routewise.contracts.events import (
     TaskArrived,
     TaskRejected,
 )
-from routewise.runtime.catalog import REWATCH_S
+from routewise.runtime.catalog import WATCH_CATALOG
 from routewise.runtime.service import Service, every
 from routewise.services.metrics import handlers
 
@@ -32,7 +32,7 @@ SERVICE = Service(
     },
     jobs=[
         every(handlers.PRICE_EVERY_S, handlers.price_baselines, wake=lambda deps: deps.to_price),
-        every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
+        WATCH_CATALOG,
     ],
     asks=["cost_price"],
     reads_kv=["catalog_bucket"],

@@ -62,13 +62,6 @@ async def build(rt: Runtime) -> MetricsDeps:
     )
 
 
-async def watch_catalog(deps: MetricsDeps) -> None:
-    """Keep the catalog current: every publication of cost-predictor's, from the current one on,
-    for as long as the watch lasts (a broken one is started again)."""
-    if deps.live_catalog is not None:
-        await deps.live_catalog.follow()
-
-
 # --- events ---------------------------------------------------------------------------------
 
 

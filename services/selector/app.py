@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from routewise.contracts.events import FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
-from routewise.runtime.catalog import REWATCH_S
+from routewise.runtime.catalog import WATCH_CATALOG
 from routewise.runtime.service import Service, answer, consumer, every
 from routewise.services.selector import handlers
 
@@ -32,7 +32,7 @@ SERVICE = Service(
     jobs=[
         every(handlers.LEARNER_REFRESH_S, handlers.refresh_learner, wake=lambda deps: deps.learner_changed),
         every(handlers.SNAPSHOT_REWATCH_S, handlers.watch_snapshots, wake=lambda deps: deps.watch_now),
-        every(REWATCH_S, handlers.watch_catalog, first_after=lambda _: 0),
+        WATCH_CATALOG,
     ],
     publishes=[ModelSelected, TaskRejected],
     asks=["cost_estimate", "budget_reserve", "budget_release", "budget_status"],

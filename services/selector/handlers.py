@@ -336,7 +336,7 @@ async def plan(
     if isinstance(policy, str):
         return Refused(rejection(task, RejectionReason.no_model_within_constraints, policy))
     if deps.live_catalog is not None and any(deps.catalog.get(m) is None for m in policy.models):
-        await deps.live_catalog.refresh()  # registered a moment ago, before the watch delivered it?
+        deps.live_catalog.refresh_soon()  # registered a moment ago, before the watch delivered it? (no wait here)
     catalog, unpriced = deps.catalog, deps.unpriced
     in_catalog = [m for m in (catalog.get(i) for i in policy.models) if m is not None]
     models = [m for m in in_catalog if m.id not in unpriced]  # a model without a price is never free
@@ -745,13 +745,6 @@ async def refresh_learner(deps: SelectorDeps) -> None:
                 known.weights[feature] = weight
             known.bias, known.examples, known.version = bias, examples, version
             deps.text_models[model] = known
-
-
-async def watch_catalog(deps: SelectorDeps) -> None:
-    """Keep the catalog current: every publication of cost-predictor's, from the current one on,
-    for as long as the watch lasts (a broken one is started again)."""
-    if deps.live_catalog is not None:
-        await deps.live_catalog.follow()
 
 
 async def watch_snapshots(deps: SelectorDeps) -> None:

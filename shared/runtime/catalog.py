@@ -11,6 +11,7 @@ catalog file (the seed) as before.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from routewise.contracts.catalog import Catalog, PublishedCatalog, default_catal
 from routewise.contracts.cost import PriceEntry
 from routewise.pricing import Override, PriceBook
 from routewise.runtime.bus import ensure_bucket
+from routewise.runtime.service import every
 from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -143,6 +145,7 @@ class LiveCatalog:
         self.published: PublishedCatalog | None = None
         self._listeners: list[Listener] = []
         self._refreshed = float("-inf")
+        self._refreshing: asyncio.Task[bool] | None = None
 
     def on_change(self, listener: Listener) -> None:
         """Call ``listener(view)`` now and with each new revision (synchronously: what it sets
@@ -208,6 +211,16 @@ class LiveCatalog:
             log.info("the published catalog could not be read", error=repr(exc)[:300])
             return False
 
+    def refresh_soon(self, min_interval: float = REFRESH_AT_MOST_EVERY_S) -> None:
+        """``refresh`` in the background, for a caller that must not wait on the bus (a decision):
+        it goes on with the catalog it has, and what is read is used from the next one on. One
+        read at a time, at most once per ``min_interval``."""
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        if time.monotonic() - self._refreshed < min_interval:
+            return
+        self._refreshing = asyncio.create_task(self.refresh(min_interval), name="catalog-refresh")
+
     async def follow(self) -> None:
         """Take every new publication until the watch ends or breaks (the service's job starts it
         again: it begins with the current value, so nothing is missed)."""
@@ -221,6 +234,24 @@ class LiveCatalog:
         live = cls(await BucketCatalogFeed.open(broker, settings.subjects.catalog_bucket), seed_catalog(settings))
         await live.load()
         return live
+
+
+class WithLiveCatalog(Protocol):
+    """The dependencies of a service that holds a live catalog."""
+
+    live_catalog: LiveCatalog | None
+
+
+async def watch_catalog(deps: WithLiveCatalog) -> None:
+    """Keep the service's catalog current: every publication of cost-predictor's, from the current
+    one on, for as long as the watch lasts."""
+    if deps.live_catalog is not None:
+        await deps.live_catalog.follow()
+
+
+WATCH_CATALOG = every(REWATCH_S, watch_catalog, first_after=lambda _: 0)
+"""The job of every service that holds a live catalog (``deps.live_catalog``), in its table: the
+watch, started at once and again ``REWATCH_S`` after it broke."""
 
 
 # --- cost-predictor's side: writing the bucket ----------------------------------------------

@@ -12,7 +12,8 @@ A service declares, in its ``app.py``:
 - ``requests``: ``{"budget_reserve": handlers.reserve, ...}`` (a ``Subjects`` field): the
   runtime answers every request with ``handler(request, deps)``'s result, or an error reply.
 - ``notices``: core-NATS notices without payload that run ``handler(deps)``.
-- ``jobs``: ``every(seconds, handler)``: ``handler(deps)`` repeated for the life of the service.
+- ``jobs``: ``every(seconds, handler)``: ``handler(deps)`` repeated for the life of the service
+  (``until=``: until it has nothing left to do).
 - ``deps``: an async factory that builds the service's dependencies once, at start-up.
 - ``http``: ``http(deps)`` gives an ASGI app (FastAPI) for every HTTP path the runtime's own
   (``/healthz``, ``/readyz``, ``/metrics``, ``/docs/asyncapi``) do not serve, on the same server.
@@ -203,6 +204,8 @@ class Job:
     wake: Callable[[Any], asyncio.Event] | None = None
     first_after: Callable[[Settings], float] | None = None
     """Seconds before the first run (default: one interval)."""
+    until: Callable[[Any], bool] | None = None
+    """``until(deps)`` true: the job has nothing left to do and ends (asked before each turn)."""
 
     @property
     def name(self) -> str:
@@ -215,9 +218,10 @@ def every(
     *,
     wake: Callable[[Any], asyncio.Event] | None = None,
     first_after: Callable[[Settings], float] | None = None,
+    until: Callable[[Any], bool] | None = None,
 ) -> Job:
     interval = seconds if callable(seconds) else (lambda _: seconds)
-    return Job(run, interval, wake, first_after)
+    return Job(run, interval, wake, first_after, until)
 
 
 @dataclass(frozen=True)
@@ -238,12 +242,12 @@ class Service(Generic[D]):
     """Events it subscribes to as they pass, outside JetStream (the gateway: the decisions it waits for)."""
     writes_kv: Sequence[str] = ()
     """The JetStream key-value buckets it writes (``Subjects`` attribute names)."""
+    reads_kv: Sequence[str] = ()
+    """The buckets it reads and watches (it may read no other stream's messages)."""
     retention: Mapping[str, str] = field(default_factory=dict)
     """Per-task working data past its use, ``{table: timestamp column}``: rows older than
     ``task_retention_days`` are pruned (with the inbox and outbox, every ``prune_interval``)."""
     http: Callable[[Any], AsgiApp] | None = None
-    reads_kv: Sequence[str] = ()
-    """The buckets it reads and watches (it may read no other stream's messages)."""
     """``http(deps)``: the service's own HTTP API, served beside its health endpoints."""
 
 
@@ -407,7 +411,14 @@ class Runtime:
     async def _run_job(self, job: Job) -> None:
         interval = job.interval(self.settings)
         first = job.first_after(self.settings) if job.first_after is not None else None
-        while True:
+
+        def done() -> bool:
+            if job.until is None or not job.until(self.deps):
+                return False
+            log.info("job done: nothing left for it to do", job=job.name)
+            return True
+
+        while not done():
             if first is not None:
                 await asyncio.sleep(first)
                 first = None
@@ -418,6 +429,8 @@ class Runtime:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), interval)
                 wake.clear()
+            if done():
+                return
             try:
                 await job.run(self.deps)
             except Exception:

@@ -3,9 +3,10 @@ estimator and budgets held in memory (tests/handlers/selector_twins.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,6 +14,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from routewise.contracts.catalog import Catalog, default_catalog
 from routewise.contracts.cost import EstimateCost
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import (
@@ -37,6 +39,7 @@ from routewise.contracts.routing import (
     TierPreferences,
 )
 from routewise.contracts.subjects import snapshot_key
+from routewise.runtime.catalog import LiveCatalog
 from routewise.runtime.db import claim
 from routewise.runtime.settings import Settings
 from routewise.services.selector import handlers
@@ -380,3 +383,37 @@ async def test_an_invalid_task_whose_sender_can_be_read_is_rejected_with_why(dep
     mine = [a for a in answers if a.task_id == task_id]
     assert len(mine) == 1  # a redelivery of the same message does not answer twice
     assert mine[0].reason == RejectionReason.invalid_request and "quality_bias" in mine[0].detail
+
+
+class StalledBucket:
+    """A catalog bucket that does not answer (the bus is slow or away)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.answers = asyncio.Event()
+
+    async def current(self) -> bytes | None:
+        self.reads += 1
+        await self.answers.wait()
+        return None
+
+    async def watch(self) -> AsyncIterator[bytes | None]:
+        await asyncio.Event().wait()
+        yield None
+
+
+async def test_a_policy_naming_a_model_the_catalog_lacks_never_makes_a_decision_wait_on_the_bucket(
+    deps: SelectorDeps, admin: asyncpg.Connection
+) -> None:
+    bucket = StalledBucket()
+    deps.live_catalog = LiveCatalog(bucket, default_catalog())
+    [normal] = [p for p in (await handlers.list_policies(ListPolicies(), deps)).policies if p.name == "normal"]
+    gone = normal.models[0]  # removed from the catalog since the policy named it
+    deps.catalog = Catalog(models=[m for m in default_catalog().models if m.id != gone])
+
+    outcomes = [await asyncio.wait_for(decided(admin, deps, a_task(SIMPLE)), 5) for _ in range(3)]
+
+    assert all(isinstance(o, ModelSelected) and o.model != gone for o in outcomes), outcomes
+    assert bucket.reads == 1  # read in the background, once (at most once a second)
+    bucket.answers.set()
+    await asyncio.sleep(0.01)  # the background read ends

@@ -3,10 +3,14 @@ carry, which publication a service takes, and models without a price kept out of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from routewise.contracts.catalog import CatalogModel, PublishedCatalog, RegisterModel, default_catalog
@@ -15,7 +19,11 @@ from routewise.contracts.events import Constraints, Tier
 from routewise.contracts.routing import TierPreferences
 from routewise.pricing import PriceBook
 from routewise.runtime.catalog import CatalogView, LiveCatalog
+from routewise.runtime.service import Runtime
+from routewise.runtime.settings import Settings
 from routewise.services.cost_predictor.domain import compare_tiers, unpriced_models
+from routewise.services.gateway import handlers as gateway
+from routewise.services.gateway.app import SERVICE as GATEWAY
 from routewise.services.selector.domain import Limits, Policy, screen
 
 SEED = default_catalog()
@@ -161,3 +169,61 @@ async def test_a_model_the_watch_has_not_delivered_yet_is_read_from_the_bucket_a
     assert live.view.revision == 4
     assert await live.refresh(min_interval=0)
     assert live.view.revision == 5
+
+
+class SlowBucket(Feed):
+    """A bucket whose reads take until it is told to answer."""
+
+    def __init__(self, *values: bytes | None) -> None:
+        super().__init__(*values)
+        self.reads = 0
+        self.answers = asyncio.Event()
+
+    async def current(self) -> bytes | None:
+        self.reads += 1
+        await self.answers.wait()
+        return await super().current()
+
+
+async def test_a_refresh_in_the_background_is_used_from_the_next_look_on_and_reads_once_at_a_time() -> None:
+    bucket = SlowBucket()
+    live = LiveCatalog(bucket, SEED)
+    bucket.values = [published(4, ACME, prices=[ACME_PRICE]).model_dump_json().encode()]  # registered meanwhile
+    live.refresh_soon()  # returns at once: the caller goes on with the catalog it has
+    live.refresh_soon(min_interval=0)  # a read is under way: no second one
+    assert live.view.catalog.get("acme-small-1") is None
+    await asyncio.sleep(0)
+    assert bucket.reads == 1
+    bucket.answers.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert live.view.revision == 4 and live.view.catalog.get("acme-small-1") is not None
+    live.refresh_soon()  # within the second: the bucket is not read again
+    await asyncio.sleep(0)
+    assert bucket.reads == 1
+
+
+async def test_the_gateway_s_price_job_ends_once_a_catalog_is_published() -> None:
+    """Before any publication the gateway asks cost-predictor for the overrides every 30 s; once a
+    catalog is published its prices come with it, and the job has nothing left to do."""
+    [job] = [j for j in GATEWAY.jobs if j.run is gateway.reload_prices]
+    runs: list[int] = []
+
+    async def counted(deps: object) -> None:
+        runs.append(1)
+
+    runtime = Runtime(GATEWAY, Settings(), None, None, CollectorRegistry())  # type: ignore[arg-type]
+    live = LiveCatalog(Feed(), SEED)
+    runtime._deps = SimpleNamespace(live_catalog=live)
+    running = asyncio.create_task(runtime._run_job(replace(job, run=counted, interval=lambda _: 0.01)))
+    await asyncio.sleep(0.1)
+    assert runs and not running.done()  # nothing published: the job asks again and again
+    live.put(published(3).model_dump_json().encode())
+    await asyncio.wait_for(running, 1)  # ended
+    asked = len(runs)
+    await asyncio.sleep(0.05)
+    assert len(runs) == asked
+    # published before the service started: the job ends without asking at all
+    runs.clear()
+    await asyncio.wait_for(runtime._run_job(replace(job, run=counted, interval=lambda _: 0.01)), 1)
+    assert runs == []
