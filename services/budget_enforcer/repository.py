@@ -125,12 +125,16 @@ def bounds_of(budget: asyncpg.Record, at: datetime) -> tuple[datetime, datetime 
 
 
 async def states_of(
-    conn: Connection, budgets: list[asyncpg.Record], at: datetime
+    conn: Connection,
+    budgets: list[asyncpg.Record],
+    at: datetime,
+    periods: list[tuple[datetime, datetime | None]] | None = None,
 ) -> list[tuple[BudgetState, PeriodRow]]:
-    """Each budget in the period of ``at``: spend, holds and limit with extensions — one query."""
+    """Each budget in the period of ``at`` (or in the given ``periods``, (start, end) each): spend,
+    holds and limit with the extensions in force at ``at`` — one query."""
     if not budgets:
         return []
-    bounds = [bounds_of(b, at) for b in budgets]
+    bounds = periods if periods is not None else [bounds_of(b, at) for b in budgets]
     rows = await conn.fetch(
         """SELECT k.i, p.spent_usd, p.reserved_usd, p.costs_recorded,
                   (SELECT coalesce(sum(e.amount_usd), 0) FROM extensions e
@@ -507,9 +511,15 @@ def _flat(alerts: list[list[tuple[str, BudgetAlert]]]) -> list[tuple[str, Budget
 
 
 async def _apply_adjustment(conn: Connection, event: CostAdjusted) -> list[tuple[str, BudgetAlert]]:
+    """The delta in the spend ledger, the scopes' spend and the very (budget, period) rows the cost
+    was charged to (``budget_charges``): the period is never computed again, so a budget whose time
+    zone changed since moves the period it charged, not another."""
     at = await conn.fetchval("SELECT occurred_at FROM spend_ledger WHERE event_id = $1", event.cost_event_id)
     charges = await conn.fetch(
-        "SELECT budget_id, period_start FROM budget_charges WHERE event_id = $1", event.cost_event_id
+        """SELECT c.budget_id, c.period_start, p.period_end FROM budget_charges c
+           LEFT JOIN budget_periods p USING (budget_id, period_start)
+           WHERE c.event_id = $1 ORDER BY c.budget_id""",
+        event.cost_event_id,
     )
     await lock_budgets(conn, sorted({c["budget_id"] for c in charges}))
     delta = event.delta_usd
@@ -547,11 +557,14 @@ async def _apply_adjustment(conn: Connection, event: CostAdjusted) -> list[tuple
     )
     if not charges:
         return []
-    budgets = await conn.fetch(
+    rows = await conn.fetch(
         "SELECT * FROM budgets WHERE id = ANY($1::uuid[]) ORDER BY id", [c["budget_id"] for c in charges]
     )
-    budgets = [b for b in budgets if bounds_of(b, at)[0] in {c["period_start"] for c in charges}]
-    states = await states_of(conn, budgets, at)
+    by_id = {b["id"]: b for b in rows}
+    charged = [(by_id[c["budget_id"]], c) for c in charges if c["budget_id"] in by_id]
+    budgets = [b for b, _ in charged]
+    periods = [(c["period_start"], c["period_end"] or bounds_of(b, c["period_start"])[1]) for b, c in charged]
+    states = await states_of(conn, budgets, at, periods)
     await add_to_periods(conn, [(b["id"], period) for b, (_, period) in zip(budgets, states, strict=True)], spent=delta)
     if delta <= 0:
         return []

@@ -302,7 +302,8 @@ class FiredAlert(Contract):
     """The threshold's actions, as the budget has them now."""
     fired_at: datetime
     cause_event_id: UUID | None
-    """The CostRecorded that reached the threshold."""
+    """What reached the threshold: the CostRecorded, or the CostAdjusted (its adjustment id) that
+    corrected a cost upwards."""
 
 
 class AlertHistory(Contract):

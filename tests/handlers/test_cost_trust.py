@@ -254,6 +254,32 @@ async def test_an_adjustment_moves_the_spend_of_the_period_the_cost_was_charged_
     assert [(a["actor"], a["cost"]) for a in audit] == [("ana", "9"), ("ana", "0"), ("ana", "8.5")]
 
 
+async def test_an_adjustment_moves_the_period_charged_even_when_that_period_would_be_computed_otherwise_now(
+    budget_deps: BudgetDeps, admin: asyncpg.Connection
+) -> None:
+    scope = an_org()
+    await a_daily_budget(budget_deps, scope, limit="10")
+    cost = a_cost(scope, "2", at=NOW)
+    await apply_once(budgets.settle_cost, cost, budget_deps)
+    [charged] = await admin.fetch(
+        "SELECT budget_id, period_start FROM budget_enforcer.budget_charges WHERE event_id = $1", cost.event_id
+    )
+    # the budget's day now starts elsewhere than when the cost was charged (its time zone's rules
+    # changed in an update of the time zone database, say): midnight in Kiritimati, UTC+14
+    await admin.execute(
+        "UPDATE budget_enforcer.budgets SET timezone = 'Pacific/Kiritimati' WHERE id = $1", charged["budget_id"]
+    )
+
+    await apply_once(budgets.adjust_cost, an_adjustment(cost, 1, "2", "9"), budget_deps)
+
+    periods = await admin.fetch(
+        "SELECT period_start, spent_usd FROM budget_enforcer.budget_periods WHERE budget_id = $1",
+        charged["budget_id"],
+    )
+    assert [(p["period_start"], p["spent_usd"]) for p in periods] == [(charged["period_start"], D(9))]
+    assert await alerts_of(admin, budget_deps, scope) == [50, 80]  # in the period charged
+
+
 async def test_adjustments_that_come_before_their_cost_apply_after_it_in_order(
     budget_deps: BudgetDeps, admin: asyncpg.Connection
 ) -> None:
