@@ -54,6 +54,8 @@ _QUALITY = "count(quality) AS rated, avg(quality) AS quality"
 """How many of the rows were rated (FeedbackRecorded), and their mean quality."""
 _ONE_CALL = "cost_events = 1 AND actual_model = model AND actual_cost_usd > 0"
 """The task made exactly the call that was estimated: its estimate error is meaningful."""
+_CALLED = "cost_events > 0"
+"""The task has a call that stands: one whose cost was voided is not one (it saved nothing)."""
 
 
 def period_filter(req: GetMetricsReport) -> tuple[str, list[Any]]:
@@ -100,7 +102,7 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
                    sum(actual_cost_usd) FILTER (WHERE {_PRICED}) AS cost,
                    sum(baseline_actual_cost_usd) FILTER (WHERE {_PRICED}) AS baseline,
                    count(*) FILTER (WHERE NOT ({_PRICED}) OR baseline_actual_cost_usd IS NULL) AS unpriced
-            {ledger} AND status = 'selected' AND actual_cost_usd IS NOT NULL""",
+            {ledger} AND status = 'selected' AND actual_cost_usd IS NOT NULL AND {_CALLED}""",
         *args,
     )
     strategies = await conn.fetch(
@@ -164,8 +166,8 @@ async def report(conn: Connection, req: GetMetricsReport) -> MetricsReport:
                        coalesce(sum(estimated_cost_usd), 0) AS estimated,
                        coalesce(sum(baseline_cost_usd), 0) AS baseline,
                        coalesce(sum(actual_cost_usd), 0) AS actual,
-                       coalesce(sum(baseline_actual_cost_usd - actual_cost_usd) FILTER (WHERE {_PRICED}), 0)
-                           AS actual_saved,
+                       coalesce(sum(baseline_actual_cost_usd - actual_cost_usd)
+                           FILTER (WHERE {_PRICED} AND {_CALLED}), 0) AS actual_saved,
                        {_QUALITY}
                 {ledger} GROUP BY 1 ORDER BY n DESC, 1""",
             *args,

@@ -146,9 +146,13 @@ async def record_cost(conn: Connection, event: CostRecorded) -> None:
     )
     if not event.cached:  # a cache hit cost nothing: nothing to adjust
         await conn.execute(
-            "INSERT INTO cost_ledger (event_id, task_id) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+            """INSERT INTO cost_ledger (event_id, task_id, input_tokens, output_tokens, cached_input_tokens)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING""",
             event.event_id,
             event.task_id,
+            event.input_tokens,
+            event.output_tokens,
+            event.cached_input_tokens,
         )
         await adjustments.drain(conn, event.event_id, 0, lambda e: _apply_adjustment(conn, e))
 
@@ -163,18 +167,38 @@ async def adjust_cost(conn: Connection, event: CostAdjusted) -> None:
 
 
 async def _apply_adjustment(conn: Connection, event: CostAdjusted) -> None:
-    await conn.execute(
-        "UPDATE cost_ledger SET adjustments = $2 WHERE event_id = $1", event.cost_event_id, event.sequence
+    """The task's cost moves by the delta. A void takes the call out of the task (its count of
+    calls and its tokens: the baseline is priced again at the calls that stand); a correction of a
+    voided call puts it back."""
+    call = await conn.fetchrow(
+        "SELECT void, input_tokens, output_tokens, cached_input_tokens FROM cost_ledger WHERE event_id = $1",
+        event.cost_event_id,
     )
+    assert call is not None  # applied only once its cost is here (adjustments.in_order, under its lock)
+    await conn.execute(
+        "UPDATE cost_ledger SET adjustments = $2, void = $3 WHERE event_id = $1",
+        event.cost_event_id,
+        event.sequence,
+        event.void,
+    )
+    sign = 0 if call["void"] == event.void else (-1 if event.void else 1)
     await conn.execute(
         """UPDATE task_ledger SET actual_cost_usd = coalesce(actual_cost_usd, 0) + $2,
                self_priced_cost_usd = CASE WHEN $3 THEN coalesce(self_priced_cost_usd, 0) + $2
                    ELSE self_priced_cost_usd END,
-               cost_adjustments = cost_adjustments + 1
+               cost_adjustments = cost_adjustments + 1,
+               cost_events = cost_events + $4,
+               input_tokens = input_tokens + $4 * $5::bigint,
+               output_tokens = output_tokens + $4 * $6::bigint,
+               cached_input_tokens = coalesce(cached_input_tokens, 0) + $4 * $7::bigint
            WHERE task_id = $1""",
         event.task_id,
         event.delta_usd,
         event.self_priced,
+        sign,
+        call["input_tokens"] or 0,
+        call["output_tokens"] or 0,
+        call["cached_input_tokens"] or 0,
     )
 
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from routewise.contracts.catalog import default_catalog
 from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import (
+    CostAdjusted,
     CostRecorded,
     FeedbackRecorded,
     ModelSelected,
@@ -198,6 +199,59 @@ async def test_the_pricing_job_prices_the_baseline_at_the_real_tokens(deps: Metr
     assert (first.actual_savings.tasks, first.actual_unpriced_tasks) == (1, 0)
     assert second.actual_savings.baseline_cost == baseline_at(1600, 400)
     assert second.actual_savings.intelligent_cost == Decimal("0.0006")
+
+
+def voided(call: CostRecorded, sequence: int, *, cost: str | None = None) -> CostAdjusted:
+    """The call's cost voided (or, with ``cost``, corrected to it), as cost-predictor publishes it."""
+    previous, new = (Decimal(0), Decimal(cost)) if cost is not None else (call.cost_usd, Decimal(0))
+    return CostAdjusted(
+        task_id=call.task_id,
+        attempt=call.attempt,
+        scope=call.scope,
+        model=call.model,
+        provider=call.provider,
+        cost_event_id=call.event_id,
+        recorded_at=call.occurred_at,
+        sequence=sequence,
+        previous_cost_usd=previous,
+        cost_usd=new,
+        delta_usd=new - previous,
+        void=cost is None,
+        reason="recorded twice",
+        actor="ana",
+    )
+
+
+async def test_a_voided_call_leaves_the_task_s_calls_tokens_and_savings(deps: MetricsDeps) -> None:
+    scope = an_org()
+    decision = a_decision(scope)
+    first = a_call(decision, 1000, 200, "0.0004")
+    retry = a_call(decision, 600, 200, "0.0002").model_copy(update={"attempt": 2})
+    await apply_once(handlers.model_selected, decision, deps)
+    for call in (first, retry):
+        await apply_once(handlers.cost_recorded, call, deps)
+
+    await apply_once(handlers.cost_adjusted, voided(retry, 1), deps)  # the retry was recorded by mistake
+    await handlers.price_baselines(deps)
+    one = await report_of(scope, deps)
+    summary = await handlers.summary(GetMetricsSummary(org_id=scope.org_id), deps)
+    assert summary.costs_recorded == 1 and one.fallback_rate == 0.0  # one call stands
+    assert one.actual_savings.baseline_cost == baseline_at(1000, 200)  # priced at the call that stands
+    assert one.actual_savings.total_saved == baseline_at(1000, 200) - Decimal("0.0004")
+
+    await apply_once(handlers.cost_adjusted, voided(first, 1), deps)  # no call stands: nothing was saved
+    await handlers.price_baselines(deps)
+    none = await report_of(scope, deps, by="model")
+    summary = await handlers.summary(GetMetricsSummary(org_id=scope.org_id), deps)
+    assert (summary.costs_recorded, summary.actual_cost_usd) == (0, 0)
+    assert (none.actual_savings.tasks, none.actual_savings.total_saved, none.actual_savings.baseline_cost) == (0, 0, 0)
+    assert none.breakdown is not None and [b.actual_saved for b in none.breakdown] == [0]
+    assert none.cost_savings.tasks == 1  # the decision's estimate stands: it was routed
+
+    await apply_once(handlers.cost_adjusted, voided(first, 2, cost="0.0003"), deps)  # its invoice came after all
+    await handlers.price_baselines(deps)
+    back = await report_of(scope, deps)
+    assert back.actual_savings.total_saved == baseline_at(1000, 200) - Decimal("0.0003")
 
 
 async def test_a_baseline_without_a_price_is_noted_and_not_asked_again(
