@@ -6,12 +6,13 @@ functions what to do.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from routewise.contracts.events import Tier
+from routewise.contracts.events import Scope, Tier
 from routewise.contracts.vocabulary import Period, Refusal, ThresholdAction
 
 
@@ -152,12 +153,40 @@ class Verdict:
     over_soft_limit: tuple[str, ...] = ()
 
 
-def admit(budgets: list[BudgetState], amount: Decimal, model: str, tier: Tier | None, *, approved: bool) -> Verdict:
+Approver = Scope | None
+"""Who approved a task: the scope of the API key that did, whose approval lifts the approval gates
+of the budgets that scope holds (``Scope.holds``: an org's every budget of the org, a team's or a
+user's its own) — or None, the operator, whose approval lifts every gate."""
+
+
+def gated(state: BudgetState) -> bool:
+    """Whether the budget's approval gate is in force (a require-approval threshold reached)."""
+    own = Restrictions()
+    for threshold in in_force(state.thresholds, state.percent):
+        own.add(threshold)
+    return own.approval_required
+
+
+def lifts(approvers: Collection[Approver], state: BudgetState) -> bool:
+    """Whether one of the task's approvals lifts this budget's approval gate."""
+    return any(a is None or a.holds(state.scope_type, state.scope_id) for a in approvers)
+
+
+def gates_outside(budgets: list[BudgetState], approver: Scope) -> list[BudgetState]:
+    """The budgets of a task's chain whose approval gate is in force and that ``approver`` does not
+    hold: its approval would not lift them (a team admin's approval, an org budget's gate)."""
+    return [state for state in budgets if gated(state) and not lifts([approver], state)]
+
+
+def admit(
+    budgets: list[BudgetState], amount: Decimal, model: str, tier: Tier | None, *, approvers: Collection[Approver] = ()
+) -> Verdict:
     """May a call estimated at ``amount`` on ``model`` go ahead under every budget of the chain?
 
     Checked per budget, narrowest scope first: the per-request cap, the actions in force at
-    its current use (block, approval, model restrictions), then — for hard budgets — that
-    spend plus holds plus this amount stays within the limit. Soft budgets admit and report.
+    its current use (block, approval unless one of the task's ``approvers`` holds the budget,
+    model restrictions), then — for hard budgets — that spend plus holds plus this amount stays
+    within the limit. Soft budgets admit and report.
     """
     restrictions = Restrictions()
     for state in budgets:
@@ -186,7 +215,7 @@ def admit(budgets: list[BudgetState], amount: Decimal, model: str, tier: Tier | 
                 restrictions,
                 state.budget_id,
             )
-        if own.approval_required and not approved:
+        if own.approval_required and not lifts(approvers, state):
             return Verdict(
                 False,
                 Refusal.approval_required,

@@ -39,6 +39,7 @@ from routewise.contracts.vocabulary import ErrorCode
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.runtime.settings import Settings
 from routewise.services.budget_enforcer import repository as repo
+from routewise.services.budget_enforcer.domain import gates_outside
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +161,28 @@ async def list_budgets(req: ListBudgets, deps: BudgetDeps) -> BudgetList:
 
 
 async def approve(req: ApproveTask, deps: BudgetDeps) -> Approval:
+    """Approve a task. One made with an API key (``approver_scope``) lifts only the gates of the
+    budgets that key holds, so it is refused (``forbidden``) while a gate in force on the task's
+    chain is outside it: that approval would not let the task through, and approving it is for a
+    key that holds that budget."""
+    if req.approver_scope is not None and req.scope is None:
+        raise RoutewiseError(
+            "an approval with an approver_scope names the task's scope", code=ErrorCode.invalid_request
+        )
     async with deps.transaction() as uow:
+        if req.approver_scope is not None and req.scope is not None:
+            states = await repo.chain_states(uow.conn, req.scope, deps.clock())
+            outside = gates_outside(states, req.approver_scope)
+            if outside:
+                gate = outside[0]
+                kind, ident = req.approver_scope.chain()[0]
+                raise RoutewiseError(
+                    f"the approval gate of {gate.scope_type} {gate.scope_id} budget {gate.name!r} is in force on this"
+                    f" task, and a key of {kind} {ident} does not hold that budget: an admin key that holds it approves"
+                    f" (an org-wide admin key of {req.scope.org_id} holds every budget of its org)",
+                    code=ErrorCode.forbidden,
+                    details={"budget_id": gate.budget_id},
+                )
         return await repo.approve(uow.conn, req)
 
 

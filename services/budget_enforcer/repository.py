@@ -37,7 +37,7 @@ from routewise.contracts.budget import (
     UpdateBudget,
 )
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import BudgetAlert, CostAdjusted, CostRecorded, Tier, fixed_point
+from routewise.contracts.events import BudgetAlert, CostAdjusted, CostRecorded, Scope, Tier, fixed_point
 from routewise.contracts.vocabulary import ErrorCode, Period, ThresholdAction
 from routewise.runtime import adjustments
 from routewise.runtime.db import Connection
@@ -258,8 +258,8 @@ async def reserve(conn: Connection, req: ReserveBudget, now: datetime, ttl: time
     if existing is not None:  # released or expired: it may hold again
         await conn.execute("DELETE FROM reservations WHERE task_id = $1 AND attempt = $2", task_id, attempt)
     states = await states_of(conn, budgets, now)
-    approved = await conn.fetchval("SELECT 1 FROM approvals WHERE task_id = $1", req.task_id) is not None
-    verdict = admit([s for s, _ in states], req.amount_usd, req.model, req.tier, approved=approved)
+    approvers = await approvers_of(conn, req.task_id)
+    verdict = admit([s for s, _ in states], req.amount_usd, req.model, req.tier, approvers=approvers)
     restrictions = restrictions_model(verdict.restrictions)
     if not verdict.admitted:
         return Reservation(
@@ -768,17 +768,33 @@ async def list_budgets(conn: Connection, req: ListBudgets) -> list[Budget]:
     return [await get_budget(conn, r["id"]) for r in rows]
 
 
+async def approvers_of(conn: Connection, task_id: UUID) -> list[Scope | None]:
+    """Who approved the task: each approval's approver scope (None: the operator's, every gate)."""
+    rows = await conn.fetch("SELECT approver_scope FROM approvals WHERE task_id = $1", task_id)
+    return [None if r["approver_scope"] is None else Scope.model_validate(r["approver_scope"]) for r in rows]
+
+
+async def chain_states(conn: Connection, scope: Scope, at: datetime) -> list[BudgetState]:
+    """The budgets of the scope's chain in their period of ``at``, narrowest first (no locks)."""
+    return [state for state, _ in await states_of(conn, await chain_budgets(conn, scope.chain(), at), at)]
+
+
 async def approve(conn: Connection, req: ApproveTask) -> Approval:
+    """One approval per task and approver scope (approving again replaces its actor and reason):
+    the task is let past the gates every one of them lifts."""
+    approver = req.approver_scope.model_dump(mode="json") if req.approver_scope is not None else None
     row = await conn.fetchrow(
-        """INSERT INTO approvals (task_id, actor, reason) VALUES ($1, $2, $3)
-           ON CONFLICT (task_id) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason
+        """INSERT INTO approvals (task_id, actor, reason, approver_scope)
+           VALUES ($1, $2, $3, COALESCE($4::jsonb, 'null'::jsonb))
+           ON CONFLICT (task_id, approver_scope) DO UPDATE SET actor = EXCLUDED.actor, reason = EXCLUDED.reason
            RETURNING task_id, actor, reason, created_at""",
         req.task_id,
         req.actor,
         req.reason,
+        approver,
     )
     assert row is not None
-    approval = Approval(**dict(row), scope=req.scope)
+    approval = Approval(**dict(row), scope=req.scope, approver_scope=req.approver_scope)
     await audit(conn, req.actor, "approve", task_id=req.task_id, after=approval)
     return approval
 

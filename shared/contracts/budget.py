@@ -198,6 +198,9 @@ class Released(Contract):
 
 
 class ApproveTask(Contract):
+    """Let a task past require-approval: the approval gates of the budgets ``approver_scope`` holds
+    (all of them when it is None: the operator)."""
+
     task_id: UUID
     actor: Actor
     reason: Annotated[str, Field(min_length=1, max_length=500)]
@@ -205,6 +208,13 @@ class ApproveTask(Contract):
         default=None,
         description="the task's scope, when the approver knows it (the gateway does, from the task's decision):"
         " kept in the audit log, so the approval shows in that scope's audit",
+    )
+    approver_scope: Scope | None = Field(
+        default=None,
+        description="the approving API key's scope (the gateway sets it; never sent over HTTP): the approval lifts"
+        " the approval gates of the budgets this scope holds (an org's: every budget of the org; a team's or a"
+        " user's: its own), and is refused (forbidden) while a gate in force on the task's chain (``scope``, then"
+        " required) is outside it. None: the operator, every gate",
     )
 
 
@@ -214,6 +224,8 @@ class Approval(Contract):
     reason: str
     created_at: datetime
     scope: Scope | None = None
+    approver_scope: Scope | None = None
+    """Whose budgets' gates it lifts (None: every gate)."""
 
 
 class ExtendBudget(Contract):

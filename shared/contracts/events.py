@@ -145,6 +145,37 @@ class Scope(Contract):
         out.append(("org", org))
         return out
 
+    @property
+    def org_wide(self) -> bool:
+        """The whole org: no team, user or workspace named."""
+        return self.team_id is None and self.user_id is None and self.workspace_id is None
+
+    def contains(self, other: Scope) -> bool:
+        """Whether ``other`` is this scope or within it: every id this scope names is the same in
+        ``other`` (an org holds its teams, users and workspaces; a team the users charged to it).
+        The one containment rule: a key's scope and the tasks it finds by id, an adjustment's scope
+        and the costs it may correct."""
+        return self.org_id == other.org_id and all(
+            mine is None or mine == theirs
+            for mine, theirs in (
+                (self.team_id, other.team_id),
+                (self.user_id, other.user_id),
+                (self.workspace_id, other.workspace_id),
+            )
+        )
+
+    def holds(self, scope_type: str, scope_id: str) -> bool:
+        """Whether what is kept on one scope (a budget, its alerts, a report: ``team``,
+        ``acme/platform``) is within this one: an org-wide scope holds every scope of its org; a
+        narrower one holds its narrowest level alone — a team's its team (not the org above it, and
+        not a user's budget, which names no team), a user's its user. Which budgets a key reads and
+        changes, and which approval gates an approval lifts."""
+        try:
+            org, _ = scope_parts(scope_type, scope_id)
+        except ValueError:
+            return False
+        return org == self.org_id and (self.org_wide or (scope_type, scope_id) == self.chain()[0])
+
 
 def _workspace_path(value: str) -> str:
     scope_parts("workspace", value)
@@ -408,6 +439,12 @@ class CostRefusal(StrEnum):
     implausible_cost = "implausible_cost"
     """The cost is too far from what the call's tokens cost at the known price, or more than any
     call may cost."""
+    unknown_task = "unknown_task"
+    """No decision (ModelSelected) of the task is known in the report's org: none came within
+    ``ROUTEWISE_COST_REPORT_WAIT`` of the report, or the task is another org's. Only the calls of
+    a task Routewise routed are counted."""
+    model_not_in_decision = "model_not_in_decision"
+    """The task was decided, but the model is neither the one chosen nor in its fallback chain."""
 
 
 class CostRefused(Event):

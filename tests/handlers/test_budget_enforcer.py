@@ -210,3 +210,41 @@ async def test_an_approval_lets_a_task_past_require_approval(deps: BudgetDeps) -
     assert not before.admitted and before.reason == "approval_required"
     assert approval.actor == "lead"
     assert after.admitted
+
+
+async def test_an_api_keys_approval_lifts_only_the_gates_of_the_budgets_it_holds(deps: BudgetDeps) -> None:
+    org = an_org()
+    team = Scope(org_id=org.org_id, team_id="platform")
+    gate = [{"percent": 10, "actions": ["require-approval"]}]
+    await a_budget(deps, org, limit="100", thresholds=gate, name="org")
+    await a_budget(deps, team, limit="20", thresholds=gate, scope_type="team", scope_id=f"{org.org_id}/platform")
+    task = uuid.uuid4()
+
+    async def reserve(attempt: int) -> str | None:
+        asked = ReserveBudget(task_id=task, scope=team, amount_usd=Decimal(1), model="gpt-4o", attempt=attempt)
+        return (await handlers.reserve(asked, deps)).reason
+
+    def approval(approver: Scope | None) -> ApproveTask:
+        return ApproveTask(
+            task_id=task, actor="key:0123456789abcdef (x)", reason="r", scope=team, approver_scope=approver
+        )
+
+    async with deps.transaction() as uow:
+        await handlers.settle_cost(a_cost(team, "2", at=NOW), uow, deps)  # the team at 10 %, the org at 2 %
+    gated = await reserve(1)
+    by_team = await handlers.approve(approval(team), deps)
+    past_the_team = await reserve(1)
+    async with deps.transaction() as uow:
+        await handlers.settle_cost(a_cost(team, "10", at=NOW), uow, deps)  # the org's gate comes into force too
+    held_by_the_org = await reserve(2)  # the team admin's approval does not lift the org's gate
+    with pytest.raises(RoutewiseError) as refused:
+        await handlers.approve(approval(team), deps)
+    by_org = await handlers.approve(approval(org), deps)
+    past_both = await reserve(2)
+    with pytest.raises(RoutewiseError, match="names the task's scope"):  # without it, its gates are unknown
+        await handlers.approve(approval(org).model_copy(update={"scope": None}), deps)
+
+    assert (gated, past_the_team, held_by_the_org, past_both) == ("approval_required", None, "approval_required", None)
+    assert by_team.approver_scope == team and by_org.approver_scope == org
+    assert refused.value.code == "forbidden"
+    assert f"org {org.org_id} budget 'org'" in refused.value.message and "does not hold" in refused.value.message

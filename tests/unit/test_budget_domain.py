@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from routewise.contracts.events import Tier
+from routewise.contracts.events import Scope, Tier
 from routewise.contracts.vocabulary import Period, Refusal, ThresholdAction
 from routewise.services.budget_enforcer.domain import (
     DEFAULT_THRESHOLDS,
     BudgetState,
     Threshold,
     admit,
+    gates_outside,
     period_bounds,
     status_of,
 )
@@ -86,12 +87,12 @@ def state(
     thresholds: tuple[Threshold, ...] = DEFAULT_THRESHOLDS,
     cap: str | None = None,
     name: str = "b",
+    scope: tuple[str, str] = ("org", "acme"),
 ) -> BudgetState:
     return BudgetState(
         name,
         name,
-        "org",
-        "acme",
+        *scope,
         hard,
         Decimal(limit),
         Decimal(spent),
@@ -103,21 +104,21 @@ def state(
 
 def test_a_hard_budget_admits_up_to_its_limit_and_not_a_cent_more() -> None:
     only_limit = (Threshold(100, (ThresholdAction.notify,)),)
-    assert admit([state("9", thresholds=only_limit)], Decimal("1"), "m", None, approved=False).admitted
-    refused = admit([state("9", thresholds=only_limit)], Decimal("1.01"), "m", None, approved=False)
+    assert admit([state("9", thresholds=only_limit)], Decimal("1"), "m", None).admitted
+    refused = admit([state("9", thresholds=only_limit)], Decimal("1.01"), "m", None)
     assert (refused.admitted, refused.reason) == (False, Refusal.budget_exhausted)
     assert "$1 left of $10" in refused.detail
 
 
 def test_a_soft_budget_admits_past_its_limit_and_says_so() -> None:
-    verdict = admit([state("9.5", hard=False, thresholds=())], Decimal(2), "m", None, approved=False)
+    verdict = admit([state("9.5", hard=False, thresholds=())], Decimal(2), "m", None)
     assert verdict.admitted
     assert verdict.over_soft_limit == ("b",)
 
 
 def test_the_narrowest_budget_refuses_first_and_every_budget_counts() -> None:
     team, org = state("1", "5", name="team"), state("99", "100", name="org", thresholds=())
-    verdict = admit([team, org], Decimal(2), "m", None, approved=False)
+    verdict = admit([team, org], Decimal(2), "m", None)
     assert (verdict.admitted, verdict.budget_id) == (False, "org")  # the team has room, the org has not
 
 
@@ -132,18 +133,60 @@ def test_the_narrowest_budget_refuses_first_and_every_budget_counts() -> None:
     ],
 )
 def test_default_thresholds(spent: str, approved: bool, model: str, tier: Tier | None, reason: Refusal | None) -> None:
-    verdict = admit([state(spent)], Decimal("0.01"), model, tier, approved=approved)
+    verdict = admit([state(spent)], Decimal("0.01"), model, tier, approvers=[OPERATOR] if approved else [])
     assert verdict.reason == reason
     assert verdict.admitted is (reason is None)
 
 
+OPERATOR = None
+"""An approval made on the bus (the CLI): it lifts every gate."""
+GATE = (Threshold(10, (ThresholdAction.require_approval,)),)
+ORG_GATE = state("5", name="org", thresholds=GATE)
+TEAM_GATE = state("5", name="team", thresholds=GATE, scope=("team", "acme/platform"))
+USER_GATE = state("5", name="user", thresholds=GATE, scope=("user", "acme/ana"))
+ORG_KEY, TEAM_KEY = Scope(org_id="acme"), Scope(org_id="acme", team_id="platform")
+USER_KEY = Scope(org_id="acme", team_id="platform", user_id="ana")
+
+
+@pytest.mark.parametrize(
+    ("chain", "approvers", "refused_by"),
+    [
+        ([TEAM_GATE, ORG_GATE], [], "team"),
+        ([TEAM_GATE, ORG_GATE], [TEAM_KEY], "org"),  # a team admin's approval does not lift the org's gate
+        ([TEAM_GATE, ORG_GATE], [ORG_KEY], None),  # an org admin's lifts every gate of its org
+        ([TEAM_GATE, ORG_GATE], [TEAM_KEY, ORG_KEY], None),
+        ([TEAM_GATE, ORG_GATE], [OPERATOR], None),
+        ([TEAM_GATE], [TEAM_KEY], None),
+        ([TEAM_GATE], [Scope(org_id="acme", team_id="research")], "team"),  # a sibling team's
+        ([TEAM_GATE], [Scope(org_id="globex")], "team"),  # another org's
+        ([USER_GATE, TEAM_GATE], [TEAM_KEY], "user"),  # a user's budget is not its team's
+        ([USER_GATE, TEAM_GATE], [USER_KEY, TEAM_KEY], None),
+    ],
+)
+def test_an_approval_lifts_the_gates_of_the_budgets_its_approver_holds(
+    chain: list[BudgetState], approvers: list[Scope | None], refused_by: str | None
+) -> None:
+    verdict = admit(chain, Decimal("0.01"), "m", None, approvers=approvers)
+    assert (verdict.reason, verdict.budget_id) == (
+        (Refusal.approval_required, refused_by) if refused_by else (None, None)
+    )
+
+
+def test_the_gates_in_force_an_approver_does_not_hold() -> None:
+    below = state("0.5", name="org", thresholds=GATE)  # 5 %: the org's gate is not in force
+    assert [s.name for s in gates_outside([TEAM_GATE, ORG_GATE], TEAM_KEY)] == ["org"]
+    assert gates_outside([TEAM_GATE, below], TEAM_KEY) == []
+    assert gates_outside([TEAM_GATE, ORG_GATE], ORG_KEY) == []
+    assert [s.name for s in gates_outside([USER_GATE, TEAM_GATE], Scope(org_id="globex"))] == ["user", "team"]
+
+
 def test_the_per_request_cap_and_a_model_list() -> None:
     listed = (Threshold(10, (ThresholdAction.restrict_models,), restricted_models=("claude-opus-4-1",)),)
-    assert admit([state("0", cap="0.5")], Decimal("0.51"), "m", None, approved=False).reason is Refusal.over_request_cap
-    restricted = admit([state("2", thresholds=listed)], Decimal("0.1"), "claude-opus-4-1", Tier.complex, approved=False)
+    assert admit([state("0", cap="0.5")], Decimal("0.51"), "m", None).reason is Refusal.over_request_cap
+    restricted = admit([state("2", thresholds=listed)], Decimal("0.1"), "claude-opus-4-1", Tier.complex)
     assert restricted.reason is Refusal.model_restricted
     assert restricted.restrictions.restricted_models == {"claude-opus-4-1"}
-    assert admit([state("2", thresholds=listed)], Decimal("0.1"), "gpt-5", Tier.complex, approved=False).admitted
+    assert admit([state("2", thresholds=listed)], Decimal("0.1"), "gpt-5", Tier.complex).admitted
 
 
 def test_status_follows_the_actions_in_force() -> None:
