@@ -337,7 +337,7 @@ async def estimate_accuracy(req: GetEstimateAccuracy, deps: CostDeps) -> Estimat
 def _one_cost(req: AdjustCost, costs: list[repo.RecordedCost]) -> repo.RecordedCost:
     """The recorded cost an adjustment is about: a clear error when there is none, or several."""
     if req.scope is not None:
-        costs = [c for c in costs if trust.contains(req.scope, c.scope)]
+        costs = [c for c in costs if req.scope.contains(c.scope)]
     if req.cost_event_id is not None:
         costs = [c for c in costs if c.event_id == req.cost_event_id]
     call = f"task {req.task_id}, attempt {req.attempt}"

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from routewise.contracts.cost import PriceUsage
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, CostRefusal, CostRefused, CostReported, Scope
+from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, CostRefusal, CostRefused, CostReported
 from routewise.services.cost_predictor.domain import price
 from routewise.services.cost_predictor.pricing import PriceBook
 
@@ -169,12 +169,4 @@ def refused(event: CostReported, verdict: Verdict, expected: Decimal | None, why
         detail=detail[:20_000],
         reported_cost_usd=event.cost_usd,
         expected_cost_usd=expected,
-    )
-
-
-def contains(outer: Scope, inner: Scope) -> bool:
-    """Whether ``inner`` is ``outer`` or within it (an org holds its teams, a team its users)."""
-    return outer.org_id == inner.org_id and all(
-        getattr(outer, part) is None or getattr(outer, part) == getattr(inner, part)
-        for part in ("team_id", "user_id", "workspace_id")
     )

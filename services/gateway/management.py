@@ -113,7 +113,7 @@ async def _checked(route: Route, key: keys.KeyScope, deps: GatewayDeps, request:
     elif scoping is Scoping.task_scope:
         authorization.require_task(key, request.scope)
     elif scoping is Scoping.key_scope:
-        authorization.require_task(key, parse_key_scope(request.scope))
+        authorization.require_new_key(key, parse_key_scope(request.scope), request.role)
     elif scoping is Scoping.budget:
         await budget_within(key, deps, request.budget_id)
     elif scoping is Scoping.task:
@@ -183,10 +183,19 @@ async def forward(
     """One generic route: role, request, scope, the bus request, the reply within the key's scope."""
     assert route.subject is not None
     permit(key, route, deps)
-    server = {"actor": key.actor} if "actor" in route.request.model_fields else {}
+    server = {
+        name: value
+        for name, value in (("actor", key.actor), ("approver_scope", key.scope))
+        if name in route.request.model_fields
+    }
     values = _defaults(route, key, from_http(route, path, data, **server))
     request = await _checked(route, key, deps, route.request.model_validate(values))
-    reply = await ask(deps, route.subject, request, route.reply)
+    try:
+        reply = await ask(deps, route.subject, request, route.reply)
+    except RemoteError as exc:
+        if exc.code == ErrorCode.forbidden:  # the service refused the key's scope (an approval gate it does not hold)
+            raise authorization.forbidden(exc.message) from None
+        raise
     if route.scoping is Scoping.listing:
         reply = within(key, reply)
     return JSONResponse(reply.model_dump(mode="json"), route.status)

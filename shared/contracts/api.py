@@ -103,6 +103,9 @@ class Action(StrEnum):
     """Run tasks (chat completions, ``/complete``) and record feedback: member, admin."""
     manage = "manage"
     """Change things within the key's scope (budgets, approvals, extensions, tier preferences, keys): admin."""
+    manage_org = "manage_org"
+    """Change what moves spend on every budget of a task's scope chain, the org's included (cost
+    adjustments): an org-wide admin key."""
     operate = "operate"
     """Change what is every org's (prices, routing policies): an org-wide admin key of an operator org."""
 
@@ -120,7 +123,8 @@ class Scoping(StrEnum):
     workspace = "workspace"
     """``workspace_id`` (``ORG/ID``): a workspace is its org's, so only org-wide keys reach it."""
     task_scope = "task_scope"
-    """A task's ``scope``: within the key's (default: the key's own)."""
+    """A task's ``scope``: one the key may name — within it and, for a key narrower than its org,
+    exactly the key's own (default: the key's own)."""
     budget = "budget"
     """``budget_id``: the budget's scope, looked up; one outside the key's is not found (404)."""
     task = "task"
@@ -128,12 +132,13 @@ class Scoping(StrEnum):
     key = "key"
     """``id``: the API key's scope, looked up; one outside the key's is not found."""
     key_scope = "key_scope"
-    """``scope`` of a new key (``org:ID[/team:ID][/user:ID]``): within the key's."""
+    """``scope`` of a new key (``org:ID[/team:ID][/user:ID]``): one the key may name, as a task's
+    scope, and ``role`` no higher than the key's."""
 
 
-SERVER_FIELDS = frozenset({"actor", "event_id", "occurred_at", "schema_version"})
-"""Request fields a client never sends over HTTP: the gateway sets the actor from the key, and an
-event's envelope is made when it arrives."""
+SERVER_FIELDS = frozenset({"actor", "approver_scope", "event_id", "occurred_at", "schema_version"})
+"""Request fields a client never sends over HTTP: the gateway sets the actor (and an approval's
+``approver_scope``) from the key, and an event's envelope is made when it arrives."""
 
 MAX_QUERY_PROMPT = 8000
 """A prompt in a query string (``GET /routing/decision``): longer ones go in a POST body."""
@@ -541,7 +546,8 @@ ROUTES: tuple[Route, ...] = (
         Action.manage,
         Scoping.task,
         "budget_approve",
-        summary="Approve a task held back by require-approval (limits still apply)",
+        summary="Approve a task held back by require-approval, past the gates of the budgets the key holds"
+        " (limits still apply)",
     ),
     Route(
         "budgets.get",
@@ -615,12 +621,12 @@ ROUTES: tuple[Route, ...] = (
         "/api/v1/cost/adjustments",
         AdjustCost,
         CostAdjustment,
-        Action.manage,
+        Action.manage_org,
         Scoping.task,
         "cost_adjust",
         status=201,
-        summary="Correct or void a recorded cost of a task within the key's scope (audited; budgets, metrics and"
-        " statistics follow it)",
+        summary="Correct or void a recorded cost of a task within the key's org (org-wide admins; audited; budgets,"
+        " metrics and statistics follow it)",
     ),
     Route(
         "prices.list",
@@ -695,7 +701,8 @@ ROUTES: tuple[Route, ...] = (
         Scoping.key_scope,
         "keys_create",
         status=201,
-        summary="A new API key within the key's scope (shown once, in this reply)",
+        summary="A new API key of the key's own scope (an org-wide key: any scope of its org), of its role or below"
+        " (shown once, in this reply)",
     ),
     Route(
         "keys.list",

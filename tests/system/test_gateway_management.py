@@ -25,7 +25,16 @@ from starlette.routing import compile_path
 
 from routewise.client import RoutewiseClient
 from routewise.contracts.api import ROUTES
-from routewise.contracts.budget import AlertHistory, Budget, BudgetAuditLog, CreateBudget, ListAlerts, ListBudgetAudit
+from routewise.contracts.budget import (
+    AlertHistory,
+    Budget,
+    BudgetAuditLog,
+    BudgetStatus,
+    CreateBudget,
+    GetBudgetStatus,
+    ListAlerts,
+    ListBudgetAudit,
+)
 from routewise.contracts.catalog import ModelEntry, RegisterModel
 from routewise.contracts.cost import CostAdjustmentList, ListCostAdjustments, PriceEntry, SetPrice
 from routewise.contracts.events import Tier
@@ -57,6 +66,10 @@ class World:
     ops: str = field(default_factory=lambda: f"ops-{_hex()}")
     team: str = field(default_factory=lambda: f"platform-{_hex()}")
     sibling: str = field(default_factory=lambda: f"research-{_hex()}")
+    adjusted: str = field(default_factory=lambda: f"adjusted-{_hex()}")
+    """A team of acme whose task's cost the matrix adjusts."""
+    gated: str = field(default_factory=lambda: f"gated-{_hex()}")
+    """An org whose budget's approval gate holds its tasks back."""
     keys: dict[tuple[str, Role], tuple[str, str]] = field(default_factory=dict)
     budget_id: str = ""
     task_id: str = ""
@@ -78,6 +91,10 @@ class World:
             "ops": f"org:{self.ops}",
             "ops_team": f"org:{self.ops}/team:platform",
             "user": f"org:{self.acme}/team:{self.team}/user:ana",
+            "lone": f"org:{self.acme}/user:bo",
+            "adjusted": f"org:{self.acme}/team:{self.adjusted}",
+            "gated": f"org:{self.gated}",
+            "gated_team": f"org:{self.gated}/team:{self.team}",
         }[kind]
 
     def new_key(self, scope: str, role: Role, name: str) -> tuple[str, str]:
@@ -224,8 +241,7 @@ def _adjustment(w: World) -> Call:
     holds it, a sibling team's does not), to a cost of its own each time, so that the call that
     may succeed changes something."""
     if "task" not in _ADJUSTABLE:
-        member, _ = w.new_key(f"org:{w.acme}/team:adjusted-{_hex()}", Role.member, "adjusted")
-        with httpx.Client(base_url=w.gateway.url, headers={"Authorization": f"Bearer {member}"}, timeout=30) as client:
+        with w.http("adjusted", Role.member) as client:
             answered = client.post("/v1/chat/completions", json={"model": "routewise/auto", "messages": PROMPT})
         assert answered.status_code == 200, answered.text
         task_id = answered.headers["X-Routewise-Task-Id"]
@@ -380,7 +396,7 @@ CASES: dict[str, Case] = {
         ),
     ),
     "GET /api/v1/cost/accuracy": Case("read_global", lambda w: Call("GET", "/api/v1/cost/accuracy"), foreign=None),
-    "POST /api/v1/cost/adjustments": Case("manage", _adjustment, own="org", foreign=404, ok=201),
+    "POST /api/v1/cost/adjustments": Case("manage_org", _adjustment, own="org", foreign=404, ok=201),
     "GET /api/v1/prices": Case("read_global", lambda w: Call("GET", "/api/v1/prices"), foreign=None),
     "POST /api/v1/prices": Case(
         "operate",
@@ -430,9 +446,13 @@ MAY = {
     "read_global": set(Role),
     "route": {Role.admin, Role.member},
     "manage": {Role.admin},
+    "manage_org": {Role.admin},
     "operate": {Role.admin},
 }
-"""Written out here, not read from the gateway: what each role may do."""
+"""Written out here, not read from the gateway: what each role may do (``manage_org`` and ``operate``
+with an org-wide key only)."""
+ORG_WIDE = {"org", "other", "ops", "gated"}
+"""The kinds of key that name no team or user."""
 FOREIGN = {"team": ("other", "sibling"), "org": ("other", "sibling"), "ops": ("org", "ops_team")}
 """The keys outside a thing's scope: another org's (for the operator's: a non-operator org's) and a
 sibling team's (for an org's workspace: a team key of the org; for the operator's: a team of it)."""
@@ -443,6 +463,8 @@ CELLS = [(route, role, whose) for route in CASES for role in Role for whose in W
 def expected(case: Case, role: Role, whose: str) -> int:
     if role not in MAY[case.action]:
         return 403
+    if case.action == "manage_org" and key_kind(case, whose) not in ORG_WIDE:
+        return 403  # a team's admin adjusts no cost: an adjustment moves the org's spend too
     if whose == "own":
         return case.ok
     if case.action == "operate":
@@ -481,6 +503,185 @@ def test_the_authorization_matrix(world: World, route: str, role: Role, whose: s
     if whose != "own":  # nothing of the scope it is outside of
         leaked = world.acme if whose == "other org" and case.own != "ops" else world.team
         assert leaked not in response.text
+
+
+# ------------------------------------------------------------------ the scope a request names
+
+
+_GATED: dict[str, str] = {}
+
+
+def _held_back(w: World) -> str:
+    """A task of team platform of the org ``gated`` that the org's budget's approval gate rejected
+    (a soft budget spent past 1 % by the task before it)."""
+    if "task" not in _GATED:
+        w.a_budget(
+            "org",
+            w.gated,
+            name="gated org",
+            limit_usd="0.000001",
+            mode="soft",
+            thresholds=[{"percent": 1, "actions": ["require-approval"]}],
+        )
+        with w.http("gated_team", Role.member) as client:
+            first = client.post("/v1/chat/completions", json={"model": "routewise/auto", "messages": PROMPT})
+            assert first.status_code == 200, first.text
+
+            async def rejected() -> httpx.Response | None:
+                answer = client.post("/v1/chat/completions", json={"model": "routewise/auto", "messages": PROMPT})
+                return answer if answer.status_code != 200 else None
+
+            held = asyncio.run(eventually(rejected, timeout=20, interval=0.3))  # once the first call's cost is in
+        assert held.json()["error"]["reason"] == "approval_required", held.text
+        _GATED["task"] = held.headers["X-Routewise-Task-Id"]
+    return _GATED["task"]
+
+
+def _approve_held(w: World) -> Call:
+    return Call("POST", "/api/v1/budgets/approvals", json={"task_id": _held_back(w), "reason": "matrix"})
+
+
+def _decision(**scope: str) -> Callable[[World], Call]:
+    def call(w: World) -> Call:
+        named = {k: getattr(w, v, v) for k, v in scope.items()}
+        return Call("POST", "/routing/decision", json={"prompt": "What is DNS?", "scope": {"org_id": w.acme, **named}})
+
+    return call
+
+
+def _estimate(**scope: str) -> Callable[[World], Call]:
+    def call(w: World) -> Call:
+        named = {k: getattr(w, v, v) for k, v in scope.items()}
+        return Call(
+            "POST",
+            "/api/v1/cost/estimate",
+            json={"prompt": "What is DNS?", "models": ["gpt-4o-mini"], "scope": {"org_id": w.acme, **named}},
+        )
+
+    return call
+
+
+def _new_key(scope: str) -> Callable[[World], Call]:
+    return lambda w: Call(
+        "POST", "/api/v1/keys", json={"scope": scope.format(acme=w.acme, team=w.team), "role": "viewer", "name": "x"}
+    )
+
+
+def _chat_for(user: str) -> Callable[[World], Call]:
+    return lambda w: Call(
+        "POST", "/v1/chat/completions", json={"model": "routewise/auto", "messages": PROMPT, "user": user}
+    )
+
+
+SCOPE_CELLS: dict[str, tuple[str, Role, Callable[[World], Call], int]] = {
+    # a key made over HTTP: a scope the maker may name (a key naming a user comes from an org-wide
+    # admin or from that user's own key: only they hold the user's budgets, user:ORG/ID)
+    "a team admin makes a key for a user of its team": (
+        "team",
+        Role.admin,
+        _new_key("org:{acme}/team:{team}/user:ceo"),
+        403,
+    ),
+    "an org admin makes a key for a user of a team": (
+        "org",
+        Role.admin,
+        _new_key("org:{acme}/team:{team}/user:ceo"),
+        201,
+    ),
+    "a user's admin key makes a key of its user": (
+        "user",
+        Role.admin,
+        _new_key("org:{acme}/team:{team}/user:ana"),
+        201,
+    ),
+    "a user's admin key makes one for its user outside the team": (
+        "user",
+        Role.admin,
+        _new_key("org:{acme}/user:ana"),
+        403,
+    ),
+    "a lone user's admin key makes one in a team": (
+        "lone",
+        Role.admin,
+        _new_key("org:{acme}/team:{team}/user:bo"),
+        403,
+    ),
+    # a task's scope named in a preview or an estimate: an org key names any of its org; another key its own
+    "a team key previews for a user": ("team", Role.viewer, _decision(team_id="team", user_id="ceo"), 403),
+    "a team key previews for a workspace": ("team", Role.viewer, _decision(team_id="team", workspace_id="ws"), 403),
+    "a lone user's key previews in a team": ("lone", Role.viewer, _decision(team_id="team", user_id="bo"), 403),
+    "a lone user's key previews as itself": ("lone", Role.viewer, _decision(user_id="bo"), 200),
+    "a team member's key previews as its user": ("user", Role.viewer, _decision(team_id="team", user_id="ana"), 200),
+    "an org key previews for a user of a workspace": (
+        "org",
+        Role.viewer,
+        _decision(team_id="sibling", user_id="ceo", workspace_id="ws"),
+        200,
+    ),
+    "a team key estimates for a user": ("team", Role.viewer, _estimate(team_id="team", user_id="ceo"), 403),
+    "a team key estimates for a workspace": ("team", Role.viewer, _estimate(team_id="team", workspace_id="ws"), 403),
+    "a lone user's key estimates in a team": ("lone", Role.viewer, _estimate(team_id="sibling", user_id="bo"), 403),
+    "an org key estimates for a user": ("org", Role.viewer, _estimate(user_id="ceo"), 200),
+    # OpenAI's user: a key without a user charges the one it names (and reads none of its budgets, below)
+    "a team key's chat names a user": ("team", Role.member, _chat_for("ceo"), 200),
+    "an org key's chat names a user": ("org", Role.member, _chat_for("ceo"), 200),
+    # an approval lifts the gates of the budgets the key holds: a team's admin cannot lift its org's
+    "a team admin approves a task its org's budget holds back": ("gated_team", Role.admin, _approve_held, 403),
+    "an org admin approves a task its org's budget holds back": ("gated", Role.admin, _approve_held, 200),
+    # an adjustment moves spend on the org's budgets too: org-wide admins only, even for the team's own task
+    "a team admin adjusts its own team's cost": ("adjusted", Role.admin, _adjustment, 403),
+}
+
+
+@pytest.mark.parametrize("cell", list(SCOPE_CELLS))
+def test_the_scope_a_request_names(world: World, cell: str) -> None:
+    kind, role, call_of, want = SCOPE_CELLS[cell]
+    call = call_of(world)
+    with world.http(kind, role) as client:
+        response = client.request(call.method, call.path, params=call.params, json=call.json)
+    assert response.status_code == want, f"{cell}: {response.text[:500]}"
+    if want == 403:
+        error = response.json()["error"]
+        assert (error["code"], error["type"]) == ("forbidden", "permission_error") and error["message"]
+
+
+def test_a_team_admins_refused_approval_says_whose_gate_and_lifts_nothing(world: World) -> None:
+    task = _held_back(world)
+    with world.http("gated_team", Role.admin) as client:
+        refused = client.post("/api/v1/budgets/approvals", json={"task_id": task, "reason": "mine"})
+    log = world.bus("budget_audit_list", ListBudgetAudit(task_id=uuid.UUID(task)), BudgetAuditLog)
+    message = refused.json()["error"]["message"]
+    assert refused.status_code == 403
+    assert f"org {world.gated} budget 'gated org'" in message and f"team {world.gated}/{world.team}" in message
+    assert not [e for e in log.entries if e.actor.endswith("(gated_team-admin)")]  # nothing approved, nothing audited
+
+
+def test_a_team_key_charges_a_user_it_names_and_reads_none_of_their_budgets(world: World) -> None:
+    ceo = f"ceo-{_hex()}"
+    of_ceo = world.a_budget("user", f"{world.acme}/{ceo}", limit_usd="100")
+    with world.http("team", Role.member) as member:
+        answered = member.post(
+            "/v1/chat/completions", json={"model": "routewise/auto", "messages": PROMPT, "user": ceo}
+        )
+    assert answered.status_code == 200, answered.text
+
+    async def charged() -> BudgetStatus | None:
+        async with RoutewiseClient(world.gateway.stack.settings) as rw:
+            status = await rw.request(
+                rw.subjects.budget_status,
+                GetBudgetStatus(scope_type="user", scope_id=f"{world.acme}/{ceo}"),
+                BudgetStatus,
+            )
+        return status if status.budgets and status.budgets[0].current_spend_usd > 0 else None
+
+    asyncio.run(eventually(charged, timeout=20, interval=0.2))  # the user's budget counts the call
+    with world.http("team", Role.admin) as admin:
+        status = admin.get(f"/api/v1/budgets/status/user/{world.acme}/{ceo}")
+        budget = admin.get(f"/api/v1/budgets/{of_ceo}")
+        listed = admin.get("/api/v1/budgets", params={"scope_type": "user", "scope_id": f"{world.acme}/{ceo}"})
+        everything = admin.get("/api/v1/budgets").json()["budgets"]
+    assert (status.status_code, budget.status_code, listed.status_code) == (403, 404, 403)
+    assert of_ceo not in {b["id"] for b in everything}
 
 
 # ------------------------------------------------------------------ scopes, beyond the matrix

@@ -179,3 +179,11 @@ def test_the_gateway_serves_every_route_of_the_table_and_documents_it() -> None:
     for route in ROUTES:
         documented = spec["paths"][compile_path(route.path)[1]][route.method.lower()]
         assert documented["operationId"] == route.name
+
+
+def test_an_approvals_approver_scope_is_the_gateways_to_set_never_a_clients() -> None:
+    approve = next(r for r in ROUTES if r.name == "budgets.approve")
+    body = http_model(approve)
+    assert body is not None and "approver_scope" not in body.model_fields
+    with pytest.raises(ValueError, match="approver_scope"):
+        body.model_validate({"task_id": str(uuid.uuid4()), "reason": "x", "approver_scope": None})

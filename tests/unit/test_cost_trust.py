@@ -195,12 +195,3 @@ def test_cost_adjusted_keeps_its_arithmetic() -> None:
         CostAdjusted.model_validate({**fields, "cost_usd": "0.2", "delta_usd": "0.3"})
     with pytest.raises(ValidationError, match="a void sets the cost to 0"):
         CostAdjusted.model_validate({**fields, "cost_usd": "0.2", "delta_usd": "-0.3", "void": True})
-
-
-def test_scope_containment() -> None:
-    org, team = Scope(org_id="acme"), Scope(org_id="acme", team_id="platform")
-    user = Scope(org_id="acme", team_id="platform", user_id="ana")
-    assert trust.contains(org, user) and trust.contains(team, user) and trust.contains(user, user)
-    assert not trust.contains(user, team)
-    assert not trust.contains(Scope(org_id="acme", team_id="data"), user)
-    assert not trust.contains(Scope(org_id="globex"), user)
