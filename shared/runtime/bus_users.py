@@ -103,8 +103,8 @@ def _jetstream(name: str, table: Any, subjects: Subjects) -> list[str]:
     deleted), its own durable consumers (and acks), the key-value buckets it reads or writes."""
     api = "$JS.API"
     allowed = [f"{api}.INFO", f"{api}.STREAM.NAMES", f"{api}.STREAM.LIST", f"{api}.STREAM.INFO.*", "$JS.FC.>"]
-    for stream in subjects.streams:
-        allowed += [f"{api}.STREAM.CREATE.{stream.name}", f"{api}.STREAM.UPDATE.{stream.name}"]
+    for kept in subjects.streams:
+        allowed += [f"{api}.STREAM.CREATE.{kept.name}", f"{api}.STREAM.UPDATE.{kept.name}"]
     for event_type in table.events:
         pattern = subjects.of(event_type)
         stream, consumer = subjects.stream_for(pattern).name, durable(name, pattern)
