@@ -2,15 +2,20 @@
 
 from pathlib import Path
 
-from routewise.contracts.events import CostAdjusted, CostRecorded, CostRefused, CostReported
-from routewise.runtime.service import Service, every
+from routewise.contracts.events import CostAdjusted, CostRecorded, CostRefused, CostReported, ModelSelected
+from routewise.runtime.service import Service, consumer, every
 from routewise.services.cost_predictor import handlers
 
 SERVICE = Service(
     name="cost_predictor",
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
-    events={CostReported: handlers.check_reported_cost, CostRecorded: handlers.learn_cost},
+    events={
+        # a report may wait for its task's decision: its own transaction, several at once
+        CostReported: consumer(handlers.check_reported_cost, inbox=False, workers=lambda _: handlers.REPORT_WORKERS),
+        CostRecorded: handlers.learn_cost,
+        ModelSelected: handlers.learn_decision,
+    },
     requests={
         "cost_estimate": handlers.estimate,
         "cost_price": handlers.price_usage,
@@ -28,7 +33,7 @@ SERVICE = Service(
     notices={"cost_prices_changed": handlers.reload_prices},
     jobs=[every(handlers.RELOAD_EVERY_S, handlers.reload_prices)],
     publishes=[CostRecorded, CostRefused, CostAdjusted],
-    retention={"estimates": "created_at"},
+    retention={"estimates": "created_at", "decisions": "decided_at"},
     asks=["budget_status", "cost_prices_changed"],
     writes_kv=["catalog_bucket"],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter
@@ -48,8 +49,9 @@ from routewise.contracts.cost import (
     TierComparison,
 )
 from routewise.contracts.errors import RemoteError, RoutewiseError
-from routewise.contracts.events import CostAdjusted, CostRecorded, CostReported
+from routewise.contracts.events import CostAdjusted, CostRecorded, CostReported, ModelSelected
 from routewise.contracts.vocabulary import ErrorCode
+from routewise.runtime.bus import still_working, stored_at
 from routewise.runtime.catalog import seed_catalog
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.runtime.settings import Settings
@@ -194,21 +196,32 @@ async def reload_prices(deps: CostDeps) -> None:
 # --- events ---------------------------------------------------------------------------------
 
 
-async def check_reported_cost(event: CostReported, uow: UnitOfWork, deps: CostDeps) -> None:
-    """The one door of an application's costs: priced with the price book, a plausible cost is
-    published as CostRecorded (self-priced when the deployment accepts what it would refuse), any
-    other as CostRefused with the reason — through the outbox, with this event's inbox claim."""
+async def check_reported_cost(event: CostReported, deps: CostDeps) -> None:
+    """The one door of an application's costs. Priced with the price book: an implausible cost is
+    refused at once. A plausible one (or self-priced, when the deployment accepts what it would
+    refuse) must also be a call of its task's decision — a task decided in the report's org, a
+    model of that decision — waiting for the decision when the report overtook it
+    (``decision_of``). It is published as CostRecorded, or as CostRefused with the reason, through
+    the outbox, in one transaction with this event's inbox claim (taken after the wait: no
+    transaction is held while it waits)."""
     expected, why_unpriced = trust.expected_cost(deps.book, event)
     verdict = trust.judge(event.cost_usd, expected, plausibility(deps.settings), failed=not event.success)
     if verdict.accepted:
-        cost = trust.recorded(event, self_priced=verdict.self_priced)
-        await uow.publish(deps.subjects.event(cost), cost)
-        if verdict.self_priced:
-            log.info("reported cost accepted as self-priced", model=event.model, reason=verdict.reason)
-        return
-    refusal = trust.refused(event, verdict, expected, why_unpriced)
-    await uow.publish(deps.subjects.event(refusal), refusal)
-    uow.after_commit(lambda: deps.count_refusal(refusal.reason.value))
+        decision = await decision_of(event, deps)
+        wait = deps.settings.cost_report_wait
+        verdict = trust.against_decision(event, decision, model_names(deps, event.model), wait) or verdict
+    async with deps.transaction() as uow:
+        if not await deps.claim(uow.conn, event):
+            return  # applied before (a redelivery): its verdict is out already
+        if verdict.accepted:
+            cost = trust.recorded(event, self_priced=verdict.self_priced)
+            await uow.publish(deps.subjects.event(cost), cost)
+            if verdict.self_priced:
+                log.info("reported cost accepted as self-priced", model=event.model, reason=verdict.reason)
+            return
+        refusal = trust.refused(event, verdict, expected, why_unpriced)
+        await uow.publish(deps.subjects.event(refusal), refusal)
+        uow.after_commit(lambda: deps.count_refusal(refusal.reason.value))
     log.warning(
         "reported cost refused",
         reason=refusal.reason.value,
@@ -216,6 +229,43 @@ async def check_reported_cost(event: CostReported, uow: UnitOfWork, deps: CostDe
         reported_usd=str(event.cost_usd),
         expected_usd=None if expected is None else str(expected),
     )
+
+
+REPORT_WAIT_FIRST_S, REPORT_WAIT_MAX_S = 0.1, 2.0
+"""How often a report waiting for its decision looks again: from a tenth of a second, doubling, up to two."""
+REPORT_WORKERS = 16
+"""Reports one replica checks at once: one waiting for its decision does not hold up the others."""
+
+
+async def decision_of(event: CostReported, deps: CostDeps) -> trust.Decision | None:
+    """The decision of the report's task, as this service learnt it (``learn_decision``). A report
+    may come before it (the application had the decision from the bus before cost-predictor
+    applied it; a replica is behind): it waits, looking again, until ``cost_report_wait`` after
+    the report reached the bus (the same moment on every redelivery), keeping the message in hand
+    meanwhile. None: no decision came."""
+    deadline = stored_at() + timedelta(seconds=deps.settings.cost_report_wait)
+    wait = REPORT_WAIT_FIRST_S
+    while True:
+        found = await repo.decision(deps.pool, event.task_id)
+        left = (deadline - datetime.now(UTC)).total_seconds()
+        if found is not None or left <= 0:
+            return found
+        await still_working()
+        await asyncio.sleep(min(wait, left))
+        wait = min(wait * 2, REPORT_WAIT_MAX_S)
+
+
+def model_names(deps: CostDeps, model: str) -> set[str]:
+    """The reported model's names: as reported, and the catalog id it resolves to."""
+    try:
+        return {model, deps.book.resolve(model).id}
+    except RoutewiseError:
+        return {model}
+
+
+async def learn_decision(event: ModelSelected, uow: UnitOfWork, deps: CostDeps) -> None:
+    """Remember the task's decision: the costs reported for it are checked against it."""
+    await repo.keep_decision(uow.conn, event)
 
 
 def plausibility(settings: Settings) -> trust.Plausibility:

@@ -13,10 +13,11 @@ import asyncpg
 
 from routewise.contracts.catalog import CatalogModel
 from routewise.contracts.cost import CostAdjustment, EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
-from routewise.contracts.events import CostAdjusted, CostRecorded, Scope
+from routewise.contracts.events import CostAdjusted, CostRecorded, ModelSelected, Scope
 from routewise.runtime.db import Connection
 from routewise.services.cost_predictor.prediction import observe
 from routewise.services.cost_predictor.pricing import Override
+from routewise.services.cost_predictor.trust import Decision
 
 _OVERRIDE_COLUMNS = "provider, model, input_mtok, output_mtok, cache_read_mtok, cache_write_mtok, context_window"
 
@@ -449,3 +450,27 @@ async def adjustments(
         )
         for r in rows
     ]
+
+
+# --- decisions, for the check of reported costs ---------------------------------------------
+
+
+async def keep_decision(conn: Connection, event: ModelSelected) -> None:
+    """Remember a task's decision: its org and the models it may call (chosen, then fallbacks). A
+    task decided again (in the same org) may call the models of either decision."""
+    await conn.execute(
+        """INSERT INTO decisions AS d (task_id, org_id, models, decided_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (task_id) DO UPDATE
+           SET models = d.models || ARRAY(SELECT m FROM unnest(EXCLUDED.models) AS m WHERE m <> ALL(d.models)),
+               decided_at = greatest(d.decided_at, EXCLUDED.decided_at)
+           WHERE d.org_id = EXCLUDED.org_id""",
+        event.task_id,
+        event.scope.org_id,
+        [event.model, *event.fallback_chain],
+        event.occurred_at,
+    )
+
+
+async def decision(pool: asyncpg.Pool, task_id: UUID) -> Decision | None:
+    row = await pool.fetchrow("SELECT org_id, models FROM decisions WHERE task_id = $1", task_id)
+    return None if row is None else Decision(row["org_id"], tuple(row["models"]))

@@ -1,11 +1,12 @@
 """Pure rules of which costs Routewise trusts: whether a reported cost is plausible at the known
-price, and what an adjustment of a recorded cost changes.
+price, whether it is a call of its task's decision, and what an adjustment of a recorded cost changes.
 
 No I/O here: the handlers price the call with the price book and pass the figures in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from uuid import UUID, uuid5
@@ -84,6 +85,43 @@ def judge(reported: Decimal, expected: Decimal | None, rule: Plausibility, *, fa
     if rule.allow_self_priced:
         return Verdict(True, self_priced=True, reason=problem.reason, detail=problem.detail)
     return problem
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What cost-predictor knows of a task's decision (ModelSelected): its org, and the models the
+    task may call — the chosen one, then its fallback chain."""
+
+    org_id: str
+    models: tuple[str, ...]
+
+
+def against_decision(
+    event: CostReported, decision: Decision | None, names: Collection[str], wait_s: float
+) -> Verdict | None:
+    """Why a reported call is not one of its task's decision (None: it is). ``names``: the model
+    as reported and as the price book resolves it (``openai/gpt-4o`` is ``gpt-4o``). Refused
+    whatever the deployment allows: this is not about the price, but about whose call it is — a
+    report of a task never routed, another org's task, or a model the task did not run would
+    otherwise count in every org's model statistics (a failed call costs nothing). ``wait_s``: how
+    long a report waits for its decision (said in the refusal)."""
+    org = event.scope.org_id
+    if decision is None or decision.org_id != org:
+        return Verdict(
+            False,
+            reason=CostRefusal.unknown_task,
+            detail=f"no decision of task {event.task_id} is known in org {org}: only the calls of a task"
+            f" Routewise routed are counted (a report waits up to {wait_s:g} s for its decision)",
+        )
+    if not set(names) & set(decision.models):
+        chosen, *fallbacks = decision.models
+        also = f" (fallbacks: {', '.join(fallbacks)})" if fallbacks else " (no fallbacks)"
+        return Verdict(
+            False,
+            reason=CostRefusal.model_not_in_decision,
+            detail=f"task {event.task_id} was routed to {chosen}{also}, not to {event.model}",
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,13 @@ class Settings(BaseSettings):
         description="cost-predictor: accept a reported cost for a model without a known price, or far from"
         " its price, flagged self_priced (reports show it apart), instead of refusing it.",
     )
+    cost_report_wait: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="cost-predictor: seconds a reported cost waits, from its arrival on the bus, for its task's"
+        " decision to be known (a report may overtake it) before it is refused as unknown_task.",
+    )
 
     catalog_path: str | None = Field(
         default=None,

@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from routewise.client import RoutewiseClient
-from routewise.contracts.events import BudgetAlert, CostRecorded, Scope
+from routewise.contracts.events import BudgetAlert, Constraints, CostRecorded, ModelSelected, Scope, TaskArrived
 from routewise.contracts.subjects import SERVICES
 from routewise.dev.embedded import free_port
 from tests.conftest import Database, RunningStack, running
@@ -281,20 +281,24 @@ async def test_costs_published_while_a_service_is_down_are_applied_after_restart
     running_stack, _ = traced
     org = f"restart-{uuid.uuid4().hex[:8]}"
     stack = running_stack.processes
-    stack.stop_service("budget_enforcer")
-    costs = [
-        CostRecorded(
-            task_id=uuid.uuid4(),
-            scope=Scope(org_id=org),
-            model="gpt-4o",
-            provider="openai",
-            input_tokens=1000,
-            output_tokens=1000,
-            cost_usd=Decimal("0.0125"),  # what 1000 tokens in and out of gpt-4o cost: cost-predictor accepts it
-        )
-        for _ in range(4)
-    ]
     async with RoutewiseClient(running_stack.settings) as rw:
+        forced = Constraints(allowed_models=["gpt-4o"])
+        tasks = [TaskArrived(scope=Scope(org_id=org), prompt="Say hello.", constraints=forced) for _ in range(4)]
+        for task in tasks:  # decided (a cost is counted only for a routed task) while budget-enforcer is up
+            assert isinstance(await rw.submit_task(task, wait=30), ModelSelected)
+        await asyncio.to_thread(stack.stop_service, "budget_enforcer")
+        costs = [
+            CostRecorded(
+                task_id=task.task_id,
+                scope=task.scope,
+                model="gpt-4o",
+                provider="openai",
+                input_tokens=1000,
+                output_tokens=1000,
+                cost_usd=Decimal("0.0125"),  # what 1000 tokens in and out of gpt-4o cost: cost-predictor accepts it
+            )
+            for task in tasks
+        ]
         for cost in costs:
             await rw.record_cost(cost)
             await rw.record_cost(cost)  # a client retry: same event_id

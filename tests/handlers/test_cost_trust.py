@@ -3,6 +3,7 @@ reported cost and its adjustments, and how budget-enforcer and metrics apply an 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,7 @@ from routewise.contracts.budget import CreateBudget, GetBudgetStatus
 from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import AdjustCost
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import CostAdjusted, CostRecorded, CostReported, Scope
+from routewise.contracts.events import CostAdjusted, CostRecorded, CostReported, ModelSelected, Scope, Tier
 from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
 from routewise.services.budget_enforcer import handlers as budgets
@@ -73,13 +74,43 @@ async def published(admin: asyncpg.Connection, subject: str) -> list[dict]:  # t
 # --- cost-predictor: the check ----------------------------------------------------------------
 
 
+def a_decision(report: CostReported, *, org: str | None = None, fallbacks: tuple[str, ...] = ()) -> ModelSelected:
+    """The selector's decision of the report's task (its model chosen; in ``org`` when given)."""
+    return ModelSelected(
+        task_id=report.task_id,
+        scope=Scope(org_id=org or report.scope.org_id),
+        task_type=report.task_type,
+        model=report.model,
+        provider=report.provider,
+        tier=Tier.micro,
+        fallback_chain=list(fallbacks),
+        estimated_input_tokens=report.input_tokens,
+        estimated_output_tokens=report.output_tokens,
+        estimated_cost_usd=D("0.00001"),
+        baseline_model=report.model,
+        baseline_cost_usd=D("0.00001"),
+        strategy="complexity",
+        confidence=0.5,
+        complexity=0.1,
+        pattern="factual",
+        reasoning="cheap",
+        decision_latency_ms=1,
+    )
+
+
+async def decided(report: CostReported, deps: CostDeps) -> CostReported:
+    """The report, once cost-predictor has learnt its task's decision."""
+    await apply_once(costs.learn_decision, a_decision(report), deps)
+    return report
+
+
 async def test_a_plausible_report_is_recorded_once_under_its_verdict_id(
     cost_deps: CostDeps, admin: asyncpg.Connection
 ) -> None:
     scope = an_org()
-    report = a_report(scope, "0.000005")
-    assert await apply_once(costs.check_reported_cost, report, cost_deps)
-    assert not await apply_once(costs.check_reported_cost, report, cost_deps)  # redelivered: applied once
+    report = await decided(a_report(scope, "0.000005"), cost_deps)
+    await costs.check_reported_cost(report, cost_deps)
+    await costs.check_reported_cost(report, cost_deps)  # redelivered: applied once
     recorded = await published(admin, cost_deps.subjects.for_org("cost_recorded", scope.org_id))
     assert [(r["event_id"], r["reported_event_id"], r["self_priced"]) for r in recorded] == [
         (str(trust.recorded_id(report.event_id)), str(report.event_id), False)
@@ -93,8 +124,8 @@ async def test_a_refusal_is_published_counted_and_charges_nothing(
     scope = an_org()
     counted: list[str] = []
     cost_deps.count_refusal = counted.append
-    await apply_once(costs.check_reported_cost, a_report(scope, "10000000"), cost_deps)
-    await apply_once(costs.check_reported_cost, a_report(scope, "0.01", model="llama-private-7"), cost_deps)
+    for report in (a_report(scope, "10000000"), a_report(scope, "0.01", model="llama-private-7")):
+        await costs.check_reported_cost(await decided(report, cost_deps), cost_deps)
     refused = await published(admin, cost_deps.subjects.for_org("cost_refused", scope.org_id))
     assert [(r["reason"], r["expected_cost_usd"]) for r in refused] == [
         ("implausible_cost", "0.0000045"),
@@ -107,18 +138,74 @@ async def test_a_refusal_is_published_counted_and_charges_nothing(
 async def test_a_deployment_that_allows_self_priced_costs_records_them_flagged(
     cost_deps: CostDeps, admin: asyncpg.Connection
 ) -> None:
-    cost_deps.settings = cost_deps.settings.model_copy(update={"allow_self_priced": True})
+    cost_deps.settings = cost_deps.settings.model_copy(update={"allow_self_priced": True, "cost_report_wait": 0.2})
     scope = an_org()
     for report in (a_report(scope, "0.5"), a_report(scope, "0.01", model="llama-private-7", provider="acme-gpu")):
-        await apply_once(costs.check_reported_cost, report, cost_deps)
+        await costs.check_reported_cost(await decided(report, cost_deps), cost_deps)
     recorded = await published(admin, cost_deps.subjects.for_org("cost_recorded", scope.org_id))
     assert [(r["model"], r["cost_usd"], r["self_priced"]) for r in recorded] == [
         ("gpt-4o-mini", "0.5", True),
         ("llama-private-7", "0.01", True),
     ]
-    # more than a call may cost is refused all the same
-    await apply_once(costs.check_reported_cost, a_report(scope, "10000000"), cost_deps)
-    assert len(await published(admin, cost_deps.subjects.for_org("cost_refused", scope.org_id))) == 1
+    # more than a call may cost is refused all the same, and so is a call of no task Routewise routed
+    await costs.check_reported_cost(a_report(scope, "10000000"), cost_deps)
+    await costs.check_reported_cost(a_report(scope, "0.5"), cost_deps)
+    refused = await published(admin, cost_deps.subjects.for_org("cost_refused", scope.org_id))
+    assert [r["reason"] for r in refused] == ["implausible_cost", "unknown_task"]
+
+
+async def test_a_failed_call_is_counted_only_for_a_task_routed_in_its_org_to_that_model(
+    cost_deps: CostDeps, admin: asyncpg.Connection
+) -> None:
+    """A failed call costs nothing, and counts toward its model's health for every org: only a call
+    of a decision of the reporting org, with a model of that decision, is recorded."""
+    cost_deps.settings = cost_deps.settings.model_copy(update={"cost_report_wait": 0.3})
+    scope, elsewhere = an_org(), an_org()
+    failed = {"success": False, "error_type": "rate_limited", "cost_usd": D(0)}
+    never_routed = a_report(scope, "0", **failed)
+    theirs = a_report(scope, "0", **failed)
+    await apply_once(costs.learn_decision, a_decision(theirs, org=elsewhere.org_id), cost_deps)  # another org's
+    other_model = a_report(scope, "0", **failed)
+    await apply_once(costs.learn_decision, a_decision(other_model).model_copy(update={"model": "gpt-4o"}), cost_deps)
+    fallback = a_report(scope, "0", model="openai/gpt-4o", **failed)  # by another name of a fallback
+    await apply_once(
+        costs.learn_decision, a_decision(fallback, fallbacks=("gpt-4o",)).model_copy(update={"model": "o3"}), cost_deps
+    )
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await costs.check_reported_cost(never_routed, cost_deps)
+    waited = loop.time() - started
+    started = loop.time()
+    for report in (theirs, other_model, fallback):
+        await costs.check_reported_cost(report, cost_deps)
+    known = loop.time() - started
+
+    refused = await published(admin, cost_deps.subjects.for_org("cost_refused", scope.org_id))
+    assert [(r["task_id"], r["reason"]) for r in refused] == [
+        (str(never_routed.task_id), "unknown_task"),
+        (str(theirs.task_id), "unknown_task"),
+        (str(other_model.task_id), "model_not_in_decision"),
+    ]
+    assert f"no decision of task {never_routed.task_id} is known in org {scope.org_id}" in refused[0]["detail"]
+    assert refused[2]["detail"] == f"task {other_model.task_id} was routed to gpt-4o (no fallbacks), not to gpt-4o-mini"
+    recorded = await published(admin, cost_deps.subjects.for_org("cost_recorded", scope.org_id))
+    assert [r["task_id"] for r in recorded] == [str(fallback.task_id)]
+    assert 0.3 <= waited < 2  # it waited for a decision that might have been on its way, then gave up
+    assert known < 0.3  # a decision known (of another org, or another model) is not waited for
+
+
+async def test_a_report_that_overtook_its_decision_waits_for_it(cost_deps: CostDeps, admin: asyncpg.Connection) -> None:
+    cost_deps.settings = cost_deps.settings.model_copy(update={"cost_report_wait": 10})
+    scope = an_org()
+    report = a_report(scope, "0.000005")
+    checking = asyncio.create_task(costs.check_reported_cost(report, cost_deps))
+    await asyncio.sleep(0.3)
+    assert not checking.done()  # waiting, without a verdict
+    await apply_once(costs.learn_decision, a_decision(report), cost_deps)
+    await asyncio.wait_for(checking, 5)
+    recorded = await published(admin, cost_deps.subjects.for_org("cost_recorded", scope.org_id))
+    assert [r["reported_event_id"] for r in recorded] == [str(report.event_id)]
 
 
 # --- cost-predictor: adjustments ----------------------------------------------------------------

@@ -31,7 +31,7 @@ from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import CostRecorded, Scope
 from routewise.runtime.settings import Settings
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import eventually
+from tests.helpers import eventually, record_trusted
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,8 @@ async def test_output_prediction_learns_from_recorded_costs(cost_stack: RunningS
     async with RoutewiseClient(settings) as rw:
         for _ in range(150):
             out = round(rng.lognormvariate(math.log(1200), 0.4))
-            await rw.record_cost(
+            await record_trusted(
+                rw,
                 CostRecorded(
                     task_id=uuid.uuid4(),
                     scope=Scope(org_id="learn"),
@@ -256,7 +257,7 @@ async def test_output_prediction_learns_from_recorded_costs(cost_stack: RunningS
                     input_tokens=50,
                     output_tokens=out,
                     cost_usd=Decimal("0.01"),
-                )
+                ),
             )
 
     async def learned() -> int | None:
@@ -282,7 +283,8 @@ async def test_each_estimate_is_compared_with_its_actual_cost(cost_stack: Runnin
     predicted = {e.model: e for e in est.estimates}["gpt-4o-mini"]
     actual_cost = predicted.cost_usd_p50 * 2  # the call cost twice the estimate
     async with RoutewiseClient(settings) as rw:
-        await rw.record_cost(
+        await record_trusted(
+            rw,
             CostRecorded(
                 task_id=task_id,
                 scope=Scope(org_id="acc"),
@@ -292,7 +294,7 @@ async def test_each_estimate_is_compared_with_its_actual_cost(cost_stack: Runnin
                 input_tokens=predicted.input_tokens,
                 output_tokens=predicted.output_tokens_p50 * 2,
                 cost_usd=actual_cost,
-            )
+            ),
         )
 
         async def row() -> EstimateAccuracy | None:

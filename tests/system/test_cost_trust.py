@@ -4,8 +4,11 @@ recorded cost is corrected or voided once everywhere, however often its adjustme
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -15,6 +18,7 @@ from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.cost import AdjustCost, CostAdjustment
 from routewise.contracts.events import (
     BudgetAlert,
+    Constraints,
     CostAdjusted,
     CostRecorded,
     CostRefusal,
@@ -26,10 +30,19 @@ from routewise.contracts.events import (
 )
 from routewise.contracts.metrics import GetMetricsReport, MetricsReport
 from routewise.contracts.performance import Performance, QueryPerformance
-from tests.conftest import RunningStack
+from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import eventually
 
 D = Decimal
+WAIT_S = 5
+"""How long a report waits here for its task's decision (ROUTEWISE_COST_REPORT_WAIT; 30 s by default)."""
+
+
+@pytest.fixture(scope="module")
+def running_stack(nats_url: str, database: Database) -> Iterator[RunningStack]:
+    """The five services inside the test process, reports waiting ``WAIT_S`` for their decision."""
+    with in_process_stack(nats_url, database, extra_env={"ROUTEWISE_COST_REPORT_WAIT": str(WAIT_S)}) as stack:
+        yield stack
 
 
 def new_org() -> str:
@@ -49,6 +62,14 @@ def a_report(org: str, cost: str, *, input_tokens: int = 10, output_tokens: int 
             **fields,
         }
     )
+
+
+async def decided(rw: RoutewiseClient, scope: Scope, model: str = "gpt-4o-mini") -> ModelSelected:
+    """A task of ``scope`` routed to ``model`` (forced: the only candidate): what a report is for."""
+    task = TaskArrived(scope=scope, prompt="Say hello.", constraints=Constraints(allowed_models=[model]))
+    decision = await rw.submit_task(task, wait=20)
+    assert isinstance(decision, ModelSelected) and decision.model == model, decision
+    return decision
 
 
 def budget(stack: RunningStack, org: str, limit: str) -> None:
@@ -92,7 +113,8 @@ async def test_a_ten_million_dollar_cost_for_fifteen_tokens_is_refused(running_s
 
         # a plausible cost after them is charged, and is all that was: nothing of the refused ones
         # reached budget-enforcer or metrics (they were never recorded: nothing would come later)
-        fair = await rw.record_cost(a_report(org, "0.0000045"), trace_context={}, wait=20)
+        task = await decided(rw, Scope(org_id=org))
+        fair = await rw.record_cost(a_report(org, "0.0000045", task_id=task.task_id), trace_context={}, wait=20)
         assert isinstance(fair, CostRecorded) and not fair.self_priced
 
         async def charged() -> BudgetStatus | None:
@@ -115,11 +137,11 @@ async def test_a_ten_million_dollar_cost_for_fifteen_tokens_is_refused(running_s
 async def test_a_plausible_cost_is_recorded_once_however_often_it_is_reported(running_stack: RunningStack) -> None:
     org = new_org()
     async with RoutewiseClient(running_stack.settings) as rw:
-        decided = await rw.submit_task(TaskArrived(scope=Scope(org_id=org), prompt="What is 2 + 2?"), wait=20)
-        assert isinstance(decided, ModelSelected)
+        decision = await rw.submit_task(TaskArrived(scope=Scope(org_id=org), prompt="What is 2 + 2?"), wait=20)
+        assert isinstance(decision, ModelSelected)
         # rounded up to the cent: 20 times what the tokens cost, within the one-cent floor
-        report_ = a_report(org, "0.01", task_id=decided.task_id, input_tokens=1000, output_tokens=500)
-        report_ = report_.model_copy(update={"model": decided.model, "provider": decided.provider})
+        report_ = a_report(org, "0.01", task_id=decision.task_id, input_tokens=1000, output_tokens=500)
+        report_ = report_.model_copy(update={"model": decision.model, "provider": decision.provider})
         verdict = await rw.record_cost(report_, wait=20)
         assert isinstance(verdict, CostRecorded), verdict
         assert verdict.reported_event_id == report_.event_id and verdict.event_id != report_.event_id
@@ -131,7 +153,8 @@ async def test_a_plausible_cost_is_recorded_once_however_often_it_is_reported(ru
             report_.model_dump_json().encode(),
             headers={"Nats-Msg-Id": f"again-{report_.event_id}"},
         )
-        marker = await rw.record_cost(a_report(org, "0.0000045"), trace_context={}, wait=20)
+        other = await decided(rw, Scope(org_id=org))
+        marker = await rw.record_cost(a_report(org, "0.0000045", task_id=other.task_id), trace_context={}, wait=20)
         assert isinstance(marker, CostRecorded)
 
         async def both() -> BudgetStatus | None:
@@ -184,9 +207,10 @@ async def test_an_adjustment_fixes_spend_metrics_and_performance_once_even_repla
     running_stack: RunningStack,
 ) -> None:
     org = new_org()
-    budget(running_stack, org, "0.01")  # thresholds 50, 80, 95, 100 %
     task_type = f"t_{uuid.uuid4().hex[:8]}"  # this test's own performance figures
     async with RoutewiseClient(running_stack.settings) as rw:
+        task = await decided(rw, Scope(org_id=org), "gpt-4o")  # before the budget: nothing held on it
+        budget(running_stack, org, "0.01")  # thresholds 50, 80, 95, 100 %
         alerts: list[BudgetAlert] = []
 
         async def on_alert(msg: object) -> None:
@@ -194,7 +218,15 @@ async def test_an_adjustment_fixes_spend_metrics_and_performance_once_even_repla
 
         await rw.nc.subscribe(rw.subjects.org_alerts(org), cb=on_alert)
         # 1000 tokens in and 200 out of gpt-4o: $0.0045, 45 % of the budget
-        cost = a_report(org, "0.0045", input_tokens=1000, output_tokens=200, model="gpt-4o", task_type=task_type)
+        cost = a_report(
+            org,
+            "0.0045",
+            input_tokens=1000,
+            output_tokens=200,
+            model="gpt-4o",
+            task_type=task_type,
+            task_id=task.task_id,
+        )
         recorded = await rw.record_cost(cost, trace_context={}, wait=20)
         assert isinstance(recorded, CostRecorded)
 
@@ -297,7 +329,8 @@ async def test_an_adjustment_of_an_unknown_task_is_refused(running_stack: Runnin
 async def test_an_adjustment_stays_within_the_scope_it_is_asked_for(running_stack: RunningStack) -> None:
     org = new_org()
     async with RoutewiseClient(running_stack.settings) as rw:
-        cost = a_report(org, "0.0000045", scope=Scope(org_id=org, team_id="data"))
+        task = await decided(rw, Scope(org_id=org, team_id="data"))
+        cost = a_report(org, "0.0000045", scope=Scope(org_id=org, team_id="data"), task_id=task.task_id)
         assert isinstance(await rw.record_cost(cost, trace_context={}, wait=20), CostRecorded)
         done = await adjust_once_known(rw, cost.task_id, cost_usd="0.00001", scope=Scope(org_id=org))
         assert done.cost_usd == D("0.00001") and done.scope.team_id == "data"
@@ -307,3 +340,61 @@ async def test_an_adjustment_stays_within_the_scope_it_is_asked_for(running_stac
                 await adjust(rw, cost.task_id, cost_usd="0.00002", scope=other)
         mine = await adjust(rw, cost.task_id, cost_usd="0.00002", scope=Scope(org_id=org, team_id="data"))
         assert (mine.sequence, mine.previous_cost_usd) == (2, D("0.00001"))
+
+
+async def test_one_org_cannot_count_failed_calls_against_a_model_for_every_org(running_stack: RunningStack) -> None:
+    """A failed call costs nothing and counts toward its model's health, which the selector uses for
+    every org: a report of a task never routed, of another org's task, or of a model its task did
+    not run is refused, so it never reaches the statistics."""
+    org, victim = new_org(), new_org()
+    task_type = f"t_{uuid.uuid4().hex[:8]}"  # this test's own performance figures
+    failed = {"success": False, "error_type": "server_error", "latency_ms": 50.0, "task_type": task_type}
+    async with RoutewiseClient(running_stack.settings) as rw:
+        mine = await decided(rw, Scope(org_id=org))
+        theirs = await decided(rw, Scope(org_id=victim))
+
+        started = time.monotonic()
+        never = await rw.record_cost(a_report(org, "0", **failed), trace_context={}, wait=20)
+        waited = time.monotonic() - started
+        assert isinstance(never, CostRefused) and never.reason is CostRefusal.unknown_task, never
+        assert WAIT_S <= waited < WAIT_S + 10  # it waited for a decision that might have been on its way
+        other_org = await rw.record_cost(
+            a_report(org, "0", task_id=theirs.task_id, **failed), trace_context={}, wait=20
+        )
+        assert isinstance(other_org, CostRefused) and other_org.reason is CostRefusal.unknown_task, other_org
+        wrong = await rw.record_cost(
+            a_report(org, "0", task_id=mine.task_id, model="gpt-4o", **failed), trace_context={}, wait=20
+        )
+        assert isinstance(wrong, CostRefused) and wrong.reason is CostRefusal.model_not_in_decision, wrong
+        assert wrong.detail == f"task {mine.task_id} was routed to gpt-4o-mini (no fallbacks), not to gpt-4o"
+
+        # the org's own call of its own task counts; the refused ones never will
+        ok = await rw.record_cost(a_report(org, "0", task_id=mine.task_id, **failed), trace_context={}, wait=20)
+        assert isinstance(ok, CostRecorded), ok
+
+        async def counted() -> Performance | None:
+            ask = QueryPerformance(model="gpt-4o-mini", task_type=task_type, window="all")
+            p = await rw.request(rw.subjects.performance_query, ask, Performance)
+            return p if p.stats and p.stats[0].requests else None
+
+        stats = (await eventually(counted, timeout=20)).stats[0]
+        assert (stats.requests, stats.errors_by_type) == (1, {"server_error": 1})
+        ask = QueryPerformance(model="gpt-4o", task_type=task_type, window="all")
+        assert not any(s.requests for s in (await rw.request(rw.subjects.performance_query, ask, Performance)).stats)
+
+
+async def test_a_report_that_overtakes_its_decision_is_recorded_once_the_decision_comes(
+    running_stack: RunningStack,
+) -> None:
+    org = new_org()
+    task = TaskArrived(
+        scope=Scope(org_id=org), prompt="Say hello.", constraints=Constraints(allowed_models=["gpt-4o-mini"])
+    )
+    async with RoutewiseClient(running_stack.settings) as rw:
+        report_ = a_report(org, "0.0000045", task_id=task.task_id)
+        verdict = asyncio.create_task(rw.record_cost(report_, trace_context={}, wait=20))
+        await asyncio.sleep(0.5)  # the report is on the bus, its task not even submitted yet
+        decision = await rw.submit_task(task, wait=20)
+        assert isinstance(decision, ModelSelected) and decision.model == "gpt-4o-mini"
+        recorded = await verdict
+    assert isinstance(recorded, CostRecorded) and recorded.reported_event_id == report_.event_id, recorded
