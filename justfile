@@ -106,6 +106,11 @@ routing-eval *ARGS:
 bench-gateway *ARGS:
     uv run --frozen python -m bench.gateway {{ARGS}}
 
+# a decision's CPU (every process: the five services, NATS, Postgres) and latency at 25-200 tasks/s, fsync on and off, beside LiteLLM's proxy's CPU per request (bench/results/fast_path.json)
+[group('bench')]
+bench-fast-path *ARGS:
+    uv run --frozen python -m bench.fast_path {{ARGS}}
+
 # --- docs ---
 
 # regenerate docs/asyncapi (each service's AsyncAPI document) from the code
