@@ -100,15 +100,21 @@ async def ensure_streams(js: JetStreamContext, settings: Settings, *, move_old_e
 
 async def unsuffixed_events(js: JetStreamContext, settings: Settings) -> int:
     """How many events an older release left on subjects without their org (``move_unsuffixed_events``)."""
+    return sum((await _unsuffixed(js, settings)).values())
+
+
+async def _unsuffixed(js: JetStreamContext, settings: Settings) -> dict[tuple[str, str], int]:
+    """(stream, event name): how many events of that kind the stream holds on the subject without their org."""
     s = settings.subjects
-    count = 0
+    held: dict[tuple[str, str], int] = {}
     for stream in (s.events_stream, s.tasks_stream):
-        for name in ORG_EVENTS:
+        for name in sorted(ORG_EVENTS):
             subject = getattr(s, name)
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 info = await js.stream_info(stream.name, subjects_filter=subject)
-                count += (info.state.subjects or {}).get(subject, 0)
-    return count
+                if count := (info.state.subjects or {}).get(subject, 0):
+                    held[stream.name, name] = count
+    return held
 
 
 async def _stream_exists(js: JetStreamContext, name: str) -> bool:
@@ -125,23 +131,15 @@ async def move_unsuffixed_events(js: JetStreamContext, settings: Settings) -> in
     it now: those from the first one a durable consumer of that subject had not acknowledged (tasks:
     younger than the tasks stream's max age), then purge them and drop those consumers (the new
     release's consumers take their names). Returns how many were moved; 0 at once when none is left."""
-    s = settings.subjects
     moved = 0
-    for stream in (s.events_stream, s.tasks_stream):
-        for name in sorted(ORG_EVENTS):
-            moved += await _move_unsuffixed(js, settings, stream.name, name)
+    for stream, name in await _unsuffixed(js, settings):
+        moved += await _move_unsuffixed(js, settings, stream, name)
     return moved
 
 
 async def _move_unsuffixed(js: JetStreamContext, settings: Settings, stream: str, name: str) -> int:
     s = settings.subjects
     subject = getattr(s, name)
-    try:
-        info = await js.stream_info(stream, subjects_filter=subject)
-    except nats.js.errors.NotFoundError:
-        return 0
-    if not (info.state.subjects or {}).get(subject, 0):
-        return 0
     consumers = [c for c in await js.consumers_info(stream) if c.config.durable_name and _consumes(c.config, subject)]
     start = min((c.ack_floor.stream_seq + 1 for c in consumers if c.ack_floor), default=1)
     cutoff = datetime.now(UTC) - timedelta(hours=settings.tasks_stream_max_age_hours)
