@@ -23,7 +23,6 @@ from routewise.client.urls import url_without_password
 from routewise.contracts.events import Scope
 from routewise.runtime.bus_users import (
     entry_user,
-    inbox_prefix,
     new_password,
     read_users_file,
     tenant,
@@ -31,7 +30,7 @@ from routewise.runtime.bus_users import (
     with_user,
     without_user,
 )
-from routewise.runtime.settings import Settings
+from routewise.runtime.settings import Settings, inbox_prefix
 
 bus_app = typer.Typer(help="NATS users for an org's applications (tenants).", no_args_is_help=True)
 app.add_typer(bus_app, name="bus-user")

@@ -44,7 +44,7 @@ from routewise.contracts.events import (
     TaskRejected,
 )
 from routewise.contracts.subjects import SERVICES, Subjects, durable, subject_token
-from routewise.runtime.settings import Settings
+from routewise.runtime.settings import Settings, inbox_prefix
 
 OPERATOR = "operator"
 TENANT_PREFIX = "org_"
@@ -71,11 +71,6 @@ class BusUser:
     password: str
     permissions: Permissions | None = None
     comment: str = ""
-
-
-def inbox_prefix(user: str) -> str:
-    """Where a user's replies come: ``_INBOX_<user>`` (``Settings.nats_inbox_prefix``)."""
-    return Settings(nats_user=user).nats_inbox_prefix
 
 
 def tenant_user(org_id: str) -> str:

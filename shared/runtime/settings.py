@@ -237,5 +237,10 @@ class Settings(BaseSettings):
 
     @property
     def nats_inbox_prefix(self) -> str:
-        """Where this process's replies come (``_INBOX_<user>``): a user may subscribe only to its own."""
-        return f"_INBOX_{self.nats_user}" if self.nats_user else "_INBOX"
+        """Where this process's replies come (``inbox_prefix``)."""
+        return inbox_prefix(self.nats_user)
+
+
+def inbox_prefix(user: str | None) -> str:
+    """Where a NATS user's replies come (``_INBOX_<user>``): a user may subscribe only to its own."""
+    return f"_INBOX_{user}" if user else "_INBOX"
