@@ -128,28 +128,30 @@ async def _checked(route: Route, key: keys.KeyScope, deps: GatewayDeps, request:
 
 async def budget_within(key: keys.KeyScope, deps: GatewayDeps, budget_id: UUID) -> Budget:
     """The budget, when it is within the key's scope; 404 otherwise (as for a budget that does not exist)."""
-    try:
-        budget = await ask(deps, "budget_show", GetBudget(budget_id=budget_id), Budget)
-    except RemoteError as exc:
-        if exc.code == ErrorCode.not_found:
-            raise authorization.not_found(f"budget {budget_id}") from None
-        raise
+    what = f"budget {budget_id}"
+    budget = await _found(deps, "budget_show", GetBudget(budget_id=budget_id), Budget, what)
     if not authorization.holds(key, budget.scope_type, budget.scope_id):
-        raise authorization.not_found(f"budget {budget_id}")
+        raise authorization.not_found(what)
     return budget
 
 
 async def task_within(key: keys.KeyScope, deps: GatewayDeps, task_id: UUID) -> Decision:
     """The task's decision, when its scope is within the key's; 404 otherwise."""
+    what = f"task {task_id}"
+    decision = await _found(deps, "routing_decision", GetDecision(task_id=task_id), Decision, what)
+    if not authorization.holds_task(key, decision.scope):
+        raise authorization.not_found(what)
+    return decision
+
+
+async def _found(deps: GatewayDeps, subject: str, request: BaseModel, reply: type[Reply], what: str) -> Reply:
+    """The owning service's answer; its ``not_found`` as the gateway's 404 for ``what``."""
     try:
-        decision = await ask(deps, "routing_decision", GetDecision(task_id=task_id), Decision)
+        return await ask(deps, subject, request, reply)
     except RemoteError as exc:
         if exc.code == ErrorCode.not_found:
-            raise authorization.not_found(f"task {task_id}") from None
+            raise authorization.not_found(what) from None
         raise
-    if not authorization.holds_task(key, decision.scope):
-        raise authorization.not_found(f"task {task_id}")
-    return decision
 
 
 def within(key: keys.KeyScope, reply: BaseModel) -> BaseModel:
