@@ -104,7 +104,7 @@ async def adjust_cost(event: CostAdjusted, uow: UnitOfWork, deps: BudgetDeps) ->
 async def reserve(req: ReserveBudget, deps: BudgetDeps) -> Reservation:
     async with deps.transaction() as uow:
         result = await repo.reserve(uow.conn, req, deps.clock(), deps.ttl)
-    log.info(
+    log.debug(  # one per decision: a line only when asked for (ROUTEWISE_LOG_LEVEL=DEBUG)
         "reservation",
         task_id=str(req.task_id),
         admitted=result.admitted,
@@ -125,7 +125,7 @@ async def release(req: ReleaseBudget, deps: BudgetDeps) -> Released:
         )
     if before is None:
         raise RoutewiseError(f"task {req.task_id} has no reservation {req.reservation_id}", code=ErrorCode.not_found)
-    log.info("reservation released", task_id=str(req.task_id), reason=req.reason, status=after)
+    log.debug("reservation released", task_id=str(req.task_id), reason=req.reason, status=after)
     return Released(task_id=req.task_id, released=before == "held" and after == "released", status=after)
 
 

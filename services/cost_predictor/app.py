@@ -13,8 +13,8 @@ SERVICE = Service(
     events={
         # a report may wait for its task's decision: its own transaction, several at once
         CostReported: consumer(handlers.check_reported_cost, inbox=False, workers=lambda _: handlers.REPORT_WORKERS),
-        CostRecorded: handlers.learn_cost,
-        ModelSelected: handlers.learn_decision,
+        CostRecorded: consumer(handlers.learn_cost, batch=True),
+        ModelSelected: consumer(handlers.learn_decision, batch=True),
     },
     requests={
         "cost_estimate": handlers.estimate,

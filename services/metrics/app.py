@@ -11,7 +11,7 @@ from routewise.contracts.events import (
     TaskRejected,
 )
 from routewise.runtime.catalog import WATCH_CATALOG
-from routewise.runtime.service import Service, every
+from routewise.runtime.service import Service, consumer, every
 from routewise.services.metrics import handlers
 
 SERVICE = Service(
@@ -19,12 +19,12 @@ SERVICE = Service(
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
     events={
-        TaskArrived: handlers.task_arrived,
-        ModelSelected: handlers.model_selected,
-        TaskRejected: handlers.task_rejected,
-        CostRecorded: handlers.cost_recorded,
-        CostAdjusted: handlers.cost_adjusted,
-        FeedbackRecorded: handlers.feedback_recorded,
+        TaskArrived: consumer(handlers.task_arrived, batch=True),
+        ModelSelected: consumer(handlers.model_selected, batch=True),
+        TaskRejected: consumer(handlers.task_rejected, batch=True),
+        CostRecorded: consumer(handlers.cost_recorded, batch=True),
+        CostAdjusted: consumer(handlers.cost_adjusted, batch=True),
+        FeedbackRecorded: consumer(handlers.feedback_recorded, batch=True),
     },
     requests={
         "metrics_summary": handlers.summary,

@@ -9,7 +9,7 @@ from routewise.contracts.events import (
     ModelHealthChanged,
     ModelSelected,
 )
-from routewise.runtime.service import Service, every
+from routewise.runtime.service import Service, consumer, every
 from routewise.services.performance_tracker import handlers
 
 SERVICE = Service(
@@ -17,10 +17,10 @@ SERVICE = Service(
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
     events={
-        ModelSelected: handlers.remember_pattern,
-        CostRecorded: handlers.record_outcome,
-        CostAdjusted: handlers.adjust_cost,
-        FeedbackRecorded: handlers.record_feedback,
+        ModelSelected: consumer(handlers.remember_pattern, batch=True),
+        CostRecorded: consumer(handlers.record_outcome, batch=True),
+        CostAdjusted: consumer(handlers.adjust_cost, batch=True),
+        FeedbackRecorded: consumer(handlers.record_feedback, batch=True),
     },
     requests={"performance_query": handlers.query},
     jobs=[

@@ -18,7 +18,7 @@ SERVICE = Service(
             workers=lambda s: s.decision_workers,
             on_invalid=handlers.reject_invalid_task,
         ),
-        FeedbackRecorded: handlers.learn_feedback,
+        FeedbackRecorded: consumer(handlers.learn_feedback, batch=True),
     },
     requests={
         "routing_decision": handlers.get_decision,

@@ -583,10 +583,10 @@ async def decide_in_time(
 
 
 def describe(span: Span, outcome: ModelSelected | TaskRejected) -> None:
-    """The outcome on the decision's span and in the log."""
+    """The outcome on the decision's span (and in the log at DEBUG)."""
     if isinstance(outcome, TaskRejected):
         span.set_attribute("routewise.rejection_reason", outcome.reason.value)
-        log.info("task rejected", reason=outcome.reason.value, detail=outcome.detail)
+        log.debug("task rejected", reason=outcome.reason.value, detail=outcome.detail)  # counted in metrics
         return
     span.set_attribute("routewise.model", outcome.model)
     span.set_attribute("routewise.strategy", outcome.strategy)
@@ -594,7 +594,7 @@ def describe(span: Span, outcome: ModelSelected | TaskRejected) -> None:
     span.set_attribute("routewise.estimated_cost_usd", str(outcome.estimated_cost_usd))
     span.set_attribute("routewise.candidates", [c.model for c in outcome.candidates])
     span.set_attribute("routewise.candidate_count", len(outcome.candidates))
-    log.info(
+    log.debug(  # a line per decision only when asked for (ROUTEWISE_LOG_LEVEL=DEBUG); metrics counts them
         "model selected",
         model=outcome.model,
         tier=outcome.tier.value,

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from faststream.specification import AsyncAPI
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,6 +31,24 @@ def document(name: str) -> dict[str, Any]:
     spec = AsyncAPI(rt.broker, title=f"routewise {name}", version="1", schema_version="3.0.0")
     doc: dict[str, Any] = spec.to_specification().to_jsonable()
     doc.pop("servers", None)  # where the bus is belongs to a deployment, not the contract
+    return _one_event_per_message(doc)
+
+
+def _one_event_per_message(doc: dict[str, Any]) -> dict[str, Any]:
+    """A batch consumer's handler takes a list of events (FastStream documents its payload as an
+    array), but each message it consumes is one event: its payload is documented as the event."""
+    schemas: dict[str, Any] = doc.get("components", {}).get("schemas", {})
+    batches = {
+        name: schema["items"]
+        for name, schema in schemas.items()
+        if name.endswith(":Message:Payload") and schema.get("type") == "array"
+    }
+    for message in doc.get("components", {}).get("messages", {}).values():
+        name = unquote(message.get("payload", {}).get("$ref", "").rsplit("/", 1)[-1])
+        if name in batches:
+            message["payload"] = batches[name]
+    for name in batches:
+        del schemas[name]
     return doc
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +28,7 @@ import structlog
 from faststream import AckPolicy, BaseMiddleware
 from faststream.exceptions import HandlerException
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, NatsRouter, PullSub
+from faststream.nats.message import NatsBatchMessage
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig
@@ -57,6 +58,7 @@ log = structlog.get_logger(__name__)
 E = TypeVar("E", bound=Event)
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res", bound=BaseModel)
+C = TypeVar("C", bound=BaseModel)
 
 
 async def ensure_bucket(broker: NatsBroker, bucket: str) -> KeyValue:
@@ -89,69 +91,38 @@ def _js_metadata(msg: Msg) -> Any | None:
         return None
 
 
-class DeadLetterMiddleware(BaseMiddleware):
-    """Decides what happens to a JetStream message whose handler raised.
-
-    Payloads that are not their contract (``contract_decoder``), permanent errors, and the last
-    allowed delivery, publish the original message with the reason to
-    ``<ns>.deadletter.<service>`` and terminate it; other failures are nak'ed with the
-    configured backoff. A message delivered again after its last allowed
-    delivery (the consumer crashed or timed out on it) is dead-lettered without running the
-    handler, so a poison message cannot crash-loop a service. If the dead letter cannot be
-    written, the message is kept (nak'ed with backoff): nothing is dropped silently. A core
-    NATS request whose payload is not its contract is answered with ``invalid_request``.
-    """
+@dataclass(frozen=True)
+class DeadLetters:
+    """What happens to a JetStream message whose handling failed, for one service: a permanent
+    error, or its last allowed delivery, publishes the original message with the reason to
+    ``<ns>.deadletter.<service>`` and terminates it; any other failure is nak'ed with the configured
+    backoff. If the dead letter cannot be written, the message is kept (nak'ed with backoff):
+    nothing is dropped silently. Used by the ``DeadLetterMiddleware`` (one message per handler
+    call) and by batch consumers (each message of a batch on its own)."""
 
     settings: Settings
     service: str
     written: Counter | None = None
     """``routewise_dead_letters_total{service,reason}``, counted once a dead letter is written."""
 
-    @classmethod
-    def configured(cls, settings: Settings, service: str, written: Counter | None = None) -> type[DeadLetterMiddleware]:
-        """A subclass bound to one service's settings and counter (broker middlewares are classes)."""
-        attributes = {"settings": settings, "service": service, "written": written}
-        return type("ConfiguredDeadLetterMiddleware", (cls,), attributes)
-
-    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
-        raw = cast(Msg, self.msg)
-        meta = _js_metadata(raw)
-        if meta is not None and int(meta.num_delivered) > self.settings.max_deliver:
-            error = RuntimeError("earlier deliveries ended without a result (the consumer crashed or timed out)")
-            await self._settle(raw, meta, "max_deliver_exceeded", error)
-            return None
-        token = _DELIVERY.set((raw, meta))
-        try:
-            return await call_next(msg)
-        finally:
-            _DELIVERY.reset(token)
-
-    async def after_processed(
-        self,
-        exc_type: type[BaseException] | None = None,
-        exc_val: BaseException | None = None,
-        exc_tb: TracebackType | None = None,
-    ) -> bool | None:
-        if exc_val is None or isinstance(exc_val, HandlerException) or not isinstance(exc_val, Exception):
-            return False
-        raw = cast(Msg, self.msg)
-        meta = _js_metadata(raw)
-        if meta is None:  # a request: one that is not its contract is answered, never left without a reply
-            if isinstance(exc_val, InvalidMessage) and raw.reply:
-                details = dict(exc_val.details)
-                answer = error_reply("invalid_request", details.pop("message", exc_val.message), details)
-                await raw.respond(json.dumps(answer).encode())
-                return True
-            return False
-        if isinstance(exc_val, PermanentError):
-            await self._settle(raw, meta, exc_val.code, exc_val)
+    async def failed(self, raw: Msg, meta: Any, exc: BaseException) -> None:
+        if isinstance(exc, PermanentError):
+            await self.settle(raw, meta, exc.code, exc)
         elif int(meta.num_delivered) >= self.settings.max_deliver:
-            await self._settle(raw, meta, "max_deliver_exceeded", exc_val)
+            await self.settle(raw, meta, "max_deliver_exceeded", exc)
         else:
-            await self._retry(raw, meta, exc_val)
+            await self.retry(raw, meta, exc)
+
+    async def overdue(self, raw: Msg, meta: Any) -> bool:
+        """A message delivered again after its last allowed delivery (the consumer crashed or timed
+        out on it) is dead-lettered without being handled: a poison message cannot crash-loop a service."""
+        if int(meta.num_delivered) <= self.settings.max_deliver:
+            return False
+        error = RuntimeError("earlier deliveries ended without a result (the consumer crashed or timed out)")
+        await self.settle(raw, meta, "max_deliver_exceeded", error)
         return True
 
-    async def _retry(self, raw: Msg, meta: Any, exc: BaseException) -> None:
+    async def retry(self, raw: Msg, meta: Any, exc: BaseException) -> None:
         deliveries = int(meta.num_delivered)
         delay = self.settings.backoff_for(deliveries)
         log.warning(
@@ -159,13 +130,13 @@ class DeadLetterMiddleware(BaseMiddleware):
         )
         await raw.nak(delay=delay)
 
-    async def _settle(self, raw: Msg, meta: Any, reason: str, exc: BaseException) -> None:
+    async def settle(self, raw: Msg, meta: Any, reason: str, exc: BaseException) -> None:
         """Dead-letter and terminate; if the dead letter cannot be written, keep the message."""
         try:
             await self._dead_letter(raw, meta, reason, exc)
         except Exception as publish_error:
             log.error("could not write the dead letter; keeping the message", error=repr(publish_error))
-            await self._retry(raw, meta, exc)
+            await self.retry(raw, meta, exc)
             return
         await raw.term()
 
@@ -200,6 +171,57 @@ class DeadLetterMiddleware(BaseMiddleware):
         if self.written is not None:
             self.written.labels(service=service, reason=reason).inc()
         log.error("message dead-lettered", reason=reason, subject=raw.subject, deliveries=deliveries, error=error[:500])
+
+
+class DeadLetterMiddleware(BaseMiddleware):
+    """Decides what happens to a JetStream message whose handler raised (``DeadLetters``).
+
+    Payloads that are not their contract (``contract_decoder``) are dead-lettered at once. A core
+    NATS request whose payload is not its contract is answered with ``invalid_request``. A batch
+    (a list of messages) passes through: its consumer settles each message itself.
+    """
+
+    letters: DeadLetters
+
+    @classmethod
+    def configured(cls, letters: DeadLetters) -> type[DeadLetterMiddleware]:
+        """A subclass bound to one service's dead letters (broker middlewares are classes)."""
+        return type("ConfiguredDeadLetterMiddleware", (cls,), {"letters": letters})
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: Any) -> Any:
+        if isinstance(self.msg, list):
+            return await call_next(msg)
+        raw = cast(Msg, self.msg)
+        meta = _js_metadata(raw)
+        if meta is not None and await self.letters.overdue(raw, meta):
+            return None
+        token = _DELIVERY.set((raw, meta))
+        try:
+            return await call_next(msg)
+        finally:
+            _DELIVERY.reset(token)
+
+    async def after_processed(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        if exc_val is None or isinstance(exc_val, HandlerException) or not isinstance(exc_val, Exception):
+            return False
+        if isinstance(self.msg, list):
+            return False
+        raw = cast(Msg, self.msg)
+        meta = _js_metadata(raw)
+        if meta is None:  # a request: one that is not its contract is answered, never left without a reply
+            if isinstance(exc_val, InvalidMessage) and raw.reply:
+                details = dict(exc_val.details)
+                answer = error_reply("invalid_request", details.pop("message", exc_val.message), details)
+                await raw.respond(json.dumps(answer).encode())
+                return True
+            return False
+        await self.letters.failed(raw, meta, exc_val)
+        return True
 
 
 _DELIVERY: ContextVar[tuple[Msg, Any] | None] = ContextVar("routewise_delivery", default=None)
@@ -237,26 +259,33 @@ def contract_decoder(
     With ``subjects``, an event whose org is not the one its subject names raises WrongOrg."""
 
     async def decode(msg: NatsMessage) -> BaseModel:
-        try:
-            decoded = contract.model_validate_json(msg.body)
-        except Exception as exc:  # validation is pure: whatever it raises, the payload is not the contract
-            problem = _validation_message(exc)
-            if on_invalid is not None:
-                try:
-                    await on_invalid(msg.body, problem)
-                except Exception:
-                    log.exception("could not answer an invalid message; it is dead-lettered all the same")
-            raise InvalidMessage(
-                f"not a valid {contract.__name__}: {exc}",
-                details={"message": problem, **_validation_details(exc)},
-            ) from exc
-        if subjects is not None:
-            _check_org(subjects, decoded, msg.raw_message.subject)
-        if isinstance(decoded, Event) and "event_id" not in decoded.model_fields_set:
-            return decoded.model_copy(update={"event_id": _id_from_header(contract.__name__, msg.headers)})
-        return decoded
+        return await decoded(contract, msg.raw_message, on_invalid, subjects)
 
     return decode
+
+
+async def decoded(
+    contract: type[C], raw: Msg, on_invalid: OnInvalid | None = None, subjects: Subjects | None = None
+) -> C:
+    """``raw``'s payload as ``contract`` (see ``contract_decoder``)."""
+    try:
+        event = contract.model_validate_json(raw.data)
+    except Exception as exc:  # validation is pure: whatever it raises, the payload is not the contract
+        problem = _validation_message(exc)
+        if on_invalid is not None:
+            try:
+                await on_invalid(raw.data, problem)
+            except Exception:
+                log.exception("could not answer an invalid message; it is dead-lettered all the same")
+        raise InvalidMessage(
+            f"not a valid {contract.__name__}: {exc}",
+            details={"message": problem, **_validation_details(exc)},
+        ) from exc
+    if subjects is not None:
+        _check_org(subjects, event, raw.subject)
+    if isinstance(event, Event) and "event_id" not in event.model_fields_set:
+        return event.model_copy(update={"event_id": _id_from_header(contract.__name__, raw.headers)})
+    return event
 
 
 def _check_org(subjects: Subjects, event: BaseModel, subject: str) -> None:
@@ -327,6 +356,89 @@ def consume(
         title=f"{service}:{subject}",
         description=(event_type.__doc__ or "").strip() or None,
     )(_consumer)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One message of a batch: as it came (to settle it alone) and as its event."""
+
+    raw: Msg
+    meta: Any
+    event: Event
+
+
+_BATCH: ContextVar[tuple[Delivered, ...]] = ContextVar("routewise_batch", default=())
+"""The messages of the batch being handled, in order (set by the batch decoder)."""
+
+
+def consume_batches(
+    router: NatsRouter,
+    settings: Settings,
+    service: str,
+    subject: str,
+    event_type: type[E],
+    apply: Callable[[Sequence[Delivered]], Awaitable[None]],
+    letters: DeadLetters,
+) -> str:
+    """Register a durable pull consumer of ``subject`` that hands ``apply`` the messages of each
+    batch it fetches, each with its ``event_type`` event (up to ``consumer_batch``; ``batch_linger``
+    decides how long one waits to fill, see ``routewise.runtime.pull``); return the durable's name.
+
+    Each message is validated on its own: one that is not the contract, comes on another org's
+    subject, or is past its last delivery is dead-lettered and the rest go on. When ``apply``
+    raises for a batch, its events are applied one at a time, so that only the one that fails is
+    retried with backoff (``DeadLetters``) and its neighbours are not held back with it. The batch
+    is acked once applied. The subscriber is typed with the contract, for the AsyncAPI document.
+    """
+    stream = settings.subjects.stream_for(subject)
+
+    async def decode(msg: NatsBatchMessage) -> list[Event]:
+        batch: list[Delivered] = []
+        for raw in msg.raw_message:
+            meta = raw.metadata
+            if await letters.overdue(raw, meta):
+                continue
+            try:
+                event = await decoded(event_type, raw, subjects=settings.subjects)
+            except PermanentError as exc:
+                await letters.failed(raw, meta, exc)
+                continue
+            batch.append(Delivered(raw, meta, event))
+        _BATCH.set(tuple(batch))
+        return [d.event for d in batch]
+
+    async def _consumer(events: list[Event]) -> None:
+        batch = _BATCH.get()
+        try:
+            await apply(batch)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                await letters.failed(batch[0].raw, batch[0].meta, exc)
+                return
+            log.warning("a batch failed; applying its events one at a time", events=len(batch), error=repr(exc))
+        for one in batch:
+            try:
+                await apply((one,))
+            except Exception as exc:
+                await letters.failed(one.raw, one.meta, exc)
+
+    _consumer.__annotations__ = {"events": list[event_type], "return": None}  # type: ignore[valid-type]
+    _consumer.__name__ = _consumer.__qualname__ = event_type.__name__
+    name = durable(service, subject)
+    router.subscriber(
+        subject,
+        stream=JStream(stream.name, declare=False),
+        durable=name,
+        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0, batch=True),
+        inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),
+        config=ConsumerConfig(max_deliver=-1, ack_wait=settings.ack_wait),  # as ``consume``'s
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=decode,
+        title=f"{service}:{subject}",
+        description=(event_type.__doc__ or "").strip() or None,
+    )(_consumer)
+    return name
 
 
 def reply(

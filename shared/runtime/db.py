@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +124,10 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_folder: Path) -> list
     return applied_now
 
 
+Claim = tuple[UUID, str, bytes | None]
+"""An event to claim in the inbox: its id, subject and digest (see ``claim``)."""
+
+
 async def claim(
     conn: Connection,
     event_id: UUID,
@@ -139,18 +143,41 @@ async def claim(
     payload) is kept: an id seen before with another payload is a conflicting duplicate — not
     applied either, but logged and told to ``on_conflict(subject)``.
     """
-    row = await conn.fetchval(
-        "INSERT INTO inbox (event_id, subject, digest) VALUES ($1, $2, $3)"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING 1",
-        event_id,
-        subject,
-        digest,
+    return bool(await claim_many(conn, [(event_id, subject, digest)], on_conflict))
+
+
+async def claim_many(
+    conn: Connection, claims: Sequence[Claim], on_conflict: Callable[[str], None] | None = None
+) -> list[int]:
+    """``claim`` for a batch, in one statement: the positions in ``claims`` claimed now (an id twice
+    in the batch is claimed at its first position; the second is a duplicate like any other)."""
+    ids, subjects, digests = zip(*claims, strict=True) if claims else ((), (), ())
+    rows = await conn.fetch(
+        "INSERT INTO inbox (event_id, subject, digest)"
+        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        ids,
+        subjects,
+        digests,
     )
-    if row is not None:
-        return True
-    if digest is not None:
-        before = await conn.fetchval("SELECT digest FROM inbox WHERE event_id = $1", event_id)
-        if before is not None and bytes(before) != digest:
+    fresh = {row[0] for row in rows}
+    claimed: list[int] = []
+    first: dict[UUID, bytes | None] = {}
+    for i, (event_id, _, digest) in enumerate(claims):
+        if event_id in fresh and event_id not in first:
+            claimed.append(i)
+            first[event_id] = digest
+    taken = set(claimed)
+    repeats = [c for i, c in enumerate(claims) if i not in taken and c[2] is not None]
+    if repeats:
+        older = [event_id for event_id, _, _ in repeats if event_id not in first]
+        query = "SELECT event_id, digest FROM inbox WHERE event_id = ANY($1::uuid[])"
+        earlier = {row[0]: row[1] for row in await conn.fetch(query, older)} if older else {}
+        earlier.update(first)
+        for event_id, subject, digest in repeats:
+            seen = earlier.get(event_id)
+            if seen is None or bytes(seen) == digest:
+                continue
             log.warning(
                 "conflicting duplicate: an event id applied before came again with another payload; not applied",
                 event_id=str(event_id),
@@ -158,7 +185,7 @@ async def claim(
             )
             if on_conflict is not None:
                 on_conflict(subject)
-    return False
+    return claimed
 
 
 def digest_of(payload: bytes) -> bytes:

@@ -22,12 +22,20 @@ things nats-py does there hurt a service:
 waits out) and, while the connection is not up, asks the server nothing: it waits (at most the
 fetch's timeout, less once the connection is back) and says "no messages" with the same
 timeout. ``PatientBroker`` is a ``NatsBroker`` whose subscribers get these subscriptions.
+
+A batch consumer's subscription (its durable named in ``PatientBroker(batches=...)``) makes one
+batch of what one fetch brings: the first message (waited for as long as the fetch may), then
+whatever else comes within the consumer's linger. FastStream's batch loop would otherwise go on
+fetching until the batch is full or its timeout is up (a second per batch when traffic is light);
+its follow-up fetch of a round (asking for fewer than a full batch) is told "no messages" at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -45,11 +53,29 @@ class PatientPullSubscription(JetStreamContext.PullSubscription):
     """A pull subscription whose ``fetch`` raises only the timeout kind FastStream waits out, and
     sends nothing while the connection is down (see the module's docstring)."""
 
+    linger: float | None = None
+    """A batch consumer's: how long, once a message came, more are waited for (see the module)."""
+    _full = 0
+
     async def fetch(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None) -> list[Msg]:
         nc: NatsClient = self._nc
         if not nc.is_connected:
             await _until_connected(nc, timeout or DISCONNECTED_POLL_S)
             raise nats.errors.TimeoutError
+        if self.linger is None:
+            return await self._fetch(batch, timeout, heartbeat)
+        if batch < self._full:  # FastStream's follow-up in the same round: the batch is what came
+            raise nats.errors.TimeoutError
+        self._full = batch
+        first = await self._fetch(1, timeout, heartbeat)
+        if batch == 1 or self.linger == 0:
+            return first
+        try:
+            return first + await self._fetch(batch - 1, self.linger, None)
+        except Exception:  # nothing more came (or the connection went): the batch is the first message
+            return first
+
+    async def _fetch(self, batch: int, timeout: float | None, heartbeat: float | None) -> list[Msg]:
         try:
             return await super().fetch(batch, timeout, heartbeat)
         except nats.errors.TimeoutError:
@@ -68,23 +94,36 @@ async def _until_connected(nc: NatsClient, most: float) -> None:
 
 
 class PatientJetStream(JetStreamContext):
-    """A JetStream context whose pull subscriptions are ``PatientPullSubscription``s."""
+    """A JetStream context whose pull subscriptions are ``PatientPullSubscription``s; ``batches``:
+    the durables of batch consumers, with their linger."""
+
+    def __init__(self, *args: Any, batches: Mapping[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batches = batches or {}
 
     async def pull_subscribe_bind(self, *args: Any, **kwargs: Any) -> JetStreamContext.PullSubscription:
         plain = await super().pull_subscribe_bind(*args, **kwargs)
-        return PatientPullSubscription(
+        patient = PatientPullSubscription(
             js=self, sub=plain._sub, stream=plain._stream, consumer=plain._consumer, deliver=plain._deliver.encode()
         )
+        patient.linger = self._batches.get(kwargs.get("durable") or "")
+        return patient
 
 
 class PatientBroker(NatsBroker):
     """A ``NatsBroker`` whose subscribers pull through ``PatientPullSubscription``s, and which stops
     even when its connection is closed for good."""
 
+    @functools.cached_property
+    def batches(self) -> dict[str, float]:
+        """The durables of the batch consumers, with their linger (filled as they are registered)."""
+        return {}
+
     async def _connect(self) -> NatsClient:
         connection = await super()._connect()
         config = self.config.broker_config
-        config.connection_state.connect(connection, PatientJetStream(connection, **config.js_options))
+        js = PatientJetStream(connection, batches=self.batches, **config.js_options)
+        config.connection_state.connect(connection, js)
         return connection
 
     async def stop(

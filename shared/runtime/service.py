@@ -43,10 +43,13 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 import structlog
+import uvloop
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.nats import NatsBroker, NatsRouter, NatsUserPassword
+from faststream.nats import NatsRouter, NatsUserPassword
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, make_asgi_app
 from pydantic import BaseModel
@@ -54,9 +57,9 @@ from pydantic import BaseModel
 from routewise.contracts.events import Event, utcnow
 from routewise.contracts.subjects import Subjects
 from routewise.runtime import retention
-from routewise.runtime.bus import DeadLetterMiddleware, consume, reply
+from routewise.runtime.bus import DeadLetterMiddleware, DeadLetters, Delivered, consume, consume_batches, reply
 from routewise.runtime.bus_users import as_service
-from routewise.runtime.db import Connection, claim, create_pool, digest_of, migrate
+from routewise.runtime.db import Connection, claim_many, create_pool, digest_of, migrate
 from routewise.runtime.logs import setup_logging
 from routewise.runtime.outbox import OutboxRelay, enqueue
 from routewise.runtime.pull import PatientBroker
@@ -115,8 +118,12 @@ class Deps:
     async def claim(self, conn: Connection, event: Event) -> bool:
         """Claim ``event`` in the inbox (with its digest, so a conflicting duplicate is counted);
         False when it was applied before. Inside the transaction that applies it."""
-        digest = digest_of(event.model_dump_json().encode())
-        return await claim(conn, event.event_id, self.subjects.of(type(event)), digest, self.count_conflict)
+        return bool(await self.claim_all(conn, [event]))
+
+    async def claim_all(self, conn: Connection, events: Sequence[Event]) -> list[int]:
+        """``claim`` for a batch, in one statement: the positions of the events applied now (not before)."""
+        claims = [(e.event_id, self.subjects.of(type(e)), digest_of(e.model_dump_json().encode())) for e in events]
+        return await claim_many(conn, claims, self.count_conflict)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
@@ -148,11 +155,27 @@ async def apply_once(handler: EventHandler, event: Event, deps: Deps) -> bool:
     in one transaction (what it publishes goes out, and its after-commit actions run, after the
     commit). False when the event was applied before. What the runtime does with every consumed
     event; a test calls it to apply an event as the service would."""
+    return bool(await apply_batch(handler, [event], deps))
+
+
+async def apply_batch(
+    handler: EventHandler, events: Sequence[Event], deps: Deps, traces: Sequence[otel_context.Context] = ()
+) -> int:
+    """``apply_once`` for a batch, in one transaction: the ids claimed in one statement, then
+    ``handler(event, uow, deps)`` for each event not applied before, in order; all or nothing.
+    Returns how many were applied. What a batch consumer does with each batch; ``traces``: each
+    event's trace context (from its message), current while its handler runs, so that what it
+    publishes continues the event's trace and not the batch's."""
     async with deps.transaction() as uow:
-        applied = await deps.claim(uow.conn, event)
-        if applied:
-            await handler(event, uow, deps)
-    return applied
+        fresh = await deps.claim_all(uow.conn, events)
+        for i in fresh:
+            token = otel_context.attach(traces[i]) if traces else None
+            try:
+                await handler(events[i], uow, deps)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+    return len(fresh)
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,7 @@ class Consumer:
     inbox: bool = True
     workers: Callable[[Settings], int] = lambda _: 1
     on_invalid: InvalidHandler | None = None
+    batch: bool = False
 
 
 InvalidHandler = Callable[[bytes, str, Any], Awaitable[None]]
@@ -174,12 +198,17 @@ def consumer(
     inbox: bool = True,
     workers: Callable[[Settings], int] = lambda _: 1,
     on_invalid: InvalidHandler | None = None,
+    batch: bool = False,
 ) -> Consumer:
     """``inbox=False``: the handler gets ``(event, deps)`` and claims the event itself;
     ``workers``: how many events one replica handles at once (from the settings);
     ``on_invalid(raw, problem, deps)``: told of a payload that is not the contract before it is
-    dead-lettered, to answer its sender."""
-    return Consumer(handler, inbox, workers, on_invalid)
+    dead-lettered, to answer its sender; ``batch``: the events are applied a batch at a time
+    (``apply_batch``: one inbox statement and one commit per batch), for bookkeeping handlers
+    that neither wait on other services nor answer the sender."""
+    if batch and (not inbox or on_invalid is not None):
+        raise ValueError("a batch consumer applies through the inbox and answers no sender")
+    return Consumer(handler, inbox, workers, on_invalid, batch)
 
 
 @dataclass(frozen=True)
@@ -273,9 +302,10 @@ class Runtime:
 
     service: Service[Any]
     settings: Settings
-    broker: NatsBroker
+    broker: PatientBroker
     tracer_provider: TracerProvider
     registry: CollectorRegistry
+    letters: DeadLetters
     _pool: asyncpg.Pool | None = None
     _outbox: OutboxRelay | None = None
     _deps: Any = None
@@ -346,6 +376,13 @@ class Runtime:
         for event_type, entry in self.service.events.items():
             spec = entry if isinstance(entry, Consumer) else Consumer(entry)
             subject = subjects.of(event_type)
+            if spec.batch:
+                handler = typing.cast(EventHandler, spec.handler)
+                durable_name = consume_batches(
+                    router, settings, name, subject, event_type, self._batch_applier(handler), self.letters
+                )
+                self.broker.batches[durable_name] = settings.batch_linger
+                continue
             consume(
                 router,
                 settings,
@@ -387,6 +424,13 @@ class Runtime:
 
         async def apply(event: Event) -> None:
             await apply_once(handler, event, self.deps)
+
+        return apply
+
+    def _batch_applier(self, handler: EventHandler) -> Callable[[Sequence[Delivered]], Awaitable[None]]:
+        async def apply(batch: Sequence[Delivered]) -> None:
+            events = [d.event for d in batch]
+            await apply_batch(handler, events, self.deps, [propagate.extract(d.raw.headers or {}) for d in batch])
 
         return apply
 
@@ -516,7 +560,8 @@ def build_broker(
     registry: CollectorRegistry,
     *,
     on_closed: Callable[[], Awaitable[None]] | None = None,
-) -> NatsBroker:
+    letters: DeadLetters | None = None,
+) -> PatientBroker:
     """``on_closed``: the connection is closed for good (reconnects exhausted, or stopped). Its pull
     subscriptions wait out a lost connection and nats-py's stray timeouts (``routewise.runtime.pull``)."""
     return PatientBroker(
@@ -530,9 +575,10 @@ def build_broker(
         middlewares=[
             NatsTelemetryMiddleware(tracer_provider=tracer_provider),
             NatsPrometheusMiddleware(registry=registry, app_name=f"routewise-{name}"),
-            DeadLetterMiddleware.configured(settings, name, dead_letter_counter(registry)),
+            DeadLetterMiddleware.configured(letters or DeadLetters(settings, name, dead_letter_counter(registry))),
         ],
         logger=logging.getLogger(f"routewise.{name}.faststream"),
+        log_level=logging.DEBUG,  # FastStream's "Received"/"Processed" per message: only when asked for
         graceful_timeout=10.0,
     )
 
@@ -566,8 +612,9 @@ def build_runtime(
         if on_bus_gone is not None and not runtime[0].stopping:
             await on_bus_gone()
 
-    broker = build_broker(settings, service.name, tracer_provider, registry, on_closed=closed)
-    rt = Runtime(service, settings, broker, tracer_provider, registry)
+    letters = DeadLetters(settings, service.name, dead_letter_counter(registry))
+    broker = build_broker(settings, service.name, tracer_provider, registry, on_closed=closed, letters=letters)
+    rt = Runtime(service, settings, broker, tracer_provider, registry, letters)
     runtime.append(rt)
     broker.include_router(rt.router())
     return rt
@@ -669,6 +716,7 @@ def run(service: Service[Any]) -> None:
         "access_log": "false",
         "log_config": None,
     }
-    asyncio.run(app.run(run_extra_options=options))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvloop: less CPU per message
+        runner.run(app.run(run_extra_options=options))
     if rt.bus_gone:
         raise SystemExit(1)

@@ -67,6 +67,18 @@ class Settings(BaseSettings):
         default=None, description="Jaeger's UI (e.g. http://localhost:16686): the CLI links each task's trace."
     )
     db_pool_size: int = Field(default=20, ge=2, le=200, description="Postgres connections per service process.")
+    consumer_batch: int = Field(
+        default=100,
+        ge=1,
+        le=1_000,
+        description="Most events a bookkeeping consumer applies in one transaction (one inbox write, one commit).",
+    )
+    batch_linger: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="Seconds a bookkeeping consumer, once an event came, waits for more to apply with it.",
+    )
     decision_workers: int = Field(
         default=16, ge=1, le=256, description="Tasks one selector replica decides at once (each waits on requests)."
     )

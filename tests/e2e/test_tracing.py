@@ -80,6 +80,7 @@ class Receiver:
                                         "trace_id": span.trace_id.hex(),
                                         "span_id": span.span_id.hex(),
                                         "parent": span.parent_span_id.hex(),
+                                        "links": [(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                                         "attributes": {a.key: a.value for a in span.attributes},
                                     }
                                 )
@@ -98,8 +99,10 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def of_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        """The trace's spans, and those of the batches linked to it (each batch is a trace of its own)."""
         with self.lock:
-            return [s for s in self.spans if s["trace_id"] == trace_id]
+            linked = {s["trace_id"] for s in self.spans if any(t == trace_id for t, _ in s["links"])}
+            return [s for s in self.spans if s["trace_id"] == trace_id or s["trace_id"] in linked]
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +167,29 @@ def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[Ru
     }
 
     def below(spans: list[dict[str, Any]], name: str, event: str) -> set[str]:
-        """The services with a span consuming ``event`` below the span named ``name``."""
+        """The services with a span consuming ``event`` below the span named ``name``: in the trace,
+        or (a bookkeeping consumer's batch) linked to the span below it that published the event."""
         top = next((s for s in spans if s["name"] == name), None)
         if top is None:
             return set()
         by_id = {s["span_id"]: s for s in spans}
-        if any(s["parent"] and s["parent"] not in by_id for s in spans):
+        if any(s["parent"] and s["parent"] not in by_id for s in spans if s["trace_id"] == trace_id):
             return set()  # a parent not exported yet: wait for the rest
-        return {s["service"] for s in spans if consumes(s, event) and top["span_id"] in ancestors(spans, s)}
+
+        def under_top(span_id: str) -> bool:
+            return span_id == top["span_id"] or (
+                span_id in by_id and top["span_id"] in ancestors(spans, by_id[span_id])
+            )
+
+        links: dict[str, set[str]] = {}  # a batch's trace: the spans it links to
+        for s in spans:
+            links.setdefault(s["trace_id"], set()).update(i for _, i in s["links"])
+        return {
+            s["service"]
+            for s in spans
+            if consumes(s, event)
+            and (under_top(s["span_id"]) if s["trace_id"] == trace_id else any(map(under_top, links[s["trace_id"]])))
+        }
 
     def complete(spans: list[dict[str, Any]]) -> bool:
         return cost_consumers <= below(spans, "routewise.cost", "costs.recorded") and {
@@ -180,6 +198,9 @@ def test_a_task_and_its_cost_are_one_trace_across_every_service(traced: tuple[Ru
         } <= below(spans, "routewise.decide", "models.selected")
 
     spans = wait_for_spans(lambda: receiver.of_trace(trace_id), complete)
+    batches = [s for s in spans if s["trace_id"] != trace_id]
+    assert {s["service"] for s in batches} >= {"routewise-metrics", "routewise-performance_tracker"}
+    spans = [s for s in spans if s["trace_id"] == trace_id]
     by_id = {s["span_id"]: s for s in spans}
     roots = [s for s in spans if not s["parent"]]
     assert [(r["service"], r["name"]) for r in roots] == [("routewise-cli", "routewise task")]

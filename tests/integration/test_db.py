@@ -16,6 +16,7 @@ from routewise.dev.provision import dsn_with, provision
 from routewise.runtime.db import (
     SHARED_MIGRATIONS,
     claim,
+    claim_many,
     create_pool,
     digest_of,
     load_migrations,
@@ -194,3 +195,17 @@ async def test_an_event_id_applied_before_with_another_payload_is_not_applied_bu
         assert not await claim(conn, event_id, "s", first, conflicts.append)  # a replay: quietly nothing
         assert not await claim(conn, event_id, "s", second, conflicts.append)  # a conflicting duplicate
     assert conflicts == ["s"]
+
+
+async def test_a_batch_claims_each_id_once_at_its_first_place_and_counts_conflicting_duplicates(
+    service_pool: asyncpg.Pool,
+) -> None:
+    conflicts: list[str] = []
+    before, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    one, other = digest_of(b'{"n":1}'), digest_of(b'{"n":2}')
+    async with service_pool.acquire() as conn, conn.transaction():
+        assert await claim(conn, before, "s", one)
+        batch = [(a, "s", one), (before, "s", one), (a, "s", one), (b, "s", one), (before, "t", other), (b, "u", other)]
+        assert await claim_many(conn, batch, conflicts.append) == [0, 3]  # a and b, once each
+        assert await claim_many(conn, batch, conflicts.append) == []  # the batch again: nothing
+    assert conflicts == ["t", "u", "t", "u"]  # an id seen with another payload, before or in the batch

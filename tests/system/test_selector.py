@@ -250,9 +250,14 @@ async def test_learning_moves_the_choice_once_feedback_shows_a_cheap_model_is_as
         assert hybrid.selected is not None
         assert hybrid.selected.strategy == "complexity" and hybrid.selected.model == first
         assert "overrules" in (hybrid.selected.fallback_reason or "")
-        # ...and a quality bias of 1 asks for the best predicted quality again
+        # ...and a quality bias of 1 asks for the best predicted quality, whatever it costs (which
+        # model that is depends on how the learner and the snapshots interleaved: nano and the
+        # strongest models are all predicted near 0.98 by now)
         best = await preview(rw, a_task(prompt.format(97), strategy="learning", quality_bias=1.0))
-        assert best.selected is not None and best.selected.model != "gpt-5-nano"
+        assert best.selected is not None and best.selected.strategy == "learning"
+        assert "; the best predicted" in best.selected.reasoning
+        chosen = next(c for c in best.selected.candidates if c.model == best.selected.model)
+        assert chosen.predicted_quality >= max(c.predicted_quality for c in best.selected.candidates) - 0.01
 
 
 async def test_a_demoted_model_is_never_chosen(stack: RunningStack) -> None:

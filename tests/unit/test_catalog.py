@@ -212,7 +212,7 @@ async def test_the_gateway_s_price_job_ends_once_a_catalog_is_published() -> Non
     async def counted(deps: object) -> None:
         runs.append(1)
 
-    runtime = Runtime(GATEWAY, Settings(), None, None, CollectorRegistry())  # type: ignore[arg-type]
+    runtime = Runtime(GATEWAY, Settings(), None, None, CollectorRegistry(), None)  # type: ignore[arg-type]
     live = LiveCatalog(Feed(), SEED)
     runtime._deps = SimpleNamespace(live_catalog=live)
     running = asyncio.create_task(runtime._run_job(replace(job, run=counted, interval=lambda _: 0.01)))

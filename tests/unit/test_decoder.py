@@ -10,7 +10,7 @@ import pytest
 from pydantic import field_validator
 
 from routewise.contracts.events import Contract
-from routewise.runtime.bus import InvalidMessage, contract_decoder
+from routewise.runtime.bus import InvalidMessage, decoded
 
 
 class Fragile(Contract):
@@ -25,7 +25,7 @@ class Fragile(Contract):
 
 
 async def decode(body: bytes) -> Any:
-    return await contract_decoder(Fragile)(SimpleNamespace(body=body, headers={}))  # type: ignore[arg-type]
+    return await decoded(Fragile, SimpleNamespace(data=body, headers={}, subject="fragile"))  # type: ignore[arg-type]
 
 
 async def test_whatever_validation_raises_the_payload_is_invalid() -> None:
