@@ -4,7 +4,7 @@
 transaction, together with the current trace context. ``OutboxRelay.flush`` publishes
 pending rows (right after a commit, and on a timer for anything a crash left behind)
 with ``Nats-Msg-Id`` = event_id, so a row published twice is still one event on the bus.
-Replicas share the table safely: rows are claimed with ``FOR UPDATE SKIP LOCKED``, one at a
+Replicas share the table safely: rows are claimed with ``FOR UPDATE SKIP LOCKED``, a batch at a
 time, and a row that fails to publish is retried later without blocking the others.
 """
 
@@ -25,6 +25,9 @@ from routewise.runtime.db import Connection
 from routewise.runtime.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+FLUSH_BATCH = 32
+"""Outbox rows claimed, published and marked per transaction."""
 
 
 async def enqueue(conn: Connection, subject: str, event: Event) -> None:
@@ -51,32 +54,41 @@ class OutboxRelay:
     async def flush(self) -> int:
         """Publish every pending row, oldest first; returns how many were published.
 
-        Each row is claimed, published and marked in its own short transaction, so a row that
-        cannot be published (its attempts and error are recorded) does not hold back the rest.
+        Rows are claimed ``FLUSH_BATCH`` at a time, published one after the other and marked in
+        one statement, in one short transaction per batch; a row that cannot be published (its
+        attempts and error are recorded) does not hold back the rest.
         """
         published, cursor = 0, 0
         while True:
             async with self._pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(
+                rows = await conn.fetch(
                     "SELECT id, subject, payload, headers FROM outbox WHERE published_at IS NULL AND id > $1"
-                    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
                     cursor,
+                    FLUSH_BATCH,
                 )
-                if row is None:
-                    return published
-                cursor = row["id"]
-                try:
-                    await self._publish(row["subject"], bytes(row["payload"]), row["headers"])
-                except Exception as exc:
-                    log.warning("outbox row not published; will retry", outbox_id=cursor, error=repr(exc))
+                done: list[int] = []
+                for row in rows:
+                    try:
+                        await self._publish(row["subject"], bytes(row["payload"]), row["headers"])
+                    except Exception as exc:
+                        log.warning("outbox row not published; will retry", outbox_id=row["id"], error=repr(exc))
+                        await conn.execute(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                            row["id"],
+                            repr(exc),
+                        )
+                    else:
+                        done.append(row["id"])
+                if done:
                     await conn.execute(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1", cursor, repr(exc)
+                        "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
+                        done,
                     )
-                    continue
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = $1", cursor
-                )
-                published += 1
+            published += len(done)
+            if len(rows) < FLUSH_BATCH:
+                return published
+            cursor = rows[-1]["id"]
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str]) -> None:
         token = otel_context.attach(propagate.extract(headers))  # continue the trace that wrote the row

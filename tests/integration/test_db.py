@@ -176,6 +176,40 @@ async def test_the_outbox_publishes_each_event_once(service_pool: asyncpg.Pool, 
     assert info.state.messages == 1
 
 
+async def test_an_outbox_row_that_cannot_be_published_does_not_hold_back_its_batch(
+    service_pool: asyncpg.Pool, settings: Settings
+) -> None:
+    broker = NatsBroker(settings.nats_url)
+    client = await broker.connect()
+    await ensure_streams(client.jetstream(), settings)
+    await broker.start()
+
+    def rejected() -> TaskRejected:
+        return TaskRejected(
+            task_id=uuid.uuid4(), scope=Scope(org_id="acme"), task_type="normal", reason="invalid_request", detail="t"
+        )
+
+    events = [rejected() for _ in range(40)]  # more than one batch
+    try:
+        async with unit_of_work(service_pool) as conn:
+            for i, event in enumerate(events):
+                subject = f"{settings.namespace}.nowhere" if i == 3 else settings.subjects.event(event)
+                await enqueue(conn, subject, event)
+        relay = OutboxRelay(service_pool, broker, settings)
+        assert await relay.flush() == 39
+        stuck = await service_pool.fetch("SELECT attempts, last_error FROM outbox WHERE published_at IS NULL")
+        assert [r["attempts"] for r in stuck] == [1] and stuck[0]["last_error"]
+        assert await relay.flush() == 0  # tried again, still nowhere to go
+    finally:
+        await broker.stop()
+    nc = await nats.connect(settings.nats_url)
+    try:
+        info = await nc.jetstream().stream_info(settings.subjects.events_stream.name)
+    finally:
+        await nc.close()
+    assert info.state.messages == 39
+
+
 def test_dsn_with_keeps_the_server_and_swaps_credentials() -> None:
     socket_dsn = "postgresql://postgres:@/postgres?host=/tmp/pg"
     assert dsn_with(socket_dsn, user="routewise_selector", password="pw", database="rw") == (
