@@ -96,7 +96,8 @@ async def delete_streams(nats_url: str, namespace: str) -> None:
         for stream in subjects.streams:
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream.name)
-        for bucket in (subjects.performance_bucket, subjects.catalog_bucket):  # KV buckets are streams too
+        buckets = (subjects.performance_bucket, subjects.catalog_bucket, subjects.profiles_bucket)
+        for bucket in buckets:  # KV buckets are streams too
             with contextlib.suppress(Exception):
                 await js.delete_key_value(bucket)
     finally:

@@ -31,9 +31,12 @@ SERVICE = Service(
         "cost_models_remove": handlers.remove_model,
     },
     notices={"cost_prices_changed": handlers.reload_prices},
-    jobs=[every(handlers.RELOAD_EVERY_S, handlers.reload_prices)],
+    jobs=[
+        every(handlers.RELOAD_EVERY_S, handlers.reload_prices),
+        every(handlers.PROFILES_EVERY_S, handlers.publish_profiles),
+    ],
     publishes=[CostRecorded, CostRefused, CostAdjusted],
     retention={"estimates": "created_at", "decisions": "decided_at"},
     asks=["budget_status", "cost_prices_changed"],
-    writes_kv=["catalog_bucket"],
+    writes_kv=["catalog_bucket", "profiles_bucket"],
 )

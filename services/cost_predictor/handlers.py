@@ -40,6 +40,7 @@ from routewise.contracts.cost import (
     GetEstimateAccuracy,
     ListCostAdjustments,
     ListPrices,
+    OutputProfiles,
     Price,
     PriceEntry,
     PriceList,
@@ -51,27 +52,24 @@ from routewise.contracts.cost import (
 from routewise.contracts.errors import RemoteError, RoutewiseError
 from routewise.contracts.events import CostAdjusted, CostRecorded, CostReported, ModelSelected
 from routewise.contracts.vocabulary import ErrorCode
+from routewise.estimates import Estimator, price
 from routewise.runtime.bus import still_working, stored_at
 from routewise.runtime.catalog import seed_catalog
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.runtime.settings import Settings
 from routewise.services.cost_predictor import repository as repo
 from routewise.services.cost_predictor import trust
-from routewise.services.cost_predictor.domain import (
-    Estimator,
-    compare_tiers,
-    override_entry,
-    price,
-    price_entry,
-    unpriced_models,
-)
+from routewise.services.cost_predictor.domain import compare_tiers, override_entry, price_entry, unpriced_models
 from routewise.services.cost_predictor.ports import (
     BUDGET_TIMEOUT_S,
     CatalogStore,
     CostBus,
     KvCatalogStore,
+    KvProfileStore,
     MemoryCatalogStore,
+    MemoryProfileStore,
     NatsCostBus,
+    ProfileStore,
 )
 from routewise.services.cost_predictor.pricing import PriceBook
 
@@ -98,6 +96,9 @@ class CostDeps(Deps):
     unpriced: dict[str, str] = field(default_factory=dict)
     """Catalog models without a price (not routable), and why."""
     loading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    profiles: ProfileStore = field(default_factory=MemoryProfileStore)
+    profiles_to_publish: set[str] = field(default_factory=set)
+    """Task types whose output profiles this replica changed since it last published them."""
     count_refusal: Callable[[str], None] = lambda reason: None
     """Told of each refused reported cost, with its reason (a Prometheus counter)."""
 
@@ -126,10 +127,12 @@ async def build(rt: Runtime) -> CostDeps:
         book=PriceBook(seed),
         bus=NatsCostBus(rt.broker, rt.subjects, BUDGET_TIMEOUT_S),
         store=await KvCatalogStore.open(rt.broker, rt.subjects.catalog_bucket),
+        profiles=await KvProfileStore.open(rt.broker, rt.subjects.profiles_bucket),
         count_refusal=refusal_counter(rt.registry),
     )
     await load_catalog(deps)
     await publish(deps, same_revision=True)  # this replica's seed file may be new
+    await publish_profiles(deps, everything=True)
     return deps
 
 
@@ -180,6 +183,26 @@ async def publish(deps: CostDeps, *, same_revision: bool = False) -> None:
         await deps.store.publish(deps.published(), same_revision=same_revision)
     except Exception as exc:
         log.warning("the live catalog was not published; it is published again later", error=repr(exc)[:500])
+
+
+PROFILES_EVERY_S = 0.5
+"""How soon the output tokens learnt from new costs reach the selector's estimates."""
+
+
+async def publish_profiles(deps: CostDeps, *, everything: bool = False) -> None:
+    """Publish the output profiles of the task types this replica learnt from since the last time
+    (``everything``: of every task type, at start-up), read from the database, so the newest
+    learning of any replica is what goes out. What could not be published goes out next time."""
+    task_types, deps.profiles_to_publish = deps.profiles_to_publish, set()
+    if not (task_types or everything):
+        return
+    try:
+        learnt = await repo.task_type_profiles(deps.pool, None if everything else sorted(task_types))
+        for task_type, models in learnt.items():
+            await deps.profiles.publish(OutputProfiles(task_type=task_type, models=models))
+    except Exception:
+        deps.profiles_to_publish |= task_types
+        raise
 
 
 # --- jobs and notices -----------------------------------------------------------------------
@@ -264,8 +287,10 @@ def model_names(deps: CostDeps, model: str) -> set[str]:
 
 
 async def learn_decision(event: ModelSelected, uow: UnitOfWork, deps: CostDeps) -> None:
-    """Remember the task's decision: the costs reported for it are checked against it."""
+    """Remember the task's decision (the costs reported for it are checked against it) and what its
+    estimate said of each candidate (the selector estimates locally; its costs are compared with it)."""
     await repo.keep_decision(uow.conn, event)
+    await repo.keep_estimate(uow.conn, event.task_id, event.task_type, repo.decided_predictions(event))
 
 
 def plausibility(settings: Settings) -> trust.Plausibility:
@@ -289,6 +314,7 @@ async def learn_cost(event: CostRecorded, uow: UnitOfWork, deps: CostDeps) -> No
     except RoutewiseError:
         model = event.model
     await repo.learn_output(uow.conn, event.task_type, model, event.output_tokens)
+    uow.after_commit(lambda: deps.profiles_to_publish.add(event.task_type))
     await repo.record_error(
         uow.conn,
         event_id=event.event_id,
@@ -335,7 +361,7 @@ async def estimate(req: EstimateCost, deps: CostDeps) -> CostEstimate:
     profiles = await repo.profiles(deps.pool, req.task_type, [m.id for m in models])
     result = estimator.estimate(req, models, profiles, await budget_basis(req, deps))
     if req.task_id is not None:
-        await repo.keep_estimate(deps.pool, req.task_id, req.task_type, result.estimates)
+        await repo.keep_estimate(deps.pool, req.task_id, req.task_type, repo.predictions_of(result.estimates))
     return result
 
 

@@ -1,11 +1,12 @@
 """What cost-predictor asks of, or tells, the rest of the system: budget-enforcer's status of a
-scope, the notice that the price overrides or the registered models changed, and the live
-catalog it publishes. Handlers see ``CostBus`` and ``CatalogStore``; ``NatsCostBus`` and
-``KvCatalogStore`` are the real ones, built at start-up; tests use in-memory twins."""
+scope, the notice that the price overrides or the registered models changed, the live
+catalog and the output profiles it publishes. Handlers see ``CostBus``, ``CatalogStore`` and
+``ProfileStore``; ``NatsCostBus``, ``KvCatalogStore`` and ``KvProfileStore`` are the real ones,
+built at start-up; tests use in-memory twins."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from faststream.nats import NatsBroker
@@ -13,6 +14,7 @@ from nats.js.kv import KeyValue
 
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.catalog import PublishedCatalog
+from routewise.contracts.cost import OutputProfiles
 from routewise.runtime.bus import BusPort, ensure_bucket
 from routewise.runtime.catalog import publish_catalog
 
@@ -76,3 +78,35 @@ class KvCatalogStore:
 
     async def publish(self, published: PublishedCatalog, *, same_revision: bool = False) -> bool:
         return await publish_catalog(self.kv, published, same_revision=same_revision)
+
+
+class ProfileStore(Protocol):
+    """Where cost-predictor publishes the output tokens learnt per model, one task type a key,
+    for the selector to estimate its decisions with."""
+
+    async def publish(self, profiles: OutputProfiles) -> None: ...
+
+
+@dataclass
+class MemoryProfileStore:
+    """``ProfileStore`` in memory (for a replica built by hand)."""
+
+    published: dict[str, OutputProfiles] = field(default_factory=dict)
+
+    async def publish(self, profiles: OutputProfiles) -> None:
+        self.published[profiles.task_type] = profiles
+
+
+@dataclass(frozen=True)
+class KvProfileStore:
+    """``ProfileStore`` of the ``<NS>_OUTPUT_PROFILES`` KV bucket, which cost-predictor alone writes
+    (the key is the task type: a contract-bounded ``[a-z][a-z0-9_]{0,63}``)."""
+
+    kv: KeyValue
+
+    @classmethod
+    async def open(cls, broker: NatsBroker, bucket: str) -> KvProfileStore:
+        return cls(await ensure_bucket(broker, bucket))
+
+    async def publish(self, profiles: OutputProfiles) -> None:
+        await self.kv.put(profiles.task_type, profiles.model_dump_json().encode())

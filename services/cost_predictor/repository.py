@@ -14,8 +14,8 @@ import asyncpg
 from routewise.contracts.catalog import CatalogModel
 from routewise.contracts.cost import CostAdjustment, EstimateAccuracyRow, ModelEstimate, PriceEntry, SetPrice
 from routewise.contracts.events import CostAdjusted, CostRecorded, ModelSelected, Scope
+from routewise.estimates import observe
 from routewise.runtime.db import Connection
-from routewise.services.cost_predictor.prediction import observe
 from routewise.services.cost_predictor.pricing import Override
 from routewise.services.cost_predictor.trust import Decision
 
@@ -214,6 +214,20 @@ async def profiles(pool: asyncpg.Pool, task_type: str, models: list[str]) -> dic
     return {r["model"]: list(r["counts"]) for r in rows}
 
 
+async def task_type_profiles(
+    pool: asyncpg.Pool, task_types: list[str] | None = None
+) -> dict[str, dict[str, list[float]]]:
+    """Every model's output profile, by task type (``task_types``: only those)."""
+    rows = await pool.fetch(
+        "SELECT task_type, model, counts FROM output_profiles WHERE $1::text[] IS NULL OR task_type = ANY($1::text[])",
+        task_types,
+    )
+    by_type: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        by_type.setdefault(r["task_type"], {})[r["model"]] = list(r["counts"])
+    return by_type
+
+
 async def learn_output(conn: Connection, task_type: str, model: str, output_tokens: int) -> None:
     """Fold one observation into the (task_type, model) histogram, under a row lock."""
     row = await conn.fetchrow(
@@ -230,12 +244,32 @@ async def learn_output(conn: Connection, task_type: str, model: str, output_toke
     )
 
 
-async def keep_estimate(pool: asyncpg.Pool, task_id: UUID, task_type: str, estimates: list[ModelEstimate]) -> None:
-    predictions = {
+Predictions = dict[str, dict[str, Any]]
+"""What a task's estimate said per model: ``{"p50", "p90"}`` output tokens and ``"cost_usd"`` (p50)."""
+
+
+def predictions_of(estimates: list[ModelEstimate]) -> Predictions:
+    return {
         e.model: {"p50": e.output_tokens_p50, "p90": e.output_tokens_p90, "cost_usd": str(e.cost_usd_p50)}
         for e in estimates
     }
-    await pool.execute(
+
+
+def decided_predictions(event: ModelSelected) -> Predictions:
+    """What the selector's estimate said of each candidate (one that names its output tokens)."""
+    return {
+        c.model: {"p50": c.output_tokens_p50, "p90": c.output_tokens_p90, "cost_usd": str(c.estimated_cost_usd)}
+        for c in event.candidates
+        if c.output_tokens_p50 is not None and c.output_tokens_p90 is not None
+    }
+
+
+async def keep_estimate(
+    conn: Connection | asyncpg.Pool, task_id: UUID, task_type: str, predictions: Predictions
+) -> None:
+    if not predictions:
+        return
+    await conn.execute(
         """INSERT INTO estimates (task_id, task_type, predictions) VALUES ($1, $2, $3)
            ON CONFLICT (task_id) DO UPDATE SET predictions = EXCLUDED.predictions, task_type = EXCLUDED.task_type""",
         task_id,

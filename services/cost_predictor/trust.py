@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from routewise.contracts.cost import PriceUsage
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import MAX_CALL_COST_USD, CostRecorded, CostRefusal, CostRefused, CostReported
-from routewise.services.cost_predictor.domain import price
+from routewise.estimates import price
 from routewise.services.cost_predictor.pricing import PriceBook
 
 

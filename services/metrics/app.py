@@ -34,7 +34,6 @@ SERVICE = Service(
         every(handlers.PRICE_EVERY_S, handlers.price_baselines, wake=lambda deps: deps.to_price),
         WATCH_CATALOG,
     ],
-    asks=["cost_price"],
     reads_kv=["catalog_bucket"],
     retention={"parked_adjustments": "parked_at"},  # adjustments whose cost never came
 )

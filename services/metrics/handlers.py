@@ -30,7 +30,7 @@ from routewise.runtime.catalog import LiveCatalog
 from routewise.runtime.service import Deps, Runtime, UnitOfWork
 from routewise.services.metrics import repository as repo
 from routewise.services.metrics.meters import Meters
-from routewise.services.metrics.ports import NatsPricer, Pricer
+from routewise.services.metrics.ports import LocalPricer, Pricer
 from routewise.services.metrics.report import report as ledger_report
 
 log = structlog.get_logger(__name__)
@@ -53,13 +53,10 @@ class MetricsDeps(Deps):
 async def build(rt: Runtime) -> MetricsDeps:
     live = await LiveCatalog.open(rt.broker, rt.settings)
     meters = Meters(rt.registry, live.view.catalog)
+    pricer = LocalPricer(live.view)
     live.on_change(lambda view: meters.use_catalog(view.catalog))
-    return MetricsDeps(
-        **rt.base_deps(),
-        meters=meters,
-        pricer=NatsPricer(rt.broker, rt.subjects, rt.settings.request_timeout),
-        live_catalog=live,
-    )
+    live.on_change(pricer.use)
+    return MetricsDeps(**rt.base_deps(), meters=meters, pricer=pricer, live_catalog=live)
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -121,8 +118,8 @@ async def report(req: GetMetricsReport, deps: MetricsDeps) -> MetricsReport:
 
 
 async def _price(task: repo.Unpriced, deps: MetricsDeps) -> tuple[Decimal | None, str | None]:
-    """(the baseline's cost, None), or (None, why it cannot be priced). Raises when cost-predictor
-    could not answer: the task is priced on a later round."""
+    """(the baseline's cost, None), or (None, why it cannot be priced). Raises when the pricer could
+    not answer (a refusal that is not permanent): the task is priced on a later round."""
     try:
         usage = PriceUsage(
             model=task.baseline_model,
@@ -135,13 +132,13 @@ async def _price(task: repo.Unpriced, deps: MetricsDeps) -> tuple[Decimal | None
         return None, f"invalid_request: {exc.errors()[0]['msg']}"
     except RemoteError as exc:
         if not is_permanent(exc.code):
-            raise  # cost-predictor unavailable: try again on the next round
+            raise  # try again on the next round
         return None, f"{exc.code}: {exc.message}"
 
 
 async def price_batch(deps: MetricsDeps, limit: int = PRICE_BATCH) -> int:
     """Price the baseline model at the real token counts of up to ``limit`` tasks whose tokens
-    changed since it was last priced (cost-predictor, genai-prices); a row is only updated if its
+    changed since it was last priced (the published catalog's price book); a row is only updated if its
     tokens did not change meanwhile. Returns how many tasks it priced."""
     tasks = await repo.to_price(deps.pool, limit)
     for task in tasks:
@@ -152,6 +149,6 @@ async def price_batch(deps: MetricsDeps, limit: int = PRICE_BATCH) -> int:
 
 async def price_baselines(deps: MetricsDeps) -> None:
     """Every baseline left to price, a batch at a time. Runs beside the consumers, so an event
-    never waits on cost-predictor."""
+    never waits on pricing."""
     while await price_batch(deps) >= PRICE_BATCH:
         pass

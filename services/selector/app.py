@@ -32,10 +32,11 @@ SERVICE = Service(
     jobs=[
         every(handlers.LEARNER_REFRESH_S, handlers.refresh_learner, wake=lambda deps: deps.learner_changed),
         every(handlers.SNAPSHOT_REWATCH_S, handlers.watch_snapshots, wake=lambda deps: deps.watch_now),
+        every(handlers.SNAPSHOT_REWATCH_S, handlers.watch_profiles, wake=lambda deps: deps.watch_now),
         WATCH_CATALOG,
     ],
     publishes=[ModelSelected, TaskRejected],
-    asks=["cost_estimate", "budget_reserve", "budget_release", "budget_status"],
-    reads_kv=["performance_bucket", "catalog_bucket"],
+    asks=["budget_reserve", "budget_release", "budget_status"],
+    reads_kv=["performance_bucket", "catalog_bucket", "profiles_bucket"],
     retention={"task_features": "created_at"},
 )

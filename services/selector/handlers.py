@@ -3,8 +3,9 @@ previews, feedback → the text learner, policies and tier preferences, and the 
 the learner and the performance snapshots current.
 
 Plain functions: each takes its event or request and the service's dependencies; none knows
-NATS. The other services the decision asks (cost-predictor's quotes, budget-enforcer's holds)
-are the ``Quotes`` and ``Budgets`` ports of ``SelectorDeps``. ``app.py`` maps subjects to them.
+NATS. What a decision needs of other services (its estimate, priced here over what
+cost-predictor publishes; budget-enforcer's holds) are the ``Quotes`` and ``Budgets`` ports of
+``SelectorDeps``. ``app.py`` maps subjects to them.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ from routewise.services.selector.learner import (
     sigmoid,
     text_features,
 )
-from routewise.services.selector.ports import Budgets, BusBudgets, BusQuotes, Quotes
+from routewise.services.selector.ports import Budgets, BusBudgets, LocalQuotes, Quotes
 from routewise.services.selector.snapshots import BucketFeed, SnapshotFeed, Snapshots
 
 log = structlog.get_logger(__name__)
@@ -138,6 +139,8 @@ class SelectorDeps(Deps):
     quotes: Quotes
     budgets: Budgets
     snapshot_feed: SnapshotFeed
+    profile_feed: SnapshotFeed | None = None
+    """cost-predictor's output profiles (the KV bucket ``quotes`` mirrors, when it is ``LocalQuotes``)."""
     catalog: Catalog = field(default_factory=default_catalog)
     """The live catalog (cost-predictor's publication, kept by ``watch_catalog``)."""
     unpriced: Mapping[str, str] = field(default_factory=dict)
@@ -161,16 +164,21 @@ async def build(rt: Runtime) -> SelectorDeps:
     catalog lacks."""
     subjects, timeout = rt.subjects, rt.settings.request_timeout
     live = await LiveCatalog.open(rt.broker, rt.settings)
+    quotes = LocalQuotes(live.view)
+    profile_feed = await BucketFeed.open(rt.broker, subjects.profiles_bucket)
     deps = SelectorDeps(
         **rt.base_deps(),
-        quotes=BusQuotes(rt.broker, subjects, timeout),
+        quotes=quotes,
         budgets=BusBudgets(rt.broker, subjects, timeout),
         snapshot_feed=await BucketFeed.open(rt.broker, subjects.performance_bucket),
+        profile_feed=profile_feed,
         tracer=rt.tracer_provider.get_tracer(TRACER),
         live_catalog=live,
     )
-    live.on_change(lambda view: use_catalog(deps, view))  # the models as cost-predictor publishes them
+    live.on_change(quotes.use)  # the models and prices as cost-predictor publishes them...
+    live.on_change(lambda view: use_catalog(deps, view))  # ...both changed between two awaits
     await deps.snapshots.load(deps.snapshot_feed)  # no decision before the models' health is known
+    await quotes.load(profile_feed)  # nor before the output tokens learnt so far
     deps.watch_now.set()
     await refresh_learner(deps)
     await warn_unknown_models(deps)
@@ -209,6 +217,8 @@ class Plan:
     screened: Screened
     pick: Pick
     started: float
+    price_table: int
+    """The catalog revision the estimates were priced with."""
 
 
 @dataclass(frozen=True)
@@ -346,6 +356,7 @@ async def plan(
             why = "; ".join(f"{m.id}: not routable, {unpriced[m.id]}" for m in in_catalog)
             detail = f"no model of policy {policy.name} has a price ({why})"
         return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
+    revision = deps.catalog_revision  # the prices quote() uses are of this revision (set together)
     quoted = await quote(deps, task, policy, prefs, models, keep=keep_estimate)
     if isinstance(quoted, Refused):
         return quoted
@@ -367,7 +378,7 @@ async def plan(
         return Refused(refused, policy.name, tier, screened.excluded)
     strategy = task.strategy or ("hybrid" if task.auto_route else "complexity")
     pick = decide(strategy, screened.candidates, tier, feats, bias, learning_error, escalate=prefs.auto_escalation)
-    return Plan(task, policy, prefs, tier, feats, text, estimates, limits, screened, pick, started)
+    return Plan(task, policy, prefs, tier, feats, text, estimates, limits, screened, pick, started, revision)
 
 
 def selection(
@@ -411,11 +422,14 @@ def selection(
                 predicted_quality=c.quality,
                 confidence=c.confidence,
                 estimated_cost_usd=c.cost,
+                output_tokens_p50=c.estimate.output_tokens_p50,
+                output_tokens_p90=c.estimate.output_tokens_p90,
             )
             for c in sorted(p.screened.candidates, key=lambda c: c.cost)
         ],
         reservation_id=reservation.reservation_id if reservation else None,
         decision_latency_ms=round((time.perf_counter() - p.started) * 1000, 3),
+        price_table=p.price_table,
     )
 
 
@@ -751,3 +765,9 @@ async def watch_snapshots(deps: SelectorDeps) -> None:
     """Keep the performance snapshots current: every put to performance-tracker's bucket, from
     its content on, for as long as the watch lasts (a broken one is started again)."""
     await deps.snapshots.follow(deps.snapshot_feed)
+
+
+async def watch_profiles(deps: SelectorDeps) -> None:
+    """Keep the output profiles the decisions are estimated with current, the same way."""
+    if deps.profile_feed is not None and isinstance(deps.quotes, LocalQuotes):
+        await deps.quotes.follow(deps.profile_feed)

@@ -1,5 +1,6 @@
 """The performance snapshots the selector routes with: a live copy of performance-tracker's KV
-bucket, kept by a watcher, so no decision waits on a request for model statistics."""
+bucket, kept by a watcher, so no decision waits on a request for model statistics (``Mirror``
+keeps cost-predictor's output profiles the same way, ``ports.LocalQuotes``)."""
 
 from __future__ import annotations
 
@@ -63,7 +64,26 @@ class BucketFeed:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
 
-class Snapshots:
+class Mirror:
+    """A live copy of a KV bucket: ``put`` takes each value; ``load`` the content as it is before the
+    service decides anything, ``follow`` every put from then on."""
+
+    def put(self, key: str, value: bytes | None) -> None:
+        raise NotImplementedError
+
+    async def load(self, feed: SnapshotFeed) -> None:
+        """The feed's current content, before any decision."""
+        for key, value in await feed.current():
+            self.put(key, value)
+
+    async def follow(self, feed: SnapshotFeed) -> None:
+        """Apply every put of ``feed``, from its current content on, until the watch ends or
+        breaks (the watch job then starts it again, from the content, so nothing is missed)."""
+        async for key, value in feed.watch():
+            self.put(key, value)
+
+
+class Snapshots(Mirror):
     """The newest snapshot of each model. A value that does not parse is kept as an error the
     learner raises (so hybrid falls back to complexity, saying why), while the health and
     latency filters, which must keep working, go on with the model's last good snapshot."""
@@ -104,15 +124,3 @@ class Snapshots:
             for s in known
             if (day := s.windows.get("24h")) is not None and day.latency_p95_ms is not None
         }
-
-    async def load(self, feed: SnapshotFeed) -> None:
-        """The feed's current content, before any decision."""
-        for key, value in await feed.current():
-            self.put(key, value)
-
-    async def follow(self, feed: SnapshotFeed) -> None:
-        """Apply every put of ``feed``, from its current content on, until the watch ends or
-        breaks (the selector's watch job then starts it again, from the content, so nothing is
-        missed)."""
-        async for key, value in feed.watch():
-            self.put(key, value)

@@ -291,3 +291,19 @@ class ListCostAdjustments(Contract):
 
 class CostAdjustmentList(Contract):
     adjustments: list[CostAdjustment]
+
+
+HISTOGRAM_BUCKETS = 96
+"""Buckets of an output-token histogram (``routewise.runtime.histogram``: four per doubling)."""
+
+
+class OutputProfiles(Contract):
+    """The output tokens learnt for one task type, per model (decayed histograms): what
+    cost-predictor publishes to the ``<NS>_OUTPUT_PROFILES`` KV bucket (key: the task type) and the
+    selector estimates its decisions with."""
+
+    task_type: TaskType
+    models: dict[
+        Annotated[str, Field(min_length=1, max_length=200)],
+        Annotated[list[Annotated[float, Field(ge=0, le=1e9)]], Field(max_length=HISTOGRAM_BUCKETS)],
+    ] = Field(max_length=10_000)

@@ -305,6 +305,9 @@ class CandidateScore(Contract):
     confidence: float = Field(ge=0, le=1)
     """How much observed evidence (rather than the prior) stands behind ``predicted_quality``."""
     estimated_cost_usd: CallUsd
+    output_tokens_p50: int | None = Field(default=None, ge=0, le=100_000_000)
+    output_tokens_p90: int | None = Field(default=None, ge=0, le=100_000_000)
+    """The output tokens the estimate assumed (p50 for the cost, p90 for the hold)."""
 
 
 class ModelSelected(Event):
@@ -337,9 +340,11 @@ class ModelSelected(Event):
     pattern: Label
     reasoning: Text
     experimental: bool = False
-    candidates: list[CandidateScore] = Field(default_factory=list)
+    candidates: list[CandidateScore] = Field(default_factory=list, max_length=200)
     reservation_id: UUID | None = None
     decision_latency_ms: float = Field(ge=0)
+    price_table: int | None = Field(default=None, ge=0, le=2**62)
+    """The revision of the published catalog (models and prices) the estimates were priced with."""
 
 
 class RejectionReason(StrEnum):

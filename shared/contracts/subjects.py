@@ -229,6 +229,12 @@ class Subjects:
         key ``catalog``): the shipped models, the registered ones and which have a price."""
         return f"{self.namespace.upper()}_MODEL_CATALOG"
 
+    @property
+    def profiles_bucket(self) -> str:
+        """The JetStream KV bucket of the output tokens learnt per model and task type (written by
+        cost-predictor alone; one key per task type): what the selector estimates decisions with."""
+        return f"{self.namespace.upper()}_OUTPUT_PROFILES"
+
     def stream_for(self, subject: str) -> Stream:
         for stream in self.streams:
             if any(subject_matches(pattern, subject) for pattern in stream.subjects):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 BUCKETS_PER_DOUBLING = 4
-N_BUCKETS = 4 * 24  # values up to 2**24 ≈ 16.7M
+N_BUCKETS = 4 * 24  # values up to 2**24 ≈ 16.7M (``routewise.contracts.cost.HISTOGRAM_BUCKETS``)
 
 
 def bucket_of(value: float) -> int:

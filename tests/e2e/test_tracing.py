@@ -396,8 +396,9 @@ def test_a_task_trace_reaches_arize_phoenix_whole(
             ]
 
         def cost_consumed(spans: list[dict[str, Any]]) -> bool:
-            # budget-enforcer, cost-predictor, performance-tracker, metrics
-            return sum(consumes(s, "costs.recorded") for s in spans) >= 4
+            # budget-enforcer's settlement (the bookkeeping consumers' batches are traces of their
+            # own, linked to this one)
+            return sum(consumes(s, "costs.recorded") for s in spans) >= 1
 
         spans = wait_for_spans(read_back, cost_consumed, timeout=30)
 
@@ -411,9 +412,8 @@ def test_a_task_trace_reaches_arize_phoenix_whole(
     assert decide["span_id"] in ancestors(spans, cost)
     consumers = [s for s in spans if consumes(s, "costs.recorded")]
     assert all(cost["span_id"] in ancestors(spans, s) for s in consumers)
-    # the decision's requests and its ModelSelected are below the decision span
-    for suffix in ("cost.estimate process", "budget.reserve process"):
+    # the decision's budget hold and its ModelSelected are below the decision span (it is
+    # estimated in the selector: no request)
+    for suffix in ("budget.reserve process", "models.selected.default publish"):
         below = [s for s in spans if s["name"].endswith(suffix)]
         assert below and all(decide["span_id"] in ancestors(spans, s) for s in below), suffix
-    selected = [s for s in spans if consumes(s, "models.selected")]
-    assert selected and all(decide["span_id"] in ancestors(spans, s) for s in selected)

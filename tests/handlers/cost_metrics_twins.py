@@ -9,7 +9,7 @@ from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
 from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import Price, PriceUsage
 from routewise.contracts.errors import RemoteError, RoutewiseError
-from routewise.services.cost_predictor.domain import price
+from routewise.estimates import price
 from routewise.services.cost_predictor.pricing import PriceBook
 
 

@@ -24,7 +24,7 @@ from routewise.contracts.budget import (
 from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import CostEstimate, EstimateCost
 from routewise.contracts.errors import RemoteError, RoutewiseError
-from routewise.services.cost_predictor.domain import Estimator
+from routewise.estimates import Estimator
 from routewise.services.cost_predictor.pricing import PriceBook
 
 

@@ -26,10 +26,12 @@ from routewise.contracts.cost import (
 )
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import CostRecorded, Scope, Tier
+from routewise.estimates import Estimator
 from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
 from routewise.services.cost_predictor import handlers
 from routewise.services.cost_predictor.handlers import CostDeps
+from routewise.services.cost_predictor.ports import MemoryProfileStore
 from routewise.services.cost_predictor.pricing import PriceBook
 from tests.handlers.cost_metrics_twins import CostBusTwin
 
@@ -229,6 +231,24 @@ async def test_recorded_costs_teach_the_output_profile_once_per_event(deps: Cost
     assert learned.output_samples == pytest.approx(sum(0.995**k for k in range(40)), abs=0.01)
     # neither the replay nor the failed call counts
     assert (after.output_tokens_p50, after.output_samples) == (learned.output_tokens_p50, learned.output_samples)
+
+
+async def test_what_recorded_costs_taught_is_published_for_the_selector(deps: CostDeps) -> None:
+    task_type = a_task_type()
+    store = MemoryProfileStore()
+    deps.profiles = store
+    for call in [a_call(task_type, 1200) for _ in range(10)]:
+        await apply_once(handlers.learn_cost, call, deps)
+    assert task_type in deps.profiles_to_publish
+    await handlers.publish_profiles(deps)
+    await handlers.publish_profiles(deps)  # nothing new: nothing published again
+
+    published = store.published[task_type]
+    assert list(published.models) == ["gpt-4o"] and deps.profiles_to_publish == set()
+    ask = EstimateCost(prompt="Explain TCP", models=["gpt-4o"], task_type=task_type)
+    (theirs,) = (await handlers.estimate(ask, deps)).estimates  # what cost.estimate answers now
+    mine = Estimator(deps.book).estimate(ask, Estimator(deps.book).resolve_all(ask.models), published.models)
+    assert mine.estimates == [theirs] and theirs.output_source == "learned"
 
 
 async def test_each_kept_estimate_is_compared_with_its_actual_cost(deps: CostDeps) -> None:

@@ -44,20 +44,33 @@ async def dead_letters(rw: RoutewiseClient) -> int:
     return int(info.state.messages)
 
 
-async def test_a_task_waits_for_cost_predictor_and_is_decided_when_it_is_back(stack: RunningStack) -> None:
+async def test_a_task_waits_for_budget_enforcer_and_is_decided_when_it_is_back(stack: RunningStack) -> None:
     assert stack.system is not None
     async with RoutewiseClient(stack.settings) as rw:
         before = await dead_letters(rw)
-        run_on_system(stack, stack.system.stop("cost_predictor"))
+        run_on_system(stack, stack.system.stop("budget_enforcer"))
         try:
             waiting = asyncio.create_task(rw.submit_task(a_task(), wait=30))
             await asyncio.sleep(2.0)  # twenty times what two deliveries took before
             assert not waiting.done()
         finally:
-            run_on_system(stack, stack.system.start("cost_predictor"))
+            run_on_system(stack, stack.system.start("budget_enforcer"))
         outcome = await waiting
         assert isinstance(outcome, ModelSelected)
         assert await dead_letters(rw) == before
+
+
+async def test_a_task_is_decided_while_cost_predictor_is_down(stack: RunningStack) -> None:
+    """The selector estimates with what cost-predictor published (prices, output profiles): a
+    decision does not ask it anything."""
+    assert stack.system is not None
+    async with RoutewiseClient(stack.settings) as rw:
+        run_on_system(stack, stack.system.stop("cost_predictor"))
+        try:
+            outcome = await rw.submit_task(a_task(), wait=10)
+        finally:
+            run_on_system(stack, stack.system.start("cost_predictor"))
+        assert isinstance(outcome, ModelSelected) and outcome.price_table is not None
 
 
 async def test_a_task_whose_dependency_stays_down_is_rejected_as_unavailable_at_its_deadline(
@@ -66,15 +79,15 @@ async def test_a_task_whose_dependency_stays_down_is_rejected_as_unavailable_at_
     assert stack.system is not None
     async with RoutewiseClient(stack.settings) as rw:
         before = await dead_letters(rw)
-        run_on_system(stack, stack.system.stop("cost_predictor"))
+        run_on_system(stack, stack.system.stop("budget_enforcer"))
         try:
             started = time.monotonic()
             outcome = await rw.submit_task(a_task(), wait=DEADLINE_S + 20)
             waited = time.monotonic() - started
         finally:
-            run_on_system(stack, stack.system.start("cost_predictor"))
+            run_on_system(stack, stack.system.start("budget_enforcer"))
         assert isinstance(outcome, TaskRejected) and outcome.reason is RejectionReason.unavailable
-        assert "decision deadline (6 s)" in outcome.detail and "cost.estimate" in outcome.detail
+        assert "decision deadline (6 s)" in outcome.detail and "budget.reserve" in outcome.detail
         assert DEADLINE_S - 1 <= waited <= DEADLINE_S + 6
         assert await dead_letters(rw) == before
 

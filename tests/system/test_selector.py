@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import random
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -16,10 +18,11 @@ import pytest
 
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.cost import CostEstimate, EstimateCost
+from routewise.contracts.cost import CostEstimate, EstimateAccuracy, EstimateCost, GetEstimateAccuracy
 from routewise.contracts.events import (
     ChatMessage,
     Constraints,
+    CostRecorded,
     FeedbackRecorded,
     ModelSelected,
     RejectionReason,
@@ -32,7 +35,7 @@ from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.contracts.routing import Decision, GetDecision, RoutingPreview
 from routewise.contracts.subjects import snapshot_key
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import a_cost, eventually, record_trusted
+from tests.helpers import a_call, a_cost, eventually, record_trusted
 
 SIMPLE = "What is the capital of France?"
 MODERATE = "Compare two approaches to caching in a web service and evaluate the trade-offs."
@@ -385,3 +388,58 @@ async def test_preview_reserves_and_publishes_nothing(stack: RunningStack) -> No
     shown_refused = json.loads(refused.stdout)
     assert shown_refused["rejected"]["reason"] == "no_model_within_constraints"
     assert shown_refused["policy"] == "normal" and shown_refused["excluded"]
+
+
+async def test_decisions_are_estimated_with_what_cost_predictor_learnt_and_compared_with_their_cost(
+    stack: RunningStack,
+) -> None:
+    """The selector prices each decision itself, with the function cost-predictor answers
+    cost.estimate with, over what cost-predictor publishes: the catalog's prices (ModelSelected
+    says which revision) and the output tokens it learnt (its bucket). cost-predictor keeps the
+    decision's estimate from ModelSelected, and compares the call's cost with it."""
+    settings = stack.settings
+    task_type = f"local_{uuid.uuid4().hex[:6]}"
+    only_mini = Constraints(allowed_models=["gpt-4o-mini"])
+
+    def mini_task() -> TaskArrived:
+        return TaskArrived(
+            scope=Scope(org_id="local"), prompt="Explain TCP", task_type=task_type, constraints=only_mini
+        )
+
+    rng = random.Random(5)
+    async with RoutewiseClient(settings) as rw:
+        before = await rw.submit_task(mini_task(), wait=20)
+        assert isinstance(before, ModelSelected) and before.estimated_output_tokens == 400  # the prior
+        assert before.price_table is not None and before.price_table >= 1
+        for _ in range(150):
+            out = round(rng.lognormvariate(math.log(1200), 0.4))
+            cost = CostRecorded(
+                task_id=uuid.uuid4(),
+                scope=Scope(org_id="local"),
+                task_type=task_type,
+                model="gpt-4o-mini",
+                provider="openai",
+                input_tokens=50,
+                output_tokens=out,
+                cost_usd=Decimal("0.001"),
+            )
+            await record_trusted(rw, cost)
+
+        async def learnt() -> ModelSelected | None:
+            decided = await rw.submit_task(mini_task(), wait=20)
+            assert isinstance(decided, ModelSelected)
+            return decided if abs(decided.estimated_output_tokens - 1200) / 1200 < 0.15 else None
+
+        decision = await eventually(learnt, timeout=30, interval=0.5)
+        (mini,) = decision.candidates
+        assert mini.output_tokens_p90 is not None and mini.output_tokens_p90 > decision.estimated_output_tokens
+        await record_trusted(rw, a_call(decision, decision.estimated_input_tokens, 2400, "0.002"))
+
+        async def compared() -> EstimateAccuracy | None:
+            accuracy = await rw.request(
+                settings.subjects.cost_accuracy, GetEstimateAccuracy(task_type=task_type), EstimateAccuracy
+            )
+            return accuracy if accuracy.rows and accuracy.rows[0].samples >= 1 else None
+
+        (row,) = (await eventually(compared, timeout=15)).rows
+        assert row.model == "gpt-4o-mini"

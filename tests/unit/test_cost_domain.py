@@ -13,10 +13,10 @@ from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import BudgetBasis, CompareTiers, EstimateCost, PriceUsage
 from routewise.contracts.errors import RoutewiseError
 from routewise.contracts.events import ChatMessage, Tier
+from routewise.estimates import Estimator, budget_impact, observe, predict, price
 from routewise.runtime.histogram import N_BUCKETS, quantile
 from routewise.runtime.tokens import MIN_CACHED_PREFIX, count_tokens, token_counts
-from routewise.services.cost_predictor.domain import Estimator, budget_impact, compare_tiers, price, price_entry
-from routewise.services.cost_predictor.prediction import observe, predict
+from routewise.services.cost_predictor.domain import compare_tiers, price_entry
 from routewise.services.cost_predictor.pricing import Override, PriceBook
 
 CATALOG = default_catalog()

@@ -12,7 +12,7 @@ from routewise.contracts.catalog import default_catalog
 from routewise.contracts.cost import EstimateCost, ModelEstimate
 from routewise.contracts.events import Constraints, Tier
 from routewise.contracts.routing import TierPreferences
-from routewise.services.cost_predictor.domain import Estimator
+from routewise.estimates import Estimator
 from routewise.services.cost_predictor.pricing import PriceBook
 from routewise.services.selector.domain import (
     Candidate,
