@@ -36,7 +36,8 @@ SERVICE = Service(
         WATCH_CATALOG,
     ],
     publishes=[ModelSelected, TaskRejected],
-    asks=["budget_reserve", "budget_release", "budget_status"],
+    notices={"routing_settings_changed": handlers.settings_changed},
+    asks=["budget_reserve", "budget_release", "budget_status", "routing_settings_changed"],
     reads_kv=["performance_bucket", "catalog_bucket", "profiles_bucket"],
     retention={"task_features": "created_at"},
 )

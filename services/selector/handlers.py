@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from uuid import UUID, uuid5
@@ -131,6 +131,48 @@ class TaskLocks:
                 self._locks[task_id] = (lock, users - 1)
 
 
+class RoutingSettings:
+    """The routing policies and workspace preferences decisions read, held in memory: a decision
+    asks the database only for what it has not read since the last change. Every change (on any
+    replica) is told to every replica (``routing_settings_changed``), which forgets what it holds;
+    a read that raced a change is not kept. At most ``MOST`` entries each (then it starts over)."""
+
+    MOST = 10_000
+
+    def __init__(self) -> None:
+        self.policies: dict[tuple[str, str | None], Policy | str] = {}
+        self.prefs: dict[str, TierPreferences | None] = {}
+        self.generation = 0
+
+    def forget(self) -> None:
+        self.policies.clear()
+        self.prefs.clear()
+        self.generation += 1
+
+    async def read(
+        self, conn: Connection, task: TaskArrived, workspace: str | None
+    ) -> tuple[Policy | str, TierPreferences | None]:
+        """The task's policy (or why it has none) and its workspace's stored preferences (None:
+        it has none)."""
+        key, where = (task.task_type, task.policy), workspace or ""
+        generation = self.generation
+        policy = self.policies.get(key)
+        if policy is None:
+            try:
+                policy = await repo.policy_for(conn, task.task_type, task.policy)
+            except RoutewiseError as exc:
+                policy = exc.message
+        if where in self.prefs:
+            prefs = self.prefs[where]
+        else:
+            prefs = await repo.preferences(conn, workspace)
+        if generation == self.generation:  # nothing changed while it read: keep it
+            if len(self.policies) >= self.MOST or len(self.prefs) >= self.MOST:
+                self.forget()
+            self.policies[key], self.prefs[where] = policy, prefs
+        return policy, prefs
+
+
 @dataclass(kw_only=True)
 class SelectorDeps(Deps):
     """The selector's long-lived state: the catalog, the live performance snapshots, this
@@ -151,6 +193,9 @@ class SelectorDeps(Deps):
     tracer: Tracer = field(default_factory=lambda: trace.get_tracer(TRACER))
     snapshots: Snapshots = field(default_factory=Snapshots)
     in_progress: TaskLocks = field(default_factory=TaskLocks)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    announce_settings_changed: Callable[[], Awaitable[None]] | None = None
+    """Tells every replica (this one too) that a policy or preferences changed."""
     text_models: dict[str, TextModel] = field(default_factory=dict)
     learner_changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once this replica's feedback is committed: the learner refresh runs at once."""
@@ -174,6 +219,7 @@ async def build(rt: Runtime) -> SelectorDeps:
         profile_feed=profile_feed,
         tracer=rt.tracer_provider.get_tracer(TRACER),
         live_catalog=live,
+        announce_settings_changed=lambda: rt.broker.publish(b"", subjects.routing_settings_changed),
     )
     live.on_change(quotes.use)  # the models and prices as cost-predictor publishes them...
     live.on_change(lambda view: use_catalog(deps, view))  # ...both changed between two awaits
@@ -277,20 +323,22 @@ def predictions(
         return {m.id: (round(prior_quality(m.quality_prior, feats.complexity), 4), 0.0) for m in models}, error
 
 
-async def settings_for(conn: Connection, task: TaskArrived) -> tuple[Policy | str, TierPreferences]:
+async def settings_for(deps: SelectorDeps, conn: Connection, task: TaskArrived) -> tuple[Policy | str, TierPreferences]:
     """The task's policy (or why it has none) and its workspace's preferences."""
     scope = task.scope
     workspace = f"{scope.org_id}/{scope.workspace_id}" if scope.workspace_id else None
-    prefs = await repo.preferences(conn, workspace) or TierPreferences(
-        workspace_id=workspace or f"{scope.org_id}/default"
-    )
-    try:
-        policy = await repo.policy_for(conn, task.task_type, task.policy)
-    except RoutewiseError as exc:
-        return exc.message, prefs
+    policy, stored = await deps.routing.read(conn, task, workspace)
+    prefs = stored or TierPreferences(workspace_id=workspace or f"{scope.org_id}/default")
+    if isinstance(policy, str):
+        return policy, prefs
     if task.constraints.allowed_models:  # the caller named its models: they are the candidates
         policy = replace(policy, models=tuple(dict.fromkeys(task.constraints.allowed_models)))
     return policy, prefs
+
+
+async def settings_changed(deps: SelectorDeps) -> None:
+    """A policy or preferences changed (here or on another replica): read them again."""
+    deps.routing.forget()
 
 
 def output_cap(task: TaskArrived, policy: Policy) -> int | None:
@@ -548,7 +596,7 @@ async def decide_task(deps: SelectorDeps, task: TaskArrived, started: float) -> 
         if seen.previous == "selected":
             log.info("task already decided; ignoring repeat", task_id=str(task.task_id))
             return None  # (a rejected task may be submitted again, e.g. after an approval)
-        policy, prefs = await settings_for(conn, task)
+        policy, prefs = await settings_for(deps, conn, task)
     outcome, learning = await decide_in_time(deps, task, policy, prefs, started)
     async with deps.transaction() as uow:
         if not await deps.claim(uow.conn, task):
@@ -644,7 +692,7 @@ async def preview(task: TaskArrived, deps: SelectorDeps) -> RoutingPreview:
     and applied instead (when budget-enforcer answers)."""
     started = time.perf_counter()
     async with deps.pool.acquire() as conn:
-        policy, prefs = await settings_for(conn, task)
+        policy, prefs = await settings_for(deps, conn, task)
     restrictions, budget_note = await restrictions_in_force(deps, task)
     planned = await plan(deps, task, policy, prefs, keep_estimate=False, started=started, restrictions=restrictions)
     if isinstance(planned, Refused):
@@ -711,8 +759,20 @@ async def set_policy(req: SetPolicy, deps: SelectorDeps) -> RoutingPolicy:
         )
     async with deps.transaction() as uow:
         saved = await repo.set_policy(uow.conn, req)
+    await changed(deps)
     log.info("routing policy set", policy=req.name, models=req.models, by=req.actor)
     return saved
+
+
+async def changed(deps: SelectorDeps) -> None:
+    """After a committed change of a policy or preferences: this replica forgets what it held at
+    once, and every replica is told (a notice lost is made good by the next change)."""
+    deps.routing.forget()
+    if deps.announce_settings_changed is not None:
+        try:
+            await deps.announce_settings_changed()
+        except Exception as exc:
+            log.warning("other replicas were not told of the change", error=repr(exc)[:300])
 
 
 async def get_preferences(req: GetTierPreferences, deps: SelectorDeps) -> TierPreferencesReply:
@@ -733,6 +793,7 @@ async def set_preferences(req: SetTierPreferences, deps: SelectorDeps) -> TierPr
         )
     async with deps.transaction() as uow:
         stored = await repo.set_preferences(uow.conn, req.preferences, req.actor)
+    await changed(deps)
     log.info("tier preferences set", workspace=req.preferences.workspace_id, by=req.actor)
     return TierPreferencesReply(preferences=stored, stored=True)
 
@@ -741,6 +802,7 @@ async def delete_preferences(req: DeleteTierPreferences, deps: SelectorDeps) -> 
     async with deps.transaction() as uow:
         if not await repo.delete_preferences(uow.conn, req.workspace_id):
             raise RoutewiseError(f"workspace {req.workspace_id} has no stored preferences", code=ErrorCode.not_found)
+    await changed(deps)
     log.info("tier preferences deleted", workspace=req.workspace_id, by=req.actor)
     return TierPreferencesReply(preferences=TierPreferences(workspace_id=req.workspace_id), stored=False)
 

@@ -81,6 +81,7 @@ class Subjects:
     cost_prices_remove: str = field(init=False)
     cost_prices_list: str = field(init=False)
     cost_prices_changed: str = field(init=False)
+    routing_settings_changed: str = field(init=False)
     cost_models_register: str = field(init=False)
     cost_models_list: str = field(init=False)
     cost_models_remove: str = field(init=False)
@@ -137,6 +138,8 @@ class Subjects:
             # a notice to every cost-predictor replica (not stored): reload the price overrides and
             # the registered models
             "cost_prices_changed": f"{ns}.cost.prices.changed",
+            # a notice to every selector replica (not stored): forget the policies and preferences held
+            "routing_settings_changed": f"{ns}.routing.settings.changed",
             # models registered at run time (cost-predictor keeps them and publishes the catalog)
             "cost_models_register": f"{ns}.cost.models.register",
             "cost_models_list": f"{ns}.cost.models.list",

@@ -32,8 +32,10 @@ from routewise.contracts.events import (
     Tier,
 )
 from routewise.contracts.performance import Performance, QueryPerformance
-from routewise.contracts.routing import Decision, GetDecision, RoutingPreview
+from routewise.contracts.routing import Decision, GetDecision, RoutingPolicy, RoutingPreview, SetPolicy
 from routewise.contracts.subjects import snapshot_key
+from routewise.runtime.inprocess import System
+from routewise.services.selector import handlers as selector
 from tests.conftest import Database, RunningStack, in_process_stack
 from tests.helpers import a_call, a_cost, eventually, record_trusted
 
@@ -443,3 +445,23 @@ async def test_decisions_are_estimated_with_what_cost_predictor_learnt_and_compa
 
         (row,) = (await eventually(compared, timeout=15)).rows
         assert row.model == "gpt-4o-mini"
+
+
+async def test_a_policy_changed_on_one_replica_rules_the_next_decision_of_every_replica(system: System) -> None:
+    """Each replica holds the policies and preferences it read; a change is told to all of them."""
+    await system.start("selector")  # a second replica
+    first, second = system.deps("selector", 0), system.deps("selector", 1)
+    task_type = f"held_{uuid.uuid4().hex[:6]}"
+    task = TaskArrived(scope=Scope(org_id="held"), prompt=SIMPLE, task_type=task_type)
+    for deps in (first, second):  # both now hold the default policy for this task type
+        held = await selector.preview(task, deps)
+        assert held.selected is not None and held.policy == "normal"
+    async with RoutewiseClient(system.settings) as rw:
+        change = SetPolicy(name=f"p_{task_type}", models=["gpt-4o"], task_types=[task_type], actor="ops")
+        await rw.request(rw.subjects.routing_policies_set, change, RoutingPolicy)
+
+    async def everyone_follows() -> bool:
+        previews = [await selector.preview(task, deps) for deps in (first, second)]
+        return all(p.selected is not None and p.selected.model == "gpt-4o" for p in previews)
+
+    assert await eventually(everyone_follows, timeout=5)
