@@ -141,9 +141,7 @@ async def price_batch(deps: MetricsDeps, limit: int = PRICE_BATCH) -> int:
     changed since it was last priced (the published catalog's price book); a row is only updated if its
     tokens did not change meanwhile. Returns how many tasks it priced."""
     tasks = await repo.to_price(deps.pool, limit)
-    for task in tasks:
-        cost, error = await _price(task, deps)
-        await repo.save_baseline_price(deps.pool, task, cost, error)
+    await repo.save_baseline_prices(deps.pool, [(task, *await _price(task, deps)) for task in tasks])
     return len(tasks)
 
 

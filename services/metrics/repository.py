@@ -286,20 +286,28 @@ async def to_price(conn: Connection | asyncpg.Pool, limit: int) -> list[Unpriced
     ]
 
 
-async def save_baseline_price(
-    conn: Connection | asyncpg.Pool, task: Unpriced, cost: Decimal | None, error: str | None
-) -> bool:
-    """Store the baseline's price (or why it has none) for the tokens it was priced at; nothing
-    happens if the task's tokens or baseline changed meanwhile (it is priced again). True when stored."""
+async def save_baseline_prices(
+    conn: Connection | asyncpg.Pool, priced: list[tuple[Unpriced, Decimal | None, str | None]]
+) -> int:
+    """Store each baseline's price (or why it has none) for the tokens it was priced at, in one
+    statement; a task whose tokens or baseline changed meanwhile is left (it is priced again).
+    Returns how many were stored."""
+    if not priced:
+        return 0
     status = await conn.execute(
-        """UPDATE task_ledger SET baseline_actual_cost_usd = $2, baseline_price_error = $3,
-               baseline_priced_tokens = $4::bigint[]
-           WHERE task_id = $1 AND baseline_model = $5 AND ARRAY[input_tokens, output_tokens,
-               coalesce(cached_input_tokens, 0)]::bigint[] = $4::bigint[]""",
-        task.task_id,
-        cost,
-        error,
-        task.tokens,
-        task.baseline_model,
+        """UPDATE task_ledger t SET baseline_actual_cost_usd = p.cost, baseline_price_error = p.error,
+               baseline_priced_tokens = ARRAY[p.input_tokens, p.output_tokens, p.cached]::bigint[]
+           FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+               AS p(task_id, model, cost, error, input_tokens, output_tokens, cached)
+           WHERE t.task_id = p.task_id AND t.baseline_model = p.model
+               AND ARRAY[t.input_tokens, t.output_tokens, coalesce(t.cached_input_tokens, 0)]::bigint[]
+                   = ARRAY[p.input_tokens, p.output_tokens, p.cached]::bigint[]""",
+        [t.task_id for t, _, _ in priced],
+        [t.baseline_model for t, _, _ in priced],
+        [cost for _, cost, _ in priced],
+        [error for _, _, error in priced],
+        [t.input_tokens for t, _, _ in priced],
+        [t.output_tokens for t, _, _ in priced],
+        [t.cached_input_tokens for t, _, _ in priced],
     )
-    return bool(status == "UPDATE 1")
+    return int(status.split()[-1])
