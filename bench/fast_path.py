@@ -76,6 +76,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,11 @@ from bench import gateway as gw
 from bench.common import latency_summary, write_results
 from bench.selector import WARMUP_RATE, WARMUP_SECONDS, Ledger, make_task, offer, prepare, setup_budgets
 from routewise.client import RoutewiseClient
-from routewise.contracts.events import ModelSelected, Scope, TaskRejected
+from routewise.contracts.catalog import ListModels, ModelEntry, ModelList, RegisterModel
+from routewise.contracts.events import ModelSelected, Scope, TaskRejected, Tier
 from routewise.contracts.subjects import SERVICES
 from routewise.dev.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from routewise.dev.provision import provision
+from routewise.dev.provision import dsn_with, provision
 from routewise.dev.stack import Stack
 from routewise.runtime.bus_users import new_password, operator_url, service_users
 from routewise.runtime.settings import Settings
@@ -458,6 +460,50 @@ class Plan:
     wait: float
     max_rate: float
     repeat: int
+    catalog: int = 0
+    """Models registered at run time before the runs, so the catalog holds this many (0: as shipped)."""
+    budgets: int = 0
+    """Budgets of other orgs added before the runs (0: only the bench's own)."""
+
+
+async def grow_catalog(rw: RoutewiseClient, settings: Settings, models: int) -> int:
+    """Register priced models (none in any policy) until the catalog holds ``models``; how many it holds."""
+    listed = await rw.request(settings.subjects.cost_models_list, ListModels(), ModelList)
+    have = len(listed.models)
+    for i in range(max(models - have, 0)):
+        await rw.request(
+            settings.subjects.cost_models_register,
+            RegisterModel(
+                id=f"bench-model-{i:04d}",
+                provider="bench",
+                tier=list(Tier)[i % len(Tier)],
+                quality_prior=0.5,
+                context_window=128_000,
+                input_mtok=Decimal("0.5"),
+                output_mtok=Decimal("1.5"),
+                actor="bench",
+            ),
+            ModelEntry,
+        )
+    return len((await rw.request(settings.subjects.cost_models_list, ListModels(), ModelList)).models)
+
+
+async def add_budgets(dsn: str, budgets: int) -> int:
+    """``budgets`` monthly budgets of other orgs, written straight into budget-enforcer's table (the
+    bench's set-up, not a service: creating 100,000 over the bus would take longer than the run)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            """INSERT INTO budget_enforcer.budgets (id, name, scope_type, scope_id, period, timezone, starts_at,
+                   limit_usd, hard, thresholds)
+               SELECT gen_random_uuid(), 'other ' || i, 'org', 'other-' || i, 'monthly', 'UTC', now(), 100, true,
+                   '[{"percent": 100, "actions": ["notify"]}]'::jsonb
+               FROM generate_series(1, $1) AS i""",
+            budgets,
+        )
+        return int(await conn.fetchval("SELECT count(*) FROM budget_enforcer.budgets"))
+    finally:
+        await conn.close()
 
 
 HEADLINE = ("decided_per_s", "p50_ms", "p99_ms", "cpu_ms_per_decision")
@@ -504,6 +550,10 @@ async def measure(srv: Servers, st: Stack, plan: Plan) -> dict:
     try:
         async with RoutewiseClient(settings) as rw:
             scopes = await setup_budgets(rw)
+            sizes = {"catalog_models": await grow_catalog(rw, settings, plan.catalog)}
+            if plan.budgets:
+                sizes["budgets"] = await add_budgets(dsn_with(srv.admin_dsn, database=srv.database), plan.budgets)
+            print(f"  sizes: {sizes}", flush=True)
             ledger = Ledger()
             subs = [
                 await rw.nc.subscribe(s, cb=ledger.on_decision, pending_msgs_limit=1_000_000)
@@ -536,6 +586,7 @@ async def measure(srv: Servers, st: Stack, plan: Plan) -> dict:
     finally:
         await pg.close()
     return {
+        "sizes": sizes,
         "postgres_settings": srv.settings,
         "duplicate_decisions_seen": ledger.duplicates,
         "warmup": {k: warmup[k] for k in ("offered", "decided", "p50_ms", "p99_ms", "cpu_ms_per_decision")},
@@ -693,6 +744,8 @@ def main() -> None:
     parser.add_argument("--litellm-rate", type=float, default=50, help="requests/s offered to LiteLLM's proxy")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     parser.add_argument("--results", default="fast_path", help="the results file's name (bench/results/NAME.json)")
+    parser.add_argument("--catalog", type=int, default=0, help="models in the catalog (registered up to it)")
+    parser.add_argument("--budgets", type=int, default=0, help="budgets of other orgs added before the runs")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     fsyncs = [f.strip() for f in args.fsync.split(",") if f.strip()]
@@ -702,7 +755,7 @@ def main() -> None:
     started = time.monotonic()
     load_at_start = wait_for_quiet(1.5)
     workdir = Path(tempfile.mkdtemp(prefix="rw-fast-path-"))
-    plan = Plan(tuple(rates), args.seconds, args.wait, args.max_rate, args.repeat)
+    plan = Plan(tuple(rates), args.seconds, args.wait, args.max_rate, args.repeat, args.catalog, args.budgets)
     configs = {f: configuration(f, workdir, plan) for f in fsyncs}
     if args.no_litellm:
         lite: dict[str, Any] = {"cpu_ms_per_request": None, "why_none": "--no-litellm"}

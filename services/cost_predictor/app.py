@@ -1,5 +1,6 @@
 """cost-predictor: which event, request, notice and job goes to which handler."""
 
+from operator import attrgetter
 from pathlib import Path
 
 from routewise.contracts.events import CostAdjusted, CostRecorded, CostRefused, CostReported, ModelSelected
@@ -13,8 +14,8 @@ SERVICE = Service(
     events={
         # a report may wait for its task's decision: its own transaction, several at once
         CostReported: consumer(handlers.check_reported_cost, inbox=False, workers=lambda _: handlers.REPORT_WORKERS),
-        CostRecorded: consumer(handlers.learn_cost, batch=True),
-        ModelSelected: consumer(handlers.learn_decision, batch=True),
+        CostRecorded: consumer(handlers.learn_cost, batch=True, order=attrgetter("task_type", "model")),
+        ModelSelected: consumer(handlers.learn_decision, batch=True, order=attrgetter("task_id")),
     },
     requests={
         "cost_estimate": handlers.estimate,

@@ -198,11 +198,16 @@ async def publish_profiles(deps: CostDeps, *, everything: bool = False) -> None:
         return
     try:
         learnt = await repo.task_type_profiles(deps.pool, None if everything else sorted(task_types))
-        for task_type, models in learnt.items():
-            await deps.profiles.publish(OutputProfiles(task_type=task_type, models=models))
-    except Exception:
+    except Exception as exc:
         deps.profiles_to_publish |= task_types
-        raise
+        log.warning("output profiles not read; published later", error=repr(exc)[:300])
+        return
+    for task_type, models in learnt.items():
+        try:
+            await deps.profiles.publish(OutputProfiles(task_type=task_type, models=models))
+        except Exception as exc:  # one task type's failure does not hold back the others
+            deps.profiles_to_publish.add(task_type)
+            log.warning("output profiles not published; published later", task_type=task_type, error=repr(exc)[:300])
 
 
 # --- jobs and notices -----------------------------------------------------------------------

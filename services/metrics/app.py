@@ -1,5 +1,6 @@
 """metrics: which event, request and job goes to which handler."""
 
+from operator import attrgetter
 from pathlib import Path
 
 from routewise.contracts.events import (
@@ -14,17 +15,20 @@ from routewise.runtime.catalog import WATCH_CATALOG
 from routewise.runtime.service import Service, consumer, every
 from routewise.services.metrics import handlers
 
+BY_TASK = attrgetter("task_id")
+"""A batch locks its tasks' ledger rows in one order."""
+
 SERVICE = Service(
     name="metrics",
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
     events={
-        TaskArrived: consumer(handlers.task_arrived, batch=True),
-        ModelSelected: consumer(handlers.model_selected, batch=True),
-        TaskRejected: consumer(handlers.task_rejected, batch=True),
-        CostRecorded: consumer(handlers.cost_recorded, batch=True),
-        CostAdjusted: consumer(handlers.cost_adjusted, batch=True),
-        FeedbackRecorded: consumer(handlers.feedback_recorded, batch=True),
+        TaskArrived: consumer(handlers.task_arrived, batch=True, order=BY_TASK),
+        ModelSelected: consumer(handlers.model_selected, batch=True, order=BY_TASK),
+        TaskRejected: consumer(handlers.task_rejected, batch=True, order=BY_TASK),
+        CostRecorded: consumer(handlers.cost_recorded, batch=True, order=BY_TASK),
+        CostAdjusted: consumer(handlers.cost_adjusted, batch=True, order=BY_TASK),
+        FeedbackRecorded: consumer(handlers.feedback_recorded, batch=True, order=BY_TASK),
     },
     requests={
         "metrics_summary": handlers.summary,

@@ -34,4 +34,4 @@ class LocalPricer:
         try:
             return price(self.book, usage)
         except RoutewiseError as exc:  # as cost-predictor would have answered it
-            raise RemoteError(exc.message, code=exc.code, details=exc.details) from exc
+            raise RemoteError.of(exc) from exc

@@ -272,11 +272,6 @@ class Unpriced:
     output_tokens: int
     cached_input_tokens: int
 
-    @property
-    def tokens(self) -> list[int]:
-        """What a price is for: the ledger's ``baseline_priced_tokens``."""
-        return [self.input_tokens, self.output_tokens, self.cached_input_tokens]
-
 
 async def to_price(conn: Connection | asyncpg.Pool, limit: int) -> list[Unpriced]:
     """The oldest ``limit`` tasks whose baseline is not priced at their current tokens."""
@@ -295,11 +290,16 @@ async def save_baseline_prices(
     if not priced:
         return 0
     status = await conn.execute(
-        """UPDATE task_ledger t SET baseline_actual_cost_usd = p.cost, baseline_price_error = p.error,
+        """WITH p AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::text[], $5::bigint[], $6::bigint[],
+                   $7::bigint[]) AS p(task_id, model, cost, error, input_tokens, output_tokens, cached)
+           ), locked AS (  -- in task order, as the consumers' batches take them: no deadlock with them
+               SELECT t.task_id FROM task_ledger t JOIN p USING (task_id) ORDER BY t.task_id FOR UPDATE OF t
+           )
+           UPDATE task_ledger t SET baseline_actual_cost_usd = p.cost, baseline_price_error = p.error,
                baseline_priced_tokens = ARRAY[p.input_tokens, p.output_tokens, p.cached]::bigint[]
-           FROM unnest($1::uuid[], $2::text[], $3::numeric[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
-               AS p(task_id, model, cost, error, input_tokens, output_tokens, cached)
-           WHERE t.task_id = p.task_id AND t.baseline_model = p.model
+           FROM p
+           WHERE t.task_id = p.task_id AND t.task_id IN (SELECT task_id FROM locked) AND t.baseline_model = p.model
                AND ARRAY[t.input_tokens, t.output_tokens, coalesce(t.cached_input_tokens, 0)]::bigint[]
                    = ARRAY[p.input_tokens, p.output_tokens, p.cached]::bigint[]""",
         [t.task_id for t, _, _ in priced],

@@ -1,5 +1,6 @@
 """performance-tracker: which event, request and job goes to which handler."""
 
+from operator import attrgetter
 from pathlib import Path
 
 from routewise.contracts.events import (
@@ -12,15 +13,18 @@ from routewise.contracts.events import (
 from routewise.runtime.service import Service, consumer, every
 from routewise.services.performance_tracker import handlers
 
+BY_MODEL = attrgetter("model")
+"""A batch takes its models' locks in one order (each handler locks its model first)."""
+
 SERVICE = Service(
     name="performance_tracker",
     migrations=Path(__file__).parent / "migrations",
     deps=handlers.build,
     events={
         ModelSelected: consumer(handlers.remember_pattern, batch=True),
-        CostRecorded: consumer(handlers.record_outcome, batch=True),
-        CostAdjusted: consumer(handlers.adjust_cost, batch=True),
-        FeedbackRecorded: consumer(handlers.record_feedback, batch=True),
+        CostRecorded: consumer(handlers.record_outcome, batch=True, order=BY_MODEL),
+        CostAdjusted: consumer(handlers.adjust_cost, batch=True, order=BY_MODEL),
+        FeedbackRecorded: consumer(handlers.record_feedback, batch=True, order=BY_MODEL),
     },
     requests={"performance_query": handlers.query},
     jobs=[

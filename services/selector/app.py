@@ -1,5 +1,6 @@
 """selector: which event, request and job goes to which handler."""
 
+from operator import attrgetter
 from pathlib import Path
 
 from routewise.contracts.events import FeedbackRecorded, ModelSelected, TaskArrived, TaskRejected
@@ -18,7 +19,7 @@ SERVICE = Service(
             workers=lambda s: s.decision_workers,
             on_invalid=handlers.reject_invalid_task,
         ),
-        FeedbackRecorded: consumer(handlers.learn_feedback, batch=True),
+        FeedbackRecorded: consumer(handlers.learn_feedback, batch=True, order=attrgetter("model")),
     },
     requests={
         "routing_decision": handlers.get_decision,
@@ -33,6 +34,7 @@ SERVICE = Service(
         every(handlers.LEARNER_REFRESH_S, handlers.refresh_learner, wake=lambda deps: deps.learner_changed),
         every(handlers.SNAPSHOT_REWATCH_S, handlers.watch_snapshots, wake=lambda deps: deps.watch_now),
         every(handlers.SNAPSHOT_REWATCH_S, handlers.watch_profiles, wake=lambda deps: deps.watch_now),
+        every(handlers.ROUTING_SETTINGS_REFRESH_S, handlers.settings_changed),
         WATCH_CATALOG,
     ],
     publishes=[ModelSelected, TaskRejected],

@@ -135,7 +135,8 @@ class RoutingSettings:
     """The routing policies and workspace preferences decisions read, held in memory: a decision
     asks the database only for what it has not read since the last change. Every change (on any
     replica) is told to every replica (``routing_settings_changed``), which forgets what it holds;
-    a read that raced a change is not kept. At most ``MOST`` entries each (then it starts over)."""
+    a read that raced a change is not kept; and every ``ROUTING_SETTINGS_REFRESH_S`` it forgets
+    anyway, for a notice it missed. At most ``MOST`` entries each (then it starts over)."""
 
     MOST = 10_000
 
@@ -336,8 +337,13 @@ async def settings_for(deps: SelectorDeps, conn: Connection, task: TaskArrived) 
     return policy, prefs
 
 
+ROUTING_SETTINGS_REFRESH_S = 30.0
+"""A change whose notice a replica missed (it was reconnecting) reaches its decisions within this."""
+
+
 async def settings_changed(deps: SelectorDeps) -> None:
-    """A policy or preferences changed (here or on another replica): read them again."""
+    """A policy or preferences changed (here or on another replica), or it is time to read them
+    again anyway (a notice may be missed): forget what is held."""
     deps.routing.forget()
 
 
@@ -353,11 +359,9 @@ async def quote(
     policy: Policy,
     prefs: TierPreferences,
     models: list[CatalogModel],
-    *,
-    keep: bool,
 ) -> CostEstimate | Refused:
-    """The policy's models priced for this task, or the task refused when it cannot be priced.
-    cost-predictor being unavailable raises (the event is retried with backoff)."""
+    """The policy's models priced for this task, or the task refused when it cannot be priced. A
+    quote that could not be made for a reason that is not permanent raises (the task waits)."""
     worst_case = task.constraints.max_output_tokens is not None  # the hold covers the call's worst case
     cap = output_cap(task, policy)
     ask = EstimateCost(
@@ -365,11 +369,9 @@ async def quote(
         messages=task.messages,
         models=[m.id for m in models],
         task_type=task.task_type,
-        task_id=task.task_id if keep else None,
         expected_output_tokens=cap if worst_case else None,
         max_output_tokens=cap,
         cached_prefix=prefs.cache_aware_routing and task.messages is not None and not worst_case,
-        catalog_revision=deps.catalog_revision or None,
     )
     try:
         return await deps.quotes.estimate(ask)
@@ -386,7 +388,6 @@ async def plan(
     policy: Policy | str,
     prefs: TierPreferences,
     *,
-    keep_estimate: bool,
     started: float,
     restrictions: CostRestrictions | None = None,
 ) -> Plan | Refused:
@@ -405,7 +406,7 @@ async def plan(
             detail = f"no model of policy {policy.name} has a price ({why})"
         return Refused(rejection(task, RejectionReason.no_model_within_constraints, detail), policy.name)
     revision = deps.catalog_revision  # the prices quote() uses are of this revision (set together)
-    quoted = await quote(deps, task, policy, prefs, models, keep=keep_estimate)
+    quoted = await quote(deps, task, policy, prefs, models)
     if isinstance(quoted, Refused):
         return quoted
     estimates = {e.model: e for e in quoted.estimates}
@@ -623,7 +624,7 @@ async def decide_in_time(
     wait = WAIT_FIRST_S
     while True:
         try:
-            planned = await plan(deps, task, policy, prefs, keep_estimate=True, started=started)
+            planned = await plan(deps, task, policy, prefs, started=started)
             if isinstance(planned, Refused):
                 return planned.rejection, None
             return await reserve(deps, planned), (planned.feats.pattern, planned.feats.complexity, planned.text)
@@ -694,7 +695,7 @@ async def preview(task: TaskArrived, deps: SelectorDeps) -> RoutingPreview:
     async with deps.pool.acquire() as conn:
         policy, prefs = await settings_for(deps, conn, task)
     restrictions, budget_note = await restrictions_in_force(deps, task)
-    planned = await plan(deps, task, policy, prefs, keep_estimate=False, started=started, restrictions=restrictions)
+    planned = await plan(deps, task, policy, prefs, started=started, restrictions=restrictions)
     if isinstance(planned, Refused):
         return RoutingPreview(
             selected=None,

@@ -81,7 +81,7 @@ class LocalQuotes(Mirror):
             learnt = self.profiles.get(request.task_type, {})
             return estimator.estimate(request, models, {m.id: learnt[m.id] for m in models if m.id in learnt})
         except RoutewiseError as exc:  # as cost-predictor would have answered it
-            raise RemoteError(exc.message, code=exc.code, details=exc.details) from exc
+            raise RemoteError.of(exc) from exc
 
 
 class BusBudgets(BusPort):

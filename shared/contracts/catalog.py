@@ -28,8 +28,9 @@ CatalogId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-
 """A catalog model's id: no ``/`` (``provider/model`` names a model outside the catalog), no spaces."""
 Capability = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 MAX_CONTEXT_WINDOW = 100_000_000
-MAX_REGISTERED = 500
-"""The most models a deployment may register (the published catalog stays one small KV value)."""
+MAX_REGISTERED = 1_000
+"""The most models a deployment may register: the published catalog stays one KV value well under
+NATS's 1 MB payload (about 390 KB with 1,000 registered models, each with its price)."""
 
 
 class CatalogModel(Contract):

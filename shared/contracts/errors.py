@@ -31,6 +31,11 @@ class PermanentError(RoutewiseError):
 class RemoteError(RoutewiseError):
     """A service answered a request with an error."""
 
+    @classmethod
+    def of(cls, exc: RoutewiseError) -> RemoteError:
+        """``exc`` as the error reply of the service that raised it would arrive."""
+        return cls(exc.message, code=exc.code, details=exc.details)
+
 
 class ErrorInfo(Contract):
     code: str

@@ -23,8 +23,13 @@ T = TypeVar("T")
 
 
 async def lock(conn: Connection, cost_event_id: UUID) -> None:
-    """Serialise, per recorded cost, its handler and its adjustments' (until the transaction ends)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"adjustments:{cost_event_id}")
+    """Serialise, per recorded cost, its handler and its adjustments' (until the transaction ends),
+    within this service: the lock is named by its schema too (advisory locks are the database's,
+    and another service's batch taking the same costs in another order must not deadlock with it)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':adjustments:' || $1, 0))",
+        str(cost_event_id),
+    )
 
 
 async def in_order(

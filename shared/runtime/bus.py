@@ -383,45 +383,14 @@ def consume_batches(
     """Register a durable pull consumer of ``subject`` that hands ``apply`` the messages of each
     batch it fetches, each with its ``event_type`` event (up to ``consumer_batch``; ``batch_linger``
     decides how long one waits to fill, see ``routewise.runtime.pull``); return the durable's name.
-
-    Each message is validated on its own: one that is not the contract, comes on another org's
-    subject, or is past its last delivery is dead-lettered and the rest go on. When ``apply``
-    raises for a batch, its events are applied one at a time, so that only the one that fails is
-    retried with backoff (``DeadLetters``) and its neighbours are not held back with it. The batch
-    is acked once applied. The subscriber is typed with the contract, for the AsyncAPI document.
+    What happens to each message is ``Batches``'. The subscriber is typed with the contract, for
+    the AsyncAPI document.
     """
     stream = settings.subjects.stream_for(subject)
-
-    async def decode(msg: NatsBatchMessage) -> list[Event]:
-        batch: list[Delivered] = []
-        for raw in msg.raw_message:
-            meta = raw.metadata
-            if await letters.overdue(raw, meta):
-                continue
-            try:
-                event = await decoded(event_type, raw, subjects=settings.subjects)
-            except PermanentError as exc:
-                await letters.failed(raw, meta, exc)
-                continue
-            batch.append(Delivered(raw, meta, event))
-        _BATCH.set(tuple(batch))
-        return [d.event for d in batch]
+    batches = Batches(event_type, settings.subjects, apply, letters)
 
     async def _consumer(events: list[Event]) -> None:
-        batch = _BATCH.get()
-        try:
-            await apply(batch)
-            return
-        except Exception as exc:
-            if len(batch) == 1:
-                await letters.failed(batch[0].raw, batch[0].meta, exc)
-                return
-            log.warning("a batch failed; applying its events one at a time", events=len(batch), error=repr(exc))
-        for one in batch:
-            try:
-                await apply((one,))
-            except Exception as exc:
-                await letters.failed(one.raw, one.meta, exc)
+        await batches.handle()
 
     _consumer.__annotations__ = {"events": list[event_type], "return": None}  # type: ignore[valid-type]
     _consumer.__name__ = _consumer.__qualname__ = event_type.__name__
@@ -434,11 +403,73 @@ def consume_batches(
         inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),
         config=ConsumerConfig(max_deliver=-1, ack_wait=settings.ack_wait),  # as ``consume``'s
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=decode,
+        decoder=batches.decode,
         title=f"{service}:{subject}",
         description=(event_type.__doc__ or "").strip() or None,
     )(_consumer)
     return name
+
+
+@dataclass(frozen=True)
+class Batches:
+    """A batch consumer's handling of what it fetched.
+
+    Each message is validated on its own (``decode``): one that is not the contract, comes on
+    another org's subject, or is past its last delivery is dead-lettered and the rest go on. The
+    batch is applied at once and acked after. When ``apply`` raises for it, or it holds a message
+    delivered before (its last delivery may have died on it), its events are applied one at a
+    time, each acked once applied: only the one that fails is retried with backoff
+    (``DeadLetters``), and its neighbours are neither held back nor spend deliveries with it.
+    """
+
+    event_type: type[Event]
+    subjects: Subjects
+    apply: Callable[[Sequence[Delivered]], Awaitable[None]]
+    letters: DeadLetters
+
+    async def decode(self, msg: NatsBatchMessage) -> list[Event]:
+        batch: list[Delivered] = []
+        for raw in msg.raw_message:
+            meta = raw.metadata
+            if await self.letters.overdue(raw, meta):
+                continue
+            try:
+                event = await decoded(self.event_type, raw, subjects=self.subjects)
+            except PermanentError as exc:
+                await self.letters.failed(raw, meta, exc)
+                continue
+            batch.append(Delivered(raw, meta, event))
+        _BATCH.set(tuple(batch))
+        return [d.event for d in batch]
+
+    async def handle(self) -> None:
+        batch = _BATCH.get()
+        if len(batch) > 1 and any(int(d.meta.num_delivered) > 1 for d in batch):
+            await self.one_at_a_time(batch)
+            return
+        try:
+            await self.apply(batch)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                await self.letters.failed(batch[0].raw, batch[0].meta, exc)
+                return
+            log.warning(
+                "a batch failed; applying its events one at a time",
+                event_type=self.event_type.__name__,
+                events=len(batch),
+                error=repr(exc),
+            )
+        await self.one_at_a_time(batch)
+
+    async def one_at_a_time(self, batch: Sequence[Delivered]) -> None:
+        for one in batch:
+            try:
+                await self.apply((one,))
+            except Exception as exc:
+                await self.letters.failed(one.raw, one.meta, exc)
+            else:
+                await one.raw.ack()
 
 
 def reply(

@@ -159,15 +159,21 @@ async def apply_once(handler: EventHandler, event: Event, deps: Deps) -> bool:
 
 
 async def apply_batch(
-    handler: EventHandler, events: Sequence[Event], deps: Deps, traces: Sequence[otel_context.Context] = ()
+    handler: EventHandler,
+    events: Sequence[Event],
+    deps: Deps,
+    traces: Sequence[otel_context.Context] = (),
+    order: Callable[[Any], Any] | None = None,
 ) -> int:
     """``apply_once`` for a batch, in one transaction: the ids claimed in one statement, then
-    ``handler(event, uow, deps)`` for each event not applied before, in order; all or nothing.
-    Returns how many were applied. What a batch consumer does with each batch; ``traces``: each
-    event's trace context (from its message), current while its handler runs, so that what it
-    publishes continues the event's trace and not the batch's."""
+    ``handler(event, uow, deps)`` for each event not applied before, in order (sorted by ``order``
+    first, when given); all or nothing. Returns how many were applied. What a batch consumer does
+    with each batch; ``traces``: each event's trace context (from its message), current while its
+    handler runs, so that what it publishes continues the event's trace and not the batch's."""
     async with deps.transaction() as uow:
         fresh = await deps.claim_all(uow.conn, events)
+        if order is not None:
+            fresh.sort(key=lambda i: order(events[i]))
         for i in fresh:
             token = otel_context.attach(traces[i]) if traces else None
             try:
@@ -178,15 +184,21 @@ async def apply_batch(
     return len(fresh)
 
 
+def one_worker(_: Settings) -> int:
+    """One message at a time (a consumer's default)."""
+    return 1
+
+
 @dataclass(frozen=True)
 class Consumer:
     """An event subscription's options beyond the handler (see ``consumer``)."""
 
     handler: EventHandler | PlainEventHandler
     inbox: bool = True
-    workers: Callable[[Settings], int] = lambda _: 1
+    workers: Callable[[Settings], int] = one_worker
     on_invalid: InvalidHandler | None = None
     batch: bool = False
+    order: Callable[[Any], Any] | None = None
 
 
 InvalidHandler = Callable[[bytes, str, Any], Awaitable[None]]
@@ -196,19 +208,24 @@ def consumer(
     handler: EventHandler | PlainEventHandler,
     *,
     inbox: bool = True,
-    workers: Callable[[Settings], int] = lambda _: 1,
+    workers: Callable[[Settings], int] = one_worker,
     on_invalid: InvalidHandler | None = None,
     batch: bool = False,
+    order: Callable[[Any], Any] | None = None,
 ) -> Consumer:
     """``inbox=False``: the handler gets ``(event, deps)`` and claims the event itself;
     ``workers``: how many events one replica handles at once (from the settings);
     ``on_invalid(raw, problem, deps)``: told of a payload that is not the contract before it is
     dead-lettered, to answer its sender; ``batch``: the events are applied a batch at a time
     (``apply_batch``: one inbox statement and one commit per batch), for bookkeeping handlers
-    that neither wait on other services nor answer the sender."""
-    if batch and (not inbox or on_invalid is not None):
-        raise ValueError("a batch consumer applies through the inbox and answers no sender")
-    return Consumer(handler, inbox, workers, on_invalid, batch)
+    that neither wait on other services nor answer the sender; ``order``: a batch's events are
+    applied sorted by this key (stably), which must name what the handler locks first (its model,
+    its task), so every batch takes its locks in one order and two batches never deadlock."""
+    if batch and (not inbox or on_invalid is not None or workers is not one_worker):
+        raise ValueError("a batch consumer applies through the inbox, one batch at a time, and answers no sender")
+    if order is not None and not batch:
+        raise ValueError("only a batch consumer orders its events")
+    return Consumer(handler, inbox, workers, on_invalid, batch, order)
 
 
 @dataclass(frozen=True)
@@ -377,9 +394,8 @@ class Runtime:
             spec = entry if isinstance(entry, Consumer) else Consumer(entry)
             subject = subjects.of(event_type)
             if spec.batch:
-                handler = typing.cast(EventHandler, spec.handler)
                 durable_name = consume_batches(
-                    router, settings, name, subject, event_type, self._batch_applier(handler), self.letters
+                    router, settings, name, subject, event_type, self._batch_applier(spec), self.letters
                 )
                 self.broker.batches[durable_name] = settings.batch_linger
                 continue
@@ -427,10 +443,12 @@ class Runtime:
 
         return apply
 
-    def _batch_applier(self, handler: EventHandler) -> Callable[[Sequence[Delivered]], Awaitable[None]]:
+    def _batch_applier(self, spec: Consumer) -> Callable[[Sequence[Delivered]], Awaitable[None]]:
+        handler = typing.cast(EventHandler, spec.handler)
+
         async def apply(batch: Sequence[Delivered]) -> None:
-            events = [d.event for d in batch]
-            await apply_batch(handler, events, self.deps, [propagate.extract(d.raw.headers or {}) for d in batch])
+            events, traces = [d.event for d in batch], [propagate.extract(d.raw.headers or {}) for d in batch]
+            await apply_batch(handler, events, self.deps, traces, spec.order)
 
         return apply
 

@@ -47,7 +47,7 @@ class PricedQuotes:
         try:
             return self.estimator.estimate(request, self.estimator.resolve_all(request.models), {})
         except RoutewiseError as exc:  # what the bus turns cost-predictor's error reply into
-            raise RemoteError(exc.message, code=exc.code, details=exc.details) from exc
+            raise RemoteError.of(exc) from exc
 
 
 class MemoryBudgets:

@@ -18,7 +18,8 @@ import pytest
 
 from routewise.client import RoutewiseClient
 from routewise.contracts.budget import BudgetStatus, GetBudgetStatus
-from routewise.contracts.cost import CostEstimate, EstimateAccuracy, EstimateCost, GetEstimateAccuracy
+from routewise.contracts.catalog import default_catalog
+from routewise.contracts.cost import CostEstimate, EstimateAccuracy, EstimateCost, GetEstimateAccuracy, PriceUsage
 from routewise.contracts.events import (
     ChatMessage,
     Constraints,
@@ -34,6 +35,8 @@ from routewise.contracts.events import (
 from routewise.contracts.performance import Performance, QueryPerformance
 from routewise.contracts.routing import Decision, GetDecision, RoutingPolicy, RoutingPreview, SetPolicy
 from routewise.contracts.subjects import snapshot_key
+from routewise.estimates import price
+from routewise.pricing import PriceBook
 from routewise.runtime.inprocess import System
 from routewise.services.selector import handlers as selector
 from tests.conftest import Database, RunningStack, in_process_stack
@@ -435,7 +438,12 @@ async def test_decisions_are_estimated_with_what_cost_predictor_learnt_and_compa
         decision = await eventually(learnt, timeout=30, interval=0.5)
         (mini,) = decision.candidates
         assert mini.output_tokens_p90 is not None and mini.output_tokens_p90 > decision.estimated_output_tokens
-        await record_trusted(rw, a_call(decision, decision.estimated_input_tokens, 2400, "0.002"))
+        # reported, as an application reports it: checked against the decision, which cost-predictor
+        # keeps (with its estimate) before it can take the cost
+        usage = PriceUsage(model="gpt-4o-mini", input_tokens=decision.estimated_input_tokens, output_tokens=2400)
+        cost = price(PriceBook(default_catalog()), usage).cost_usd
+        call = a_call(decision, decision.estimated_input_tokens, 2400, cost)
+        assert isinstance(await rw.record_cost(call, wait=10), CostRecorded)
 
         async def compared() -> EstimateAccuracy | None:
             accuracy = await rw.request(
