@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -133,6 +135,24 @@ async def record_trusted(rw: RoutewiseClient, cost: CostRecorded) -> None:
     cost-predictor, which checked the cost): applied as it is, any amount, for tests of what the
     consumers do with a cost. ``rw.record_cost`` reports it for cost-predictor to check instead."""
     await rw.publish(rw.subjects.event(cost), cost)
+
+
+async def calls_answering(rw: RoutewiseClient, task_type: str, model: str, median_output: int, n: int = 150) -> None:
+    """``n`` recorded calls of ``model`` for ``task_type`` whose output tokens spread (lognormal, a
+    fixed seed) around ``median_output``: what teaches cost-predictor the model's output profile."""
+    rng = random.Random(3)
+    for _ in range(n):
+        cost = CostRecorded(
+            task_id=uuid.uuid4(),
+            scope=Scope(org_id="learn"),
+            task_type=task_type,
+            model=model,
+            provider="openai",
+            input_tokens=50,
+            output_tokens=round(rng.lognormvariate(math.log(median_output), 0.4)),
+            cost_usd=Decimal("0.001"),
+        )
+        await record_trusted(rw, cost)
 
 
 def a_call(decision: ModelSelected, input_tokens: int, output_tokens: int, cost: str | Decimal) -> CostRecorded:

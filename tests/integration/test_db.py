@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -144,70 +145,61 @@ async def test_a_failed_effect_releases_the_inbox_claim(service_pool: asyncpg.Po
         assert await claim(conn, event_id, "subject")  # the redelivery can apply it
 
 
-async def test_the_outbox_publishes_each_event_once(service_pool: asyncpg.Pool, settings: Settings) -> None:
+@pytest.fixture
+async def broker(settings: Settings) -> AsyncIterator[NatsBroker]:
+    """A started broker on the test's namespace, its streams made."""
     broker = NatsBroker(settings.nats_url)
     client = await broker.connect()
     await ensure_streams(client.jetstream(), settings)
     await broker.start()
-    event = TaskRejected(
-        task_id=uuid.uuid4(),
-        scope=Scope(org_id="acme"),
-        task_type="normal",
-        reason="no_model_within_constraints",
-        detail="test",
-    )
-    try:
-        async with unit_of_work(service_pool) as conn:
-            await enqueue(conn, settings.subjects.event(event), event)
-            await enqueue(conn, settings.subjects.event(event), event)  # a retried handler enqueues again
-        relay = OutboxRelay(service_pool, broker, settings)
-        assert await relay.flush() == 1
-        assert await relay.flush() == 0
-        # a crash between publish and marking: the row is published again, the stream drops it
-        await service_pool.execute("UPDATE outbox SET published_at = NULL")
-        assert await relay.flush() == 1
-    finally:
-        await broker.stop()
+    yield broker
+    await broker.stop()
+
+
+async def events_stored(settings: Settings) -> int:
     nc = await nats.connect(settings.nats_url)
     try:
-        info = await nc.jetstream().stream_info(settings.subjects.events_stream.name)
+        return int((await nc.jetstream().stream_info(settings.subjects.events_stream.name)).state.messages)
     finally:
         await nc.close()
-    assert info.state.messages == 1
+
+
+def rejected() -> TaskRejected:
+    return TaskRejected(
+        task_id=uuid.uuid4(), scope=Scope(org_id="acme"), task_type="normal", reason="invalid_request", detail="t"
+    )
+
+
+async def test_the_outbox_publishes_each_event_once(
+    service_pool: asyncpg.Pool, settings: Settings, broker: NatsBroker
+) -> None:
+    event = rejected()
+    async with unit_of_work(service_pool) as conn:
+        await enqueue(conn, settings.subjects.event(event), event)
+        await enqueue(conn, settings.subjects.event(event), event)  # a retried handler enqueues again
+    relay = OutboxRelay(service_pool, broker, settings)
+    assert await relay.flush() == 1
+    assert await relay.flush() == 0
+    # a crash between publish and marking: the row is published again, the stream drops it
+    await service_pool.execute("UPDATE outbox SET published_at = NULL")
+    assert await relay.flush() == 1
+    assert await events_stored(settings) == 1
 
 
 async def test_an_outbox_row_that_cannot_be_published_does_not_hold_back_its_batch(
-    service_pool: asyncpg.Pool, settings: Settings
+    service_pool: asyncpg.Pool, settings: Settings, broker: NatsBroker
 ) -> None:
-    broker = NatsBroker(settings.nats_url)
-    client = await broker.connect()
-    await ensure_streams(client.jetstream(), settings)
-    await broker.start()
-
-    def rejected() -> TaskRejected:
-        return TaskRejected(
-            task_id=uuid.uuid4(), scope=Scope(org_id="acme"), task_type="normal", reason="invalid_request", detail="t"
-        )
-
     events = [rejected() for _ in range(40)]  # more than one batch
-    try:
-        async with unit_of_work(service_pool) as conn:
-            for i, event in enumerate(events):
-                subject = f"{settings.namespace}.nowhere" if i == 3 else settings.subjects.event(event)
-                await enqueue(conn, subject, event)
-        relay = OutboxRelay(service_pool, broker, settings)
-        assert await relay.flush() == 39
-        stuck = await service_pool.fetch("SELECT attempts, last_error FROM outbox WHERE published_at IS NULL")
-        assert [r["attempts"] for r in stuck] == [1] and stuck[0]["last_error"]
-        assert await relay.flush() == 0  # tried again, still nowhere to go
-    finally:
-        await broker.stop()
-    nc = await nats.connect(settings.nats_url)
-    try:
-        info = await nc.jetstream().stream_info(settings.subjects.events_stream.name)
-    finally:
-        await nc.close()
-    assert info.state.messages == 39
+    async with unit_of_work(service_pool) as conn:
+        for i, event in enumerate(events):
+            subject = f"{settings.namespace}.nowhere" if i == 3 else settings.subjects.event(event)
+            await enqueue(conn, subject, event)
+    relay = OutboxRelay(service_pool, broker, settings)
+    assert await relay.flush() == 39
+    stuck = await service_pool.fetch("SELECT attempts, last_error FROM outbox WHERE published_at IS NULL")
+    assert [r["attempts"] for r in stuck] == [1] and stuck[0]["last_error"]
+    assert await relay.flush() == 0  # tried again, still nowhere to go
+    assert await events_stored(settings) == 39
 
 
 def test_dsn_with_keeps_the_server_and_swaps_credentials() -> None:

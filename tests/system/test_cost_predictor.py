@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import random
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -31,7 +29,7 @@ from routewise.contracts.errors import RemoteError
 from routewise.contracts.events import CostRecorded, Scope
 from routewise.runtime.settings import Settings
 from tests.conftest import Database, RunningStack, in_process_stack
-from tests.helpers import eventually, record_trusted
+from tests.helpers import calls_answering, eventually, record_trusted
 
 
 @pytest.fixture(scope="module")
@@ -242,23 +240,8 @@ async def test_output_prediction_learns_from_recorded_costs(cost_stack: RunningS
     task_type = f"learn_{uuid.uuid4().hex[:6]}"
     before = (await ask_estimate(settings, prompt="Explain TCP", models=["gpt-4o"], task_type=task_type)).estimates[0]
     assert (before.output_tokens_p50, before.output_source) == (400, "prior")
-    rng = random.Random(3)
     async with RoutewiseClient(settings) as rw:
-        for _ in range(150):
-            out = round(rng.lognormvariate(math.log(1200), 0.4))
-            await record_trusted(
-                rw,
-                CostRecorded(
-                    task_id=uuid.uuid4(),
-                    scope=Scope(org_id="learn"),
-                    task_type=task_type,
-                    model="gpt-4o",
-                    provider="openai",
-                    input_tokens=50,
-                    output_tokens=out,
-                    cost_usd=Decimal("0.01"),
-                ),
-            )
+        await calls_answering(rw, task_type, "gpt-4o", 1200)
 
     async def learned() -> int | None:
         (e,) = (await ask_estimate(settings, prompt="Explain TCP", models=["gpt-4o"], task_type=task_type)).estimates
