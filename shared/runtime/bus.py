@@ -5,7 +5,8 @@
 - ``DeadLetterMiddleware``: bounded redelivery with backoff, then the original message on a
   dead-letter subject with the reason; malformed messages go there at once.
 - ``consume``: a durable pull consumer that validates the event, binds log context, and
-  hands the event to a plain handler function.
+  hands the event to a plain handler function; ``consume_batches`` (``Batches``): the same a
+  batch at a time, for the bookkeeping consumers (``DeadLetters`` settles each message alone).
 - ``reply``: a request/reply handler that validates the request and always answers, with
   the result or a structured error (never a crash or a timeout).
 """

@@ -23,7 +23,7 @@ waits out) and, while the connection is not up, asks the server nothing: it wait
 fetch's timeout, less once the connection is back) and says "no messages" with the same
 timeout. ``PatientBroker`` is a ``NatsBroker`` whose subscribers get these subscriptions.
 
-A batch consumer's subscription (its durable named in ``PatientBroker(batches=...)``) makes one
+A batch consumer's subscription (its durable in ``PatientBroker.batches``, with its linger) makes one
 batch of what one fetch brings: the first message (waited for as long as the fetch may), then
 whatever else comes within the consumer's linger. FastStream's batch loop would otherwise go on
 fetching until the batch is full or its timeout is up (a second per batch when traffic is light);
