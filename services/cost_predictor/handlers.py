@@ -311,13 +311,13 @@ async def learn_cost(event: CostRecorded, uow: UnitOfWork, deps: CostDeps) -> No
     tokens into its (task type, model) profile, and compare it with the task's estimate."""
     if event.cached:
         return  # a cache hit made no call: nothing to adjust or learn
-    await repo.keep_recorded(uow.conn, event)
-    if not event.success:
-        return  # a failed call's output says nothing about the model's answers
     try:
         model = deps.book.resolve(event.model).id  # learn under the same id estimates use
     except RoutewiseError:
         model = event.model
+    await repo.keep_recorded(uow.conn, event, model)
+    if not event.success:
+        return  # a failed call's output says nothing about the model's answers
     await repo.learn_output(uow.conn, event.task_type, model, event.output_tokens)
     uow.after_commit(lambda: deps.profiles_to_publish.add(event.task_type))
     await repo.record_error(

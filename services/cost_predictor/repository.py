@@ -267,11 +267,24 @@ def decided_predictions(event: ModelSelected) -> Predictions:
 async def keep_estimate(
     conn: Connection | asyncpg.Pool, task_id: UUID, task_type: str, predictions: Predictions
 ) -> None:
+    """Keep a task's estimate and, in the same statement, compare it with the successful calls
+    of the task recorded before it came (a cost may overtake its decision's ModelSelected)."""
     if not predictions:
         return
     await conn.execute(
-        """INSERT INTO estimates (task_id, task_type, predictions) VALUES ($1, $2, $3)
-           ON CONFLICT (task_id) DO UPDATE SET predictions = EXCLUDED.predictions, task_type = EXCLUDED.task_type""",
+        """WITH kept AS (
+               INSERT INTO estimates (task_id, task_type, predictions) VALUES ($1, $2, $3)
+               ON CONFLICT (task_id) DO UPDATE SET predictions = EXCLUDED.predictions, task_type = EXCLUDED.task_type
+               RETURNING task_id, task_type, predictions
+           )
+           INSERT INTO estimate_errors (event_id, task_id, task_type, model, predicted_output_p50,
+               predicted_output_p90, actual_output, predicted_cost_usd, actual_cost_usd, recorded_at)
+           SELECT r.event_id, r.task_id, k.task_type, r.learnt_model, (p ->> 'p50')::int, (p ->> 'p90')::int,
+               r.output_tokens, (p ->> 'cost_usd')::numeric, r.cost_usd, r.occurred_at
+           FROM kept k JOIN recorded_costs r ON r.task_id = k.task_id
+               CROSS JOIN LATERAL (SELECT k.predictions -> r.learnt_model AS p) AS m
+           WHERE r.success AND r.output_tokens IS NOT NULL AND p IS NOT NULL
+           ON CONFLICT (event_id) DO NOTHING""",
         task_id,
         task_type,
         predictions,
@@ -338,13 +351,16 @@ async def accuracy(pool: asyncpg.Pool, model: str | None, task_type: str | None)
 # --- recorded costs and their adjustments ----------------------------------------------------
 
 
-async def keep_recorded(conn: Connection, event: CostRecorded) -> None:
-    """Remember a recorded cost (once per event), for its adjustments."""
+async def keep_recorded(conn: Connection, event: CostRecorded, learnt_model: str) -> None:
+    """Remember a recorded cost (once per event), for its adjustments, and what its call answered
+    under ``learnt_model`` (the catalog's id of its model), for an estimate that comes after it."""
     scope = event.scope
     await conn.execute(
         """INSERT INTO recorded_costs (event_id, task_id, attempt, org_id, team_id, user_id, workspace_id, task_type,
-               model, provider, cost_usd, recorded_cost_usd, self_priced, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) ON CONFLICT (event_id) DO NOTHING""",
+               model, provider, cost_usd, recorded_cost_usd, self_priced, occurred_at, output_tokens, success,
+               learnt_model)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
+           ON CONFLICT (event_id) DO NOTHING""",
         event.event_id,
         event.task_id,
         event.attempt,
@@ -358,6 +374,9 @@ async def keep_recorded(conn: Connection, event: CostRecorded) -> None:
         event.cost_usd,
         event.self_priced,
         event.occurred_at,
+        event.output_tokens,
+        event.success,
+        learnt_model,
     )
 
 

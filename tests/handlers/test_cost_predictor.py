@@ -25,7 +25,7 @@ from routewise.contracts.cost import (
     SetPrice,
 )
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import CostRecorded, Scope, Tier
+from routewise.contracts.events import CandidateScore, CostRecorded, ModelSelected, Scope, Tier
 from routewise.estimates import Estimator
 from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
@@ -249,6 +249,54 @@ async def test_what_recorded_costs_taught_is_published_for_the_selector(deps: Co
     (theirs,) = (await handlers.estimate(ask, deps)).estimates  # what cost.estimate answers now
     mine = Estimator(deps.book).estimate(ask, Estimator(deps.book).resolve_all(ask.models), published.models)
     assert mine.estimates == [theirs] and theirs.output_source == "learned"
+
+
+async def test_a_cost_that_overtakes_its_decision_is_compared_when_the_decision_comes(deps: CostDeps) -> None:
+    """The selector's estimate reaches cost-predictor with ModelSelected; a trusted publisher's
+    cost of the task may be applied before it, and is compared once it is there."""
+    task_type, task_id = a_task_type(), uuid.uuid4()
+    call = a_call(task_type, 600, task_id=task_id, model="gpt-4o-mini", cost_usd=Decimal("0.0004"))
+    await apply_once(handlers.learn_cost, call, deps)  # no estimate yet: nothing to compare
+    assert (await handlers.estimate_accuracy(GetEstimateAccuracy(task_type=task_type), deps)).rows == []
+
+    mini = CandidateScore(
+        model="gpt-4o-mini",
+        provider="openai",
+        tier=Tier.standard,
+        predicted_quality=0.8,
+        confidence=0.5,
+        estimated_cost_usd=Decimal("0.0002"),
+        output_tokens_p50=300,
+        output_tokens_p90=750,
+    )
+    decision = ModelSelected(
+        task_id=task_id,
+        scope=call.scope,
+        task_type=task_type,
+        model="gpt-4o-mini",
+        provider="openai",
+        tier=Tier.standard,
+        estimated_input_tokens=50,
+        estimated_output_tokens=300,
+        estimated_cost_usd=Decimal("0.0002"),
+        baseline_model="gpt-4o-mini",
+        baseline_cost_usd=Decimal("0.0002"),
+        strategy="complexity",
+        confidence=0.5,
+        complexity=0.2,
+        pattern="factual",
+        reasoning="cheap",
+        candidates=[mini],
+        decision_latency_ms=1,
+    )
+    await apply_once(handlers.learn_decision, decision, deps)
+    await apply_once(handlers.learn_decision, decision.model_copy(update={"event_id": uuid.uuid4()}), deps)
+
+    (row,) = (await handlers.estimate_accuracy(GetEstimateAccuracy(task_type=task_type), deps)).rows
+    assert (row.model, row.samples) == ("gpt-4o-mini", 1)  # once, though the decision came twice
+    assert row.cost_bias_percent == pytest.approx(-50.0)  # the estimate ran low: 0.0002 for 0.0004
+    assert row.output_bias_percent == pytest.approx(-50.0)
+    assert row.p90_coverage_percent == 100.0
 
 
 async def test_each_kept_estimate_is_compared_with_its_actual_cost(deps: CostDeps) -> None:
