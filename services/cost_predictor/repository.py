@@ -274,7 +274,9 @@ async def keep_estimate(
     await conn.execute(
         """WITH kept AS (
                INSERT INTO estimates (task_id, task_type, predictions) VALUES ($1, $2, $3)
-               ON CONFLICT (task_id) DO UPDATE SET predictions = EXCLUDED.predictions, task_type = EXCLUDED.task_type
+               ON CONFLICT (task_id) DO UPDATE SET
+                   predictions = estimates.predictions || EXCLUDED.predictions,  -- a task decided again: both
+                   task_type = EXCLUDED.task_type
                RETURNING task_id, task_type, predictions
            )
            INSERT INTO estimate_errors (event_id, task_id, task_type, model, predicted_output_p50,

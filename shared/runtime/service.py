@@ -175,9 +175,16 @@ async def apply_batch(
         if order is not None:
             fresh.sort(key=lambda i: order(events[i]))
         for i in fresh:
+            event = events[i]
             token = otel_context.attach(traces[i]) if traces else None
+            task_id = getattr(event, "task_id", None)
             try:
-                await handler(events[i], uow, deps)
+                with structlog.contextvars.bound_contextvars(  # what ``consume`` binds for one event
+                    event_id=str(event.event_id),
+                    event_type=type(event).__name__,
+                    task_id=str(task_id) if task_id else None,
+                ):
+                    await handler(event, uow, deps)
             finally:
                 if token is not None:
                     otel_context.detach(token)

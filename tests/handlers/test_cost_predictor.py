@@ -298,6 +298,15 @@ async def test_a_cost_that_overtakes_its_decision_is_compared_when_the_decision_
     assert row.output_bias_percent == pytest.approx(-50.0)
     assert row.p90_coverage_percent == 100.0
 
+    # decided again (e.g. after an approval), on another model: what it said of the first stays
+    other = mini.model_copy(update={"model": "gpt-4o", "estimated_cost_usd": Decimal("0.002")})
+    again = decision.model_copy(update={"event_id": uuid.uuid4(), "model": "gpt-4o", "candidates": [other]})
+    await apply_once(handlers.learn_decision, again, deps)
+    second = a_call(task_type, 600, task_id=task_id, model="gpt-4o-mini", cost_usd=Decimal("0.0004"))
+    await apply_once(handlers.learn_cost, second, deps)
+    (row,) = (await handlers.estimate_accuracy(GetEstimateAccuracy(task_type=task_type), deps)).rows
+    assert (row.model, row.samples) == ("gpt-4o-mini", 2)
+
 
 async def test_each_kept_estimate_is_compared_with_its_actual_cost(deps: CostDeps) -> None:
     task_type, task_id = a_task_type(), uuid.uuid4()
