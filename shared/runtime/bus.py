@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -328,35 +329,55 @@ def consume(
     ``workers`` > 1, that many messages are handled at once (for handlers that mostly wait on
     the network).
     """
-    stream = settings.subjects.stream_for(subject)
 
     async def _consumer(event: Event) -> None:
-        task_id = getattr(event, "task_id", None)
-        with structlog.contextvars.bound_contextvars(
-            event_id=str(event.event_id),
-            event_type=event_type.__name__,
-            task_id=str(task_id) if task_id else None,
-        ):
+        with event_context(event):
             await handler(cast(E, event))
 
     _consumer.__annotations__ = {"event": event_type, "return": None}
     _consumer.__name__ = _consumer.__qualname__ = event_type.__name__
-    router.subscriber(
+    durable_subscriber(
+        router,
+        settings,
+        service,
         subject,
-        stream=JStream(stream.name, declare=False),
-        durable=durable(service, subject),
+        event_type,
         pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
-        inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),  # where its bus user may subscribe
         max_workers=workers,
+        decoder=contract_decoder(event_type, on_invalid, settings.subjects),
+    )(_consumer)
+
+
+def event_context(event: Event) -> AbstractContextManager[None]:
+    """The log context while one event is applied: its id, type and task (when it has one)."""
+    task_id = getattr(event, "task_id", None)
+    return structlog.contextvars.bound_contextvars(
+        event_id=str(event.event_id),
+        event_type=type(event).__name__,
+        task_id=str(task_id) if task_id else None,
+    )
+
+
+def durable_subscriber(
+    router: NatsRouter, settings: Settings, service: str, subject: str, event_type: type[Event], **options: Any
+) -> Any:
+    """The durable pull subscriber of ``subject`` for ``service`` (its own durable, in the stream
+    that captures the subject, through its bus user's inbox), acked after its handler, documented
+    with the contract; ``options``: how it pulls and decodes."""
+    return router.subscriber(
+        subject,
+        stream=JStream(settings.subjects.stream_for(subject).name, declare=False),
+        durable=durable(service, subject),
+        inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),  # where its bus user may subscribe
         config=ConsumerConfig(
-            max_deliver=-1,  # the DeadLetterMiddleware bounds deliveries, and never drops a message silently
+            max_deliver=-1,  # DeadLetters bounds deliveries, and never drops a message silently
             ack_wait=settings.ack_wait,
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        decoder=contract_decoder(event_type, on_invalid, settings.subjects),
         title=f"{service}:{subject}",
         description=(event_type.__doc__ or "").strip() or None,
-    )(_consumer)
+        **options,
+    )
 
 
 @dataclass(frozen=True)
@@ -387,7 +408,6 @@ def consume_batches(
     What happens to each message is ``Batches``'. The subscriber is typed with the contract, for
     the AsyncAPI document.
     """
-    stream = settings.subjects.stream_for(subject)
     batches = Batches(event_type, settings.subjects, apply, letters)
 
     async def _consumer(events: list[Event]) -> None:
@@ -395,20 +415,16 @@ def consume_batches(
 
     _consumer.__annotations__ = {"events": list[event_type], "return": None}  # type: ignore[valid-type]
     _consumer.__name__ = _consumer.__qualname__ = event_type.__name__
-    name = durable(service, subject)
-    router.subscriber(
+    durable_subscriber(
+        router,
+        settings,
+        service,
         subject,
-        stream=JStream(stream.name, declare=False),
-        durable=name,
+        event_type,
         pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0, batch=True),
-        inbox_prefix=f"{settings.nats_inbox_prefix}.".encode(),
-        config=ConsumerConfig(max_deliver=-1, ack_wait=settings.ack_wait),  # as ``consume``'s
-        ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=batches.decode,
-        title=f"{service}:{subject}",
-        description=(event_type.__doc__ or "").strip() or None,
     )(_consumer)
-    return name
+    return durable(service, subject)
 
 
 @dataclass(frozen=True)

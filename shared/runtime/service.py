@@ -57,7 +57,15 @@ from pydantic import BaseModel
 from routewise.contracts.events import Event, utcnow
 from routewise.contracts.subjects import Subjects
 from routewise.runtime import retention
-from routewise.runtime.bus import DeadLetterMiddleware, DeadLetters, Delivered, consume, consume_batches, reply
+from routewise.runtime.bus import (
+    DeadLetterMiddleware,
+    DeadLetters,
+    Delivered,
+    consume,
+    consume_batches,
+    event_context,
+    reply,
+)
 from routewise.runtime.bus_users import as_service
 from routewise.runtime.db import Connection, claim_many, create_pool, digest_of, migrate
 from routewise.runtime.logs import setup_logging
@@ -175,16 +183,10 @@ async def apply_batch(
         if order is not None:
             fresh.sort(key=lambda i: order(events[i]))
         for i in fresh:
-            event = events[i]
             token = otel_context.attach(traces[i]) if traces else None
-            task_id = getattr(event, "task_id", None)
             try:
-                with structlog.contextvars.bound_contextvars(  # what ``consume`` binds for one event
-                    event_id=str(event.event_id),
-                    event_type=type(event).__name__,
-                    task_id=str(task_id) if task_id else None,
-                ):
-                    await handler(event, uow, deps)
+                with event_context(events[i]):
+                    await handler(events[i], uow, deps)
             finally:
                 if token is not None:
                     otel_context.detach(token)
