@@ -25,7 +25,7 @@ from routewise.contracts.cost import (
     SetPrice,
 )
 from routewise.contracts.errors import RoutewiseError
-from routewise.contracts.events import CandidateScore, CostRecorded, ModelSelected, Scope, Tier
+from routewise.contracts.events import CandidateScore, CostRecorded, Scope, Tier
 from routewise.estimates import Estimator
 from routewise.runtime.service import apply_once
 from routewise.runtime.settings import Settings
@@ -34,6 +34,7 @@ from routewise.services.cost_predictor.handlers import CostDeps
 from routewise.services.cost_predictor.ports import MemoryProfileStore
 from routewise.services.cost_predictor.pricing import PriceBook
 from tests.handlers.cost_metrics_twins import CostBusTwin
+from tests.helpers import a_selection
 
 
 @pytest.fixture
@@ -269,25 +270,8 @@ async def test_a_cost_that_overtakes_its_decision_is_compared_when_the_decision_
         output_tokens_p50=300,
         output_tokens_p90=750,
     )
-    decision = ModelSelected(
-        task_id=task_id,
-        scope=call.scope,
-        task_type=task_type,
-        model="gpt-4o-mini",
-        provider="openai",
-        tier=Tier.standard,
-        estimated_input_tokens=50,
-        estimated_output_tokens=300,
-        estimated_cost_usd=Decimal("0.0002"),
-        baseline_model="gpt-4o-mini",
-        baseline_cost_usd=Decimal("0.0002"),
-        strategy="complexity",
-        confidence=0.5,
-        complexity=0.2,
-        pattern="factual",
-        reasoning="cheap",
-        candidates=[mini],
-        decision_latency_ms=1,
+    decision = a_selection(call.scope, "gpt-4o-mini", task_id, "factual", task_type).model_copy(
+        update={"candidates": [mini]}
     )
     await apply_once(handlers.learn_decision, decision, deps)
     await apply_once(handlers.learn_decision, decision.model_copy(update={"event_id": uuid.uuid4()}), deps)
